@@ -1,0 +1,110 @@
+"""Attention backends by name: a registry, not an if/elif ladder.
+
+Context:
+    A backend is a callable with the signature of
+    :func:`probe.attention.reference.reference_attention`::
+
+        backend(query, key, value, mask, *, scaling, softcap, want, edit) -> AttentionOutput
+
+    ``"reference"`` (plain torch, exact, any device) is always registered; ``"sdpa"`` runs
+    layers that need neither statistics nor edits through PyTorch's fused kernel. GPU kernels
+    register themselves under their own names (see ``probe.kernels``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from probe.attention.mask import LazyMask
+from probe.attention.reference import reference_attention
+from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest
+
+
+class AttentionBackend(Protocol):
+    def __call__(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: LazyMask,
+        *,
+        scaling: float | None = None,
+        softcap: float | None = None,
+        want: StatRequest = StatRequest(),
+        edit: LayerEdit | None = None,
+    ) -> AttentionOutput: ...
+
+
+_BACKENDS: dict[str, AttentionBackend] = {}
+
+
+def register_backend(name: str, backend: AttentionBackend, *, overwrite: bool = False) -> None:
+    """Make ``backend`` selectable as ``name``; registering a taken name raises unless ``overwrite``."""
+    if name in _BACKENDS and not overwrite:
+        raise ValueError(f"attention backend {name!r} is already registered; pass overwrite=True to replace it")
+    _BACKENDS[name] = backend
+
+
+def get_backend(name: str) -> AttentionBackend:
+    """The backend registered as ``name``, with the list of choices when it is unknown."""
+    if name not in _BACKENDS:
+        _load_optional_backends()
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown attention backend {name!r}; available: {sorted(_BACKENDS)}"
+        ) from None
+
+
+def available_backends() -> list[str]:
+    _load_optional_backends()
+    return sorted(_BACKENDS)
+
+
+def sdpa_attention(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch kv_head k d"],
+    mask: LazyMask,
+    *,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    want: StatRequest = StatRequest(),
+    edit: LayerEdit | None = None,
+) -> AttentionOutput:
+    """PyTorch's fused attention for layers that need no statistics and no edits."""
+    if want.pattern or want.any_stats or (edit is not None and not edit.is_empty) or softcap is not None:
+        return reference_attention(query, key, value, mask, scaling=scaling, softcap=softcap, want=want, edit=edit)
+    plain_causal = mask.causal and mask.padding is None and mask.sliding_window is None and mask.q_offset == 0
+    bool_mask = None if plain_causal and mask.q_length == mask.kv_length else mask.rows(0, mask.q_length)
+    if bool_mask is not None:
+        # Rows that may see nothing (padding queries) would come out NaN and poison later layers
+        # through 0 * NaN; let them see everything instead, as eager attention effectively does.
+        bool_mask = bool_mask | ~bool_mask.any(-1, keepdim=True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=bool_mask,
+        is_causal=bool_mask is None,
+        scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return AttentionOutput(output=out.transpose(1, 2), pattern=None, stats={})
+
+
+def _load_optional_backends() -> None:
+    """Import optional backends (GPU kernels) so they can register; absent ones are skipped."""
+    try:
+        import probe.kernels.backend  # noqa: F401
+    except ImportError:
+        pass
+
+
+register_backend("reference", reference_attention)
+register_backend("sdpa", sdpa_attention)
