@@ -1,0 +1,7 @@
+"""Capture attention: full patterns on short inputs, reduced statistics on long ones."""
+
+from probe.capture.api import capture as capture
+from probe.capture.config import CaptureConfig as CaptureConfig
+from probe.capture.hf import recording as recording
+from probe.capture.inputs import InputError as InputError
+from probe.capture.record import AttentionRecord as AttentionRecord

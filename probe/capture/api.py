@@ -1,0 +1,93 @@
+"""One call to capture attention from a batch of prompts, on HF or TransformerLens models.
+
+Example:
+    >>> from probe import load_model, capture, CaptureConfig
+    >>> model = load_model("smollm2-135m")
+    >>> record = capture(model, ["The capital of France is"], CaptureConfig(mode="pattern"))
+    >>> record.pattern(layer=5).shape          # [head, query, key]
+    >>> record.stat(5, "received_mean")        # ACT sink score per head and key
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from probe.capture.config import CaptureConfig
+from probe.capture.hf import Recorder, recording, run_forward
+from probe.capture.inputs import InputError, check_layers, tokenize
+from probe.capture.lens import lens_hooks, run_lens
+from probe.capture.record import AttentionRecord
+from probe.models.loading import LoadedModel
+
+Engine = Literal["hf", "lens"]
+
+
+def capture(
+    model: LoadedModel,
+    prompts: list[str] | str,
+    config: CaptureConfig = CaptureConfig(),
+    *,
+    engine: Engine = "hf",
+) -> AttentionRecord:
+    """Run ``prompts`` through ``model`` and record attention as ``config`` asks.
+
+    Args:
+        model: a loaded model (see :func:`probe.models.load_model`).
+        prompts: one prompt or a list (left-padded into one batch).
+        config: mode, layers, statistics, head-output positions, backend.
+        engine: ``"hf"`` (the Hugging Face model, any length) or ``"lens"`` (the same weights as
+            a TransformerLens ``HookedTransformer``, through its hooks).
+
+    Raises:
+        InputError: empty prompts, prompts longer than the context, layers out of range, or a
+            pattern-mode capture too large for ``config.pattern_bytes_limit``.
+    """
+    geometry = model.geometry
+    layers = check_layers(config.layers, geometry)
+    batch = tokenize(model.tokenizer, prompts, geometry.context_length)
+    if config.mode == "pattern":
+        _check_pattern_size(batch.input_ids.shape, len(layers), geometry.n_heads, config)
+    if engine == "hf":
+        with recording(model.hf, config, layers, batch.attention_mask) as recorder:
+            logits = run_forward(model.hf, batch.input_ids, batch.attention_mask)
+    elif engine == "lens":
+        recorder = Recorder(config=config)
+        hooks = lens_hooks(config, layers, batch.attention_mask.to(model.lens().cfg.device), recorder)
+        logits = run_lens(model.lens(), batch.input_ids, batch.attention_mask, hooks)
+    else:
+        raise InputError(f"engine must be 'hf' or 'lens', got {engine!r}")
+    return _to_record(model.name, config, batch, geometry.n_heads, recorder, logits)
+
+
+def _check_pattern_size(shape, n_layers: int, n_heads: int, config: CaptureConfig) -> None:
+    batch, length = shape
+    needed = batch * n_layers * n_heads * length * length * 4
+    if needed > config.pattern_bytes_limit:
+        raise InputError(
+            f"pattern mode would hold {needed / 2**30:.1f} GiB of patterns ({batch} prompts x {n_layers} layers x "
+            f"{n_heads} heads x {length}^2 floats), over the {config.pattern_bytes_limit / 2**30:.1f} GiB limit; "
+            "use mode='stats', fewer layers, or raise pattern_bytes_limit"
+        )
+
+
+def _to_record(name, config, batch, n_heads, recorder: Recorder, logits) -> AttentionRecord:
+    stats, patterns, head_outputs = {}, {}, {}
+    for layer, calls in recorder.calls.items():
+        first = calls[0]
+        stats[layer] = {k: v.cpu() for k, v in first["stats"].items()}
+        if "pattern" in first:
+            patterns[layer] = first["pattern"].cpu()
+        if "head_outputs" in first:
+            head_outputs[layer] = first["head_outputs"].cpu()
+    return AttentionRecord(
+        model=name,
+        config=config,
+        tokens=batch.tokens,
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        n_heads=n_heads,
+        stats=stats,
+        patterns=patterns,
+        head_outputs=head_outputs,
+        last_logits=logits,
+    )

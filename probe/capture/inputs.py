@@ -1,0 +1,96 @@
+"""Turn prompts into a padded batch, refusing bad input with a message that says the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from probe.models.families import HeadGeometry
+
+
+class InputError(ValueError):
+    """Bad user input: empty prompts, prompts too long, layers or heads out of range."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    tokens: list[list[str]]
+
+
+def tokenize(tokenizer, prompts: list[str] | str, context_length: int | None) -> Batch:
+    """Left-padded batch of ``prompts``; every prompt must be non-empty and fit the context."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise InputError("no prompts given; pass at least one non-empty prompt")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"prompt {index} is empty; every prompt needs some text")
+    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    for index, ids in enumerate(encoded):
+        if context_length is not None and len(ids) > context_length:
+            raise InputError(
+                f"prompt {index} has {len(ids)} tokens, longer than the model's context window of "
+                f"{context_length}; shorten it or split it"
+            )
+    width = max(len(ids) for ids in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+    return Batch(input_ids=input_ids, attention_mask=attention_mask, tokens=[_readable(t, tokenizer) for t in tokens])
+
+
+def _readable(tokens: list[str], tokenizer) -> list[str]:
+    """Token strings as text (byte-level BPE markers like 'Ġ' turned back into spaces)."""
+    convert = getattr(tokenizer, "convert_tokens_to_string", None)
+    if convert is None:
+        return tokens
+    return [convert([t]) for t in tokens]
+
+
+def check_layers(layers: tuple[int, ...] | None, geometry: HeadGeometry) -> tuple[int, ...]:
+    """Validate layer indices (negative ones count from the end); None means all layers."""
+    if layers is None:
+        return tuple(range(geometry.n_layers))
+    checked = []
+    for layer in layers:
+        if not -geometry.n_layers <= layer < geometry.n_layers:
+            raise InputError(
+                f"layer {layer} is out of range: the model has {geometry.n_layers} layers (0..{geometry.n_layers - 1})"
+            )
+        checked.append(layer % geometry.n_layers)
+    return tuple(sorted(set(checked)))
+
+
+def check_heads(heads: tuple[int, ...] | None, geometry: HeadGeometry) -> tuple[int, ...]:
+    """Validate head indices; None means all heads."""
+    if heads is None:
+        return tuple(range(geometry.n_heads))
+    for head in heads:
+        if not 0 <= head < geometry.n_heads:
+            raise InputError(
+                f"head {head} is out of range: each layer has {geometry.n_heads} heads (0..{geometry.n_heads - 1})"
+            )
+    return tuple(sorted(set(heads)))
+
+
+def position_columns(positions: tuple[int, ...], attention_mask: Tensor) -> Int[Tensor, "batch p"]:
+    """Columns of per-prompt token positions in a left-padded batch (negative from the end)."""
+    lengths = attention_mask.sum(1)
+    width = attention_mask.shape[1]
+    cols = []
+    for pos in positions:
+        if pos >= 0 and bool((pos >= lengths).any()):
+            raise InputError(f"position {pos} is beyond the shortest prompt ({int(lengths.min())} tokens)")
+        if pos < 0 and bool((-pos > lengths).any()):
+            raise InputError(f"position {pos} is before the start of the shortest prompt ({int(lengths.min())} tokens)")
+        cols.append(width - lengths + pos if pos >= 0 else torch.full_like(lengths, width + pos))
+    return torch.stack(cols, dim=1) if cols else torch.zeros(len(lengths), 0, dtype=torch.long)

@@ -1,0 +1,135 @@
+"""Apply edits to a model for the duration of a ``with`` block: HF or TransformerLens.
+
+Context:
+    On HF models the edits ride the registered ``"headscope"`` attention function: edited layers
+    run the chosen backend with the layer's resolved :class:`~probe.attention.spec.LayerEdit`,
+    other layers run SDPA. This holds for plain forwards and for every step of ``generate()``.
+    On TransformerLens models they are hooks: key biases on ``hook_attn_scores``, key scalings on
+    ``hook_pattern``, head scales on ``hook_z``. Either way everything is removed on exit, also
+    when the block raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from probe.attention.hf import AttentionSession, LayerPlan, active_session, attention_modules, use_headscope_attention
+from probe.attention.mask import LazyMask
+from probe.attention.reference import apply_key_scale, select_sinks
+from probe.attention.spec import SinkRule, StatRequest
+from probe.attention.stats import StatAccumulator
+from probe.edits.resolve import KeyLayout, layer_edit
+from probe.edits.spec import Edit
+from probe.models.families import family_of
+
+
+@contextlib.contextmanager
+def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> Iterator[None]:
+    """Edit attention inside the block.
+
+    Args:
+        model: a :class:`~probe.models.LoadedModel`, an HF causal LM, or a ``HookedTransformer``.
+        edits: :mod:`probe.edits.spec` edits; they compose.
+        backend: attention backend for edited layers.
+    """
+    edits = list(edits)
+    target = getattr(model, "hf", model)
+    if _is_lens(target):
+        _check_targets(edits, target.cfg.n_layers, target.cfg.n_heads)
+        with target.hooks(fwd_hooks=lens_edit_hooks(edits, target.cfg.n_layers)):
+            yield
+        return
+    geometry = family_of(target).geometry(target)
+    _check_targets(edits, geometry.n_layers, geometry.n_heads)
+    plans = {layer: _hf_plan(edits, layer, backend) for layer in _edited_layers(edits, geometry.n_layers)}
+    session = AttentionSession(layer_of=attention_modules(target), plans=plans)
+    with use_headscope_attention(target), active_session(session):
+        yield
+
+
+def _hf_plan(edits: Sequence[Edit], layer: int, backend: str) -> LayerPlan:
+    def resolve(mask: LazyMask, n_heads: int):
+        layout = KeyLayout(first_key=mask.first_key(), kv_length=mask.kv_length, device=torch.device(mask.device))
+        return layer_edit(edits, layer, n_heads, layout)
+
+    return LayerPlan(want=StatRequest(), edit=resolve, backend=backend)
+
+
+def _edited_layers(edits: Sequence[Edit], n_layers: int) -> list[int]:
+    return sorted({layer % n_layers for e in edits for layer in (e.layers or range(n_layers))})
+
+
+def _check_targets(edits: Sequence[Edit], n_layers: int, n_heads: int) -> None:
+    for edit in edits:
+        for layer in edit.layers or ():
+            if not -n_layers <= layer < n_layers:
+                raise ValueError(f"edit {type(edit).__name__} names layer {layer}; the model has {n_layers} layers")
+        for head in edit.heads or ():
+            if not 0 <= head < n_heads:
+                raise ValueError(f"edit {type(edit).__name__} names head {head}; layers have {n_heads} heads")
+
+
+def _is_lens(model: nn.Module) -> bool:
+    return hasattr(model, "hooks") and hasattr(model, "cfg") and hasattr(model, "blocks")
+
+
+def lens_edit_hooks(edits: Sequence[Edit], n_layers: int) -> list:
+    """TransformerLens forward hooks implementing ``edits``."""
+    hooks = []
+    for layer in _edited_layers(edits, n_layers):
+        state: dict[str, Tensor] = {}
+        hooks += [
+            (f"blocks.{layer}.attn.hook_attn_scores", _scores_hook(edits, layer, state)),
+            (f"blocks.{layer}.attn.hook_pattern", _pattern_hook(edits, layer, state)),
+            (f"blocks.{layer}.attn.hook_z", _z_hook(edits, layer, state)),
+        ]
+    return hooks
+
+
+def _scores_hook(edits, layer, state):
+    def hook(scores: Tensor, hook) -> Tensor:
+        # The last query sees every real key under a causal mask: finite there = a real key.
+        valid = torch.isfinite(scores[:, 0, -1, :]) & (scores[:, 0, -1, :] > torch.finfo(scores.dtype).min / 2)
+        layout = KeyLayout(first_key=valid.int().argmax(1), kv_length=scores.shape[-1], device=scores.device)
+        edit = layer_edit(edits, layer, scores.shape[1], layout)
+        state.update(valid=valid, edit=edit)
+        if edit is not None and edit.key_bias is not None:
+            scores = scores + edit.key_bias[:, :, None, :].to(scores)
+        return scores
+
+    return hook
+
+
+def _pattern_hook(edits, layer, state):
+    def hook(pattern: Tensor, hook) -> Tensor:
+        edit = state.get("edit")
+        if edit is None or not edit.key_scales:
+            return pattern
+        valid = state["valid"]
+        mask = LazyMask(pattern.shape[0], pattern.shape[2], pattern.shape[3], padding=valid, device=pattern.device)
+        probs = pattern.float()
+        for scale in edit.key_scales:
+            keys = scale.keys
+            if isinstance(keys, SinkRule):
+                acc = StatAccumulator(StatRequest(received=True), probs, probs[:, :1], mask)
+                acc.update(probs, mask.rows(0, probs.shape[2]), 0, probs.shape[2])
+                stats = acc.finish()
+                keys = select_sinks(stats["received_mean"], stats["visible_count"], keys)
+            probs = apply_key_scale(probs, keys, scale.factor)
+        return probs.to(pattern.dtype)
+
+    return hook
+
+
+def _z_hook(edits, layer, state):
+    def hook(z: Tensor, hook) -> Tensor:
+        edit = state.get("edit")
+        if edit is None or edit.head_scale is None:
+            return z
+        return z * edit.head_scale.to(z)[None, None, :, None]
+
+    return hook

@@ -1,0 +1,95 @@
+"""Resolve declarative edits into one layer's tensors for one attention call.
+
+Key positions are per prompt (0 = first real token), so they are resolved against the call's
+key layout: where each batch row's first real key sits, and how many keys there are (which grows
+during generation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from probe.attention.spec import KeyScale, LayerEdit
+from probe.edits.spec import BiasKeys, Edit, Positions, ScaleHeads, ScaleKeys, Sinks
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Where the keys of one attention call are.
+
+    Attributes:
+        first_key: ``[batch]`` index of each row's first real key.
+        kv_length: number of keys.
+        device: where tensors go.
+    """
+
+    first_key: Int[Tensor, " batch"]
+    kv_length: int
+    device: torch.device
+
+    @property
+    def batch(self) -> int:
+        return self.first_key.shape[0]
+
+
+def layer_edit(edits: Sequence[Edit], layer: int, n_heads: int, layout: KeyLayout) -> LayerEdit | None:
+    """The combined edit of ``layer`` (None when no edit targets it)."""
+    parts = [_resolve(edit, n_heads, layout) for edit in edits if edit.applies_to(layer)]
+    return combine_layer_edits(parts)
+
+
+def combine_layer_edits(parts: Sequence[LayerEdit | None]) -> LayerEdit | None:
+    """Compose edits of one layer: biases add, key scalings chain, head scales multiply."""
+    parts = [p for p in parts if p is not None and not p.is_empty]
+    if not parts:
+        return None
+    biases = [p.key_bias for p in parts if p.key_bias is not None]
+    scales = [p.head_scale for p in parts if p.head_scale is not None]
+    return LayerEdit(
+        key_bias=torch.stack(biases).sum(0) if biases else None,
+        key_scales=tuple(s for p in parts for s in p.key_scales),
+        head_scale=torch.stack(scales).prod(0) if scales else None,
+    )
+
+
+def _resolve(edit: Edit, n_heads: int, layout: KeyLayout) -> LayerEdit:
+    heads = _head_mask(edit.heads, n_heads, layout.device)
+    if isinstance(edit, ScaleHeads):
+        return LayerEdit(head_scale=torch.where(heads, edit.factor, 1.0))
+    if isinstance(edit, BiasKeys):
+        keys = _key_mask(edit.keys, layout)[:, None, :] & heads[None, :, None]
+        return LayerEdit(key_bias=keys.float() * edit.bias)
+    if isinstance(edit, ScaleKeys):
+        factor = torch.where(heads, edit.factor, 1.0)
+        if isinstance(edit.keys, Sinks):
+            return LayerEdit(key_scales=(KeyScale(factor=factor, keys=edit.keys.rule),))
+        keys = _key_mask(edit.keys, layout)[:, None, :].expand(-1, n_heads, -1)
+        return LayerEdit(key_scales=(KeyScale(factor=factor, keys=keys),))
+    raise TypeError(f"not an edit: {edit!r}")
+
+
+def _head_mask(heads: tuple[int, ...] | None, n_heads: int, device) -> Bool[Tensor, " head"]:
+    mask = torch.zeros(n_heads, dtype=torch.bool, device=device)
+    if heads is None:
+        return mask.fill_(True)
+    for head in heads:
+        if not 0 <= head < n_heads:
+            raise ValueError(f"edit names head {head}, but layers have {n_heads} heads (0..{n_heads - 1})")
+        mask[head] = True
+    return mask
+
+
+def _key_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+    """Key columns of per-prompt positions; positions past the current keys select nothing."""
+    mask = torch.zeros(layout.batch, layout.kv_length, dtype=torch.bool, device=layout.device)
+    rows = torch.arange(layout.batch, device=layout.device)
+    for pos in keys.positions:
+        cols = layout.first_key.to(layout.device) + pos if pos >= 0 else torch.full_like(rows, layout.kv_length + pos)
+        ok = (cols >= layout.first_key.to(layout.device)) & (cols < layout.kv_length)
+        mask[rows[ok], cols[ok]] = True
+    return mask
