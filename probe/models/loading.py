@@ -95,6 +95,11 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str = "
             resolution failed.
     """
     folder = resolve_folder(name)
+    if folder is None and "/" not in name:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: not a registered name ({', '.join(sorted(_SOURCES))}) and not a local folder. "
+            "Pass a registered name, a folder with config.json and weights, or a hub id such as 'org/model'."
+        )
     target = str(folder) if folder is not None else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)

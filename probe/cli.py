@@ -1,0 +1,54 @@
+"""The ``headscope`` command line: a registry of subcommands.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser
+and sets ``func`` (called with the parsed arguments, returning an exit code). Modules are listed
+in :data:`COMMAND_MODULES`; adding a command is adding one line there.
+
+Errors a user can fix (unknown model, empty prompt, prompt too long, layer out of range,
+unreadable file) print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "probe.cli_capture",
+    "circuits.sinks.cli",
+    "apps.heads_dashboard.cli",
+)
+
+
+class UsageError(ValueError):
+    """An error the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headscope", description="See and change what attention heads do.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue  # that command's package is not part of this installation
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

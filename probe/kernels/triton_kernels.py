@@ -1,0 +1,315 @@
+"""The Triton kernels themselves: K1 (flash forward with row statistics) and K2 (column pass).
+
+Context:
+    Both kernels walk a :class:`~probe.kernels.blocks.BlockTable`, the FlexAttention-style list
+    of key blocks per query block (and, for K2, of query blocks per key block). "Full" blocks
+    need no mask; "partial" blocks apply the token predicate :func:`_allowed` (key bound,
+    causal, sliding window with per-head sink tokens). Dense, causal, sliding-window and every
+    block-sparse pattern therefore run through the same loops.
+
+    Units: logits are kept in base 2 (``s2 = q.k * scale * log2(e) + bias * log2(e)``) so the
+    softmax uses ``exp2``; the stored log-sum-exp is converted back to natural log.
+
+    K1 (``_k1_kernel``), one program per (query block, batch x head):
+        online softmax over the listed key blocks, accumulating O, l, m and, when asked,
+        ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (i - j)`` (distance). With ACT (one
+        selected key set per head) a second short loop over the blocks holding selected keys
+        computes their mass ``l_S`` and output ``acc_S`` with the final row max, and the
+        epilogue redistributes (kernels.md section 3.1). A per-head output scale is applied last.
+
+    K2 (``_k2_kernel``), one program per (key block, batch x head):
+        the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
+        per-key reductions are row reductions. ``p = exp2(s2 - lse2)`` is exact, no rescaling.
+        Produces column sum, column max, the count of queries that see each key, and
+        per-tile block sum / max.
+
+    Masked logits use a large finite negative (``NEG``) rather than ``-inf`` in K1 so that
+    ``p * (s2 - m)`` never evaluates ``0 * inf``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+NEG = -1.0e30
+
+
+@triton.jit
+def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
+             CAUSAL: tl.constexpr, LOCAL: tl.constexpr):
+    """Token predicate; ``q_idx``/``k_idx`` are broadcastable query / key index tensors."""
+    ok = k_idx < n_kv
+    if CAUSAL:
+        ok = ok & (q_idx + diag >= k_idx)
+    if LOCAL:
+        window = tl.load(window_ptr + h)
+        sink = tl.load(sink_ptr + h)
+        ok = ok & ((q_idx + diag - k_idx < window) | (k_idx + kv_offset < sink))
+    return ok
+
+
+@triton.jit
+def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
+               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_ROWS: tl.constexpr):
+    """A (rows, BLOCK_D) tile of a [rows, head_dim] matrix; padded columns/rows read as 0."""
+    ptrs = base + offs_row[:, None] * stride_row + offs_d[None, :]
+    if MASK_ROWS:
+        if BLOCK_D == HEAD_DIM:
+            tile = tl.load(ptrs, mask=offs_row[:, None] < n_rows, other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=(offs_row[:, None] < n_rows) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    else:
+        if BLOCK_D == HEAD_DIM:
+            tile = tl.load(ptrs)
+        else:
+            tile = tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    return tile
+
+
+@triton.jit
+def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, start_n,
+              offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+              window_ptr, sink_ptr,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
+              HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, DISTANCE: tl.constexpr):
+    """One key block of the online softmax. Returns the updated running state."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, MASKED)  # (BN, D)
+    s = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN), base-2 logits
+    if HAS_BIAS:
+        if MASKED:
+            bias = tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)
+        else:
+            bias = tl.load(bias_base + offs_n)
+        s += bias[None, :] * 1.4426950408889634
+    if MASKED:
+        ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+                      window_ptr, sink_ptr, CAUSAL, LOCAL)
+        s = tl.where(ok, s, -1.0e30)
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    s = s - m_new[:, None]
+    p = tl.math.exp2(s)  # (BM, BN)
+    alpha = tl.math.exp2(m_i - m_new)
+    if ENTROPY:
+        u_i = alpha * (u_i + l_i * (m_i - m_new)) + tl.sum(p * s, 1)
+    if DISTANCE:
+        gap = (offs_m[:, None] + diag - offs_n[None, :]).to(tl.float32)  # i - j in positions
+        w_i = alpha * w_i + tl.sum(p * gap, 1)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _load_tile(v_base, offs_n, stride_vn, offs_d, n_kv, HEAD_DIM, BLOCK_D, MASKED)  # (BN, D)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_new, u_i, w_i
+
+
+@triton.jit
+def _k1_sink_mass(q, k_base, v_base, bias_base, flag_base, m_i, sblk_base, n_sblk,
+                  offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+                  window_ptr, sink_ptr,
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
+                  HAS_BIAS: tl.constexpr):
+    """ACT: mass ``l_S`` and output ``acc_S`` of the selected keys, against the final row max."""
+    l_s = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc_s = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for t in range(0, n_sblk):
+        start_n = tl.load(sblk_base + t) * BLOCK_N
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        if HAS_BIAS:
+            s += tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)[None, :] * 1.4426950408889634
+        ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+                      window_ptr, sink_ptr, CAUSAL, LOCAL)
+        flag = tl.load(flag_base + offs_n, mask=offs_n < n_kv, other=0.0)
+        p = tl.where(ok, tl.math.exp2(s - m_i[:, None]), 0.0) * flag[None, :]
+        l_s += tl.sum(p, 1)
+        v = _load_tile(v_base, offs_n, stride_vn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)
+        acc_s = tl.dot(p.to(v.dtype), v, acc_s)
+    return l_s, acc_s
+
+
+@triton.jit
+def _k1_kernel(
+    Q, K, V, O, LSE, ENT, DIST, BIAS, FLAG, BETA, HSCALE, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, SBLK_NUM, SBLK_IDX,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_om, stride_oh,
+    stride_bias_b, stride_bias_h,
+    stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
+    stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
+    stride_sn_b, stride_sn_h, stride_si_b, stride_si_h,
+    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, ACT: tl.constexpr, HEAD_SCALE: tl.constexpr,
+):
+    # Heaviest (last, under causal) query blocks first for a better tail.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    kvh = h // group
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+    v_base = V + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
+    bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
+    q = _load_tile(q_base, offs_m, stride_qm, offs_d, n_q, HEAD_DIM, BLOCK_D, True)  # (BM, D)
+
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    w_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
+    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
+    for t in range(0, n_full):
+        blk = tl.load(full_base + t)
+        for sub in tl.static_range(SUB):
+            acc, l_i, m_i, u_i, w_i = _k1_block(
+                acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, (blk * SUB + sub) * BLOCK_N,
+                offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
+                HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+    n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
+    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
+    for t in range(0, n_part):
+        blk = tl.load(part_base + t)
+        for sub in tl.static_range(SUB):
+            acc, l_i, m_i, u_i, w_i = _k1_block(
+                acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, (blk * SUB + sub) * BLOCK_N,
+                offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
+                HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    if ACT:
+        l_s, acc_s = _k1_sink_mass(
+            q, k_base, v_base, bias_base, FLAG + bh.to(tl.int64) * n_kv, m_i,
+            SBLK_IDX + b * stride_si_b + h * stride_si_h,
+            tl.load(SBLK_NUM + b * stride_sn_b + h * stride_sn_h),
+            offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
+            HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS)
+        beta = tl.load(BETA + h)
+        p_sel = l_s / l_safe
+        rest = 1.0 - p_sel
+        ok = rest > 1e-6
+        c = tl.where(ok, (1.0 - beta * p_sel) / tl.maximum(rest, 1e-6), 1.0)
+        out = tl.where(ok[:, None], beta * acc_s + c[:, None] * (acc - acc_s), acc)
+        out = out / l_safe[:, None]
+    else:
+        out = acc / l_safe[:, None]
+    if HEAD_SCALE:
+        out = out * tl.load(HSCALE + h)
+
+    row_ok = offs_m < n_q
+    o_ptrs = O + b64 * stride_ob + h.to(tl.int64) * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    stat_off = bh.to(tl.int64) * n_q + offs_m
+    log2_l = tl.math.log2(l_safe)
+    tl.store(LSE + stat_off, (m_i + log2_l) * 0.6931471805599453, mask=row_ok)
+    if ENTROPY:
+        tl.store(ENT + stat_off, 0.6931471805599453 * (log2_l - u_i / l_safe), mask=row_ok)
+    if DISTANCE:
+        tl.store(DIST + stat_off, w_i / l_safe, mask=row_ok)
+
+
+@triton.jit
+def _k2_block(col_sum, col_max, count, k, q_base, lse_base, bias2, start_m, offs_n, offs_d,
+              stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
+              bsum_ptr, bmax_ptr,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
+              HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr):
+    """One query block of the column pass, in the transposed orientation (keys on rows)."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = _load_tile(q_base, offs_m, stride_qm, offs_d, n_q, HEAD_DIM, BLOCK_D, True)  # (BM, D)
+    lse2 = tl.load(lse_base + offs_m, mask=offs_m < n_q, other=float("inf"))  # +inf: no query
+    st = tl.dot(k, tl.trans(q)) * qk_scale  # (BN, BM) = K Q^T
+    if HAS_BIAS:
+        st += bias2[:, None]
+    st = st - lse2[None, :]
+    valid_q = lse2 < float("inf")
+    if MASKED:
+        ok = _allowed(offs_m[None, :], offs_n[:, None], h, diag, kv_offset, n_kv,
+                      window_ptr, sink_ptr, CAUSAL, LOCAL) & valid_q[None, :]
+        p = tl.where(ok, tl.math.exp2(st), 0.0)
+        count += tl.sum(ok.to(tl.float32), 1)
+    else:
+        p = tl.math.exp2(st)
+        count += tl.sum(valid_q.to(tl.float32), 0)
+    col_sum += tl.sum(p, 1)
+    col_max = tl.maximum(col_max, tl.max(p, 1))
+    if BLOCK_STATS:
+        tl.store(bsum_ptr, tl.sum(tl.sum(p, 1), 0))
+        tl.store(bmax_ptr, tl.max(tl.max(p, 1), 0))
+    return col_sum, col_max, count
+
+
+@triton.jit
+def _k2_kernel(
+    Q, K, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_bias_b, stride_bias_h,
+    stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_n,
+    stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n,
+    stride_bs_bh, stride_bs_q,
+    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    kvh = h // group
+    b64 = b.to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+    lse_base = LSE2 + bh.to(tl.int64) * n_q
+    k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)  # (BN, D)
+    bias2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
+        bias2 = tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0) * 1.4426950408889634
+    col_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
+    col_max = tl.zeros([BLOCK_N], dtype=tl.float32)
+    count = tl.zeros([BLOCK_N], dtype=tl.float32)
+    tile_base = bh.to(tl.int64) * stride_bs_bh + pid_n
+
+    n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_n)
+    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_n * stride_fi_n
+    for t in range(0, n_full):
+        qb = tl.load(full_base + t)
+        col_sum, col_max, count = _k2_block(
+            col_sum, col_max, count, k, q_base, lse_base, bias2, qb * BLOCK_M, offs_n, offs_d,
+            stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+            BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
+            HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS)
+    n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_n)
+    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_n * stride_pi_n
+    for t in range(0, n_part):
+        qb = tl.load(part_base + t)
+        col_sum, col_max, count = _k2_block(
+            col_sum, col_max, count, k, q_base, lse_base, bias2, qb * BLOCK_M, offs_n, offs_d,
+            stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+            BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
+            HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS)
+
+    out_off = bh.to(tl.int64) * n_kv + offs_n
+    key_ok = offs_n < n_kv
+    tl.store(COL_SUM + out_off, col_sum, mask=key_ok)
+    tl.store(COL_MAX + out_off, col_max, mask=key_ok)
+    tl.store(COUNT + out_off, count, mask=key_ok)
