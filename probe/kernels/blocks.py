@@ -207,8 +207,8 @@ def rule_kinds(
     q_last = torch.clamp((qb + 1) * block_q, max=q_len) - 1 + rule.q_offset
     k_first = kb * block_kv + rule.kv_offset
     k_last = torch.clamp((kb + 1) * block_kv, max=kv_len) - 1 + rule.kv_offset
-    complete = (kb + 1) * block_kv <= kv_len
-    every = complete & (q_first >= k_last if rule.causal else torch.ones_like(complete))
+    complete = ((kb + 1) * block_kv <= kv_len) & (qb >= 0)  # (qb, kb)
+    every = complete & (q_first >= k_last) if rule.causal else complete
     none = q_last < k_first if rule.causal else torch.zeros_like(complete)
     every, none = every[None].expand(heads, -1, -1), none[None].expand(heads, -1, -1)
     if rule.local:

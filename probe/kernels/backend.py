@@ -1,0 +1,259 @@
+"""The ``"triton"`` attention backend: dispatch rules and the kernel path.
+
+Context:
+    Registered with :func:`probe.attention.backends.register_backend` under ``"triton"`` when
+    this module is imported (``probe.attention.backends`` imports it on demand). It has the
+    signature of :func:`~probe.attention.reference.reference_attention`, so callers can always
+    pick it: whatever it cannot run goes to the reference.
+
+Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
+
+    1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
+       > 128, soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
+       causal / sliding window / padding), more than one ACT key scaling, ACT scaling together
+       with statistics, or block statistics with a block size that is not 16/32/64/128.
+    2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
+       (cuDNN on H100) is the fastest there is.
+    3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias,
+       ACT scaling with redistribution and head scaling inside the kernel), then K2 for
+       attention received and block statistics. ACT with a :class:`SinkRule` first runs
+       K1 (log-sum-exp) + K2 (received mean) to detect the sinks.
+
+    Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
+    kernels' token rule, and its padding becomes a key bias of -1e30 plus NaN statistics at
+    padding queries. The mask function itself is trusted to match those hints, except for a
+    fixed mask tensor, which goes to the reference. Outputs at padding queries are finite but
+    unspecified.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from probe.attention.backends import register_backend, sdpa_attention
+from probe.attention.mask import LazyMask, _FixedMask
+from probe.attention.reference import reference_attention, select_sinks
+from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatRequest
+from probe.kernels.blocks import TokenRule, rule_table
+
+try:
+    from probe.kernels.launch import ActScale, column_stats, flash_forward
+
+    HAVE_TRITON = True
+except ImportError:  # CPU-only installs without Triton still get the backend (as the reference)
+    HAVE_TRITON = False
+
+NEG_BIAS = -1.0e30
+K1_BLOCK = 128
+K2_BLOCK = (64, 128)  # (queries per step, keys per program)
+STAT_BLOCKS = (16, 32, 64, 128)
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One backend call's arguments."""
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    mask: LazyMask
+    scaling: float
+    softcap: float | None
+    want: StatRequest
+    edit: LayerEdit | None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    applies: Callable[[Call], bool]
+    run: Callable[[Call], AttentionOutput]
+
+
+def _unsupported(c: Call) -> bool:
+    edit = c.edit
+    scales = edit.key_scales if edit is not None else ()
+    return (
+        not c.query.is_cuda
+        or not HAVE_TRITON
+        or c.query.dtype not in DTYPES
+        or c.query.shape[-1] > 128
+        or c.softcap is not None
+        or c.want.pattern
+        or isinstance(c.mask.mask_function, _FixedMask)
+        or len(scales) > 1
+        or (len(scales) == 1 and c.want.any_stats)
+        or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
+    )
+
+
+def _plain(c: Call) -> bool:
+    return not c.want.any_stats and (c.edit is None or c.edit.is_empty)
+
+
+def _run_reference(c: Call) -> AttentionOutput:
+    return reference_attention(c.query, c.key, c.value, c.mask, scaling=c.scaling, softcap=c.softcap,
+                               want=c.want, edit=c.edit)
+
+
+def _run_sdpa(c: Call) -> AttentionOutput:
+    return sdpa_attention(c.query, c.key, c.value, c.mask, scaling=c.scaling, want=c.want, edit=c.edit)
+
+
+def _run_kernels(c: Call) -> AttentionOutput:
+    rule = token_rule(c.mask)
+    dev = c.query.device
+    n_q, n_kv = c.query.shape[2], c.key.shape[2]
+    table = rule_table(rule, n_q, n_kv, K1_BLOCK, K1_BLOCK, dev)
+    bias = _key_bias(c)
+    edit = c.edit if c.edit is not None and not c.edit.is_empty else None
+    act, sinks = _resolve_act(c, rule, bias)
+    k1 = flash_forward(
+        c.query, c.key, c.value, table, scaling=c.scaling, key_bias=bias,
+        entropy=c.want.entropy, distance=c.want.distance, act=act,
+        head_scale=edit.head_scale if edit is not None else None,
+    )
+    stats = _statistics(c, rule, bias, k1) if c.want.any_stats else {}
+    return AttentionOutput(output=k1.output, pattern=None, stats=stats, sinks=sinks)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("reference", _unsupported, _run_reference),
+    Route("sdpa", _plain, _run_sdpa),
+    Route("triton", lambda c: True, _run_kernels),
+)
+
+
+def route_for(call: Call) -> Route:
+    """The route a call takes (first match in ``ROUTES``)."""
+    return next(route for route in ROUTES if route.applies(call))
+
+
+def triton_attention(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch kv_head k d"],
+    mask: LazyMask,
+    *,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    want: StatRequest = StatRequest(),
+    edit: LayerEdit | None = None,
+    chunk_size: int | None = None,
+) -> AttentionOutput:
+    """Attention through the Triton kernels where they apply (module docstring), else fallbacks."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    call = Call(query, key, value, mask, scaling, softcap, want, edit)
+    return route_for(call).run(call)
+
+
+def token_rule(mask: LazyMask) -> TokenRule:
+    """The kernels' token predicate for a LazyMask's structure hints."""
+    window = mask.sliding_window
+    return TokenRule(
+        causal=mask.causal,
+        window=(int(window),) if window is not None else None,
+        sink=(0,) if window is not None else None,
+        q_offset=mask.q_offset,
+        kv_offset=mask.kv_offset,
+    )
+
+
+def _key_bias(c: Call) -> Float[Tensor, "_ _ k"] | None:
+    """Edit bias plus key padding (as -1e30), float32, or None when neither is present."""
+    bias = c.edit.key_bias if c.edit is not None else None
+    if c.mask.padding is None:
+        return bias.float() if bias is not None else None
+    pad = torch.where(c.mask.key_padding().to(c.query.device), 0.0, NEG_BIAS)[:, None, :]
+    return pad if bias is None else bias.float() + pad
+
+
+def _resolve_act(c: Call, rule: TokenRule, bias: Tensor | None) -> tuple["ActScale | None", Tensor | None]:
+    """The single ACT key scaling as kernel arguments; SinkRule sets are detected with K1 + K2."""
+    if c.edit is None or not c.edit.key_scales:
+        return None, None
+    scale = c.edit.key_scales[0]
+    keys = scale.keys
+    sinks = None
+    if isinstance(keys, SinkRule):
+        keys = sinks = detect_sinks_gpu(c, rule, bias, keys)
+    return ActScale(selected=keys.to(c.query.device), factor=scale.factor), sinks
+
+
+def detect_sinks_gpu(c: Call, rule: TokenRule, bias: Tensor | None, sink_rule: SinkRule) -> Bool[Tensor, "batch head k"]:
+    """ACT's sink set from the unedited attention: K1 for the log-sum-exp, K2 for the means."""
+    n_q, n_kv = c.query.shape[2], c.key.shape[2]
+    table = rule_table(rule, n_q, n_kv, K1_BLOCK, K1_BLOCK, c.query.device)
+    lse = flash_forward(c.query, c.key, c.value, table, scaling=c.scaling, key_bias=bias).lse
+    received = _received(c, rule, bias, _mask_rows(lse, c.mask), None)
+    return select_sinks(received["received_mean"], received["visible_count"], sink_rule)
+
+
+def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1) -> dict[str, Tensor]:
+    stats = {"lse": _mask_rows(k1.lse, c.mask)}
+    if c.want.entropy:
+        stats["entropy"] = _mask_rows(k1.entropy, c.mask)
+    if c.want.distance:
+        stats["distance"] = _mask_rows(k1.distance, c.mask)
+    if c.want.first_token:
+        stats["first_token"] = _mask_rows(_first_token(c, rule, bias, k1.lse), c.mask)
+    if c.want.received or c.want.block_size is not None:
+        received = _received(c, rule, bias, stats["lse"], c.want.block_size)
+        if c.want.received:
+            stats.update({k: v for k, v in received.items() if not k.startswith("block_")})
+        if c.want.block_size is not None:
+            stats.update(block_sum=received["block_sum"], block_max=received["block_max"])
+    return stats
+
+
+def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_size: int | None) -> dict[str, Tensor]:
+    """K2 over the column table; ``lse`` must be NaN at padding queries."""
+    n_q, n_kv = c.query.shape[2], c.key.shape[2]
+    block_q, block_kv = (block_size, block_size) if block_size is not None else K2_BLOCK
+    table = rule_table(rule, n_q, n_kv, block_q, block_kv, c.query.device)
+    cols = column_stats(c.query, c.key, lse, table, scaling=c.scaling, key_bias=bias,
+                        block_stats=block_size is not None)
+    key_valid = c.mask.key_padding().to(c.query.device)
+    count = cols["count"][:, 0] * key_valid
+    total = cols["received_sum"]
+    out = {
+        "received_sum": total,
+        "received_max": cols["received_max"],
+        "visible_count": count,
+        "received_mean": torch.where(count[:, None] > 0, total / count[:, None].clamp_min(1), 0.0),
+    }
+    if block_size is not None:
+        out.update(block_sum=cols["block_sum"], block_max=cols["block_max"])
+    return out
+
+
+def _first_token(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor) -> Float[Tensor, "batch head q"]:
+    """Attention to the first real key: ``exp(s_i,first - lse_i)`` where that key is visible."""
+    batch, heads, n_q, _ = c.query.shape
+    first = c.mask.first_key().to(c.query.device)  # (B,)
+    group = heads // c.key.shape[1]
+    k_first = c.key[torch.arange(batch, device=first.device), :, first]  # (B, KVH, D)
+    k_first = k_first.repeat_interleave(group, 1).float()
+    logit = torch.einsum("bhqd,bhd->bhq", c.query.float(), k_first) * c.scaling
+    if bias is not None:
+        logit = logit + bias.expand(batch, heads, -1).gather(-1, first[:, None, None].expand(batch, heads, 1))
+    q_idx = torch.arange(n_q, device=first.device)
+    seen = rule.allowed(torch.zeros((), dtype=torch.long, device=first.device), q_idx[None, :], first[:, None], 1, c.key.shape[2])
+    return torch.where(seen[:, None, :], torch.exp(logit - lse), 0.0)
+
+
+def _mask_rows(values: Float[Tensor, "batch head q"], mask: LazyMask) -> Float[Tensor, "batch head q"]:
+    if mask.padding is None:
+        return values
+    valid = mask.query_padding().to(values.device)[:, None, :]
+    return values.masked_fill(~valid, math.nan)
+
+
+register_backend("triton", triton_attention, overwrite=True)

@@ -1,0 +1,228 @@
+"""Python entry points of the Triton kernels: shapes in, tensors out.
+
+Context:
+    :func:`flash_forward` (K1) returns the attention output in HF's ``[batch, q, head, d]``
+    layout with the per-query log-sum-exp and, when asked, entropy and mean distance.
+    :func:`column_stats` (K2) turns that log-sum-exp into per-key statistics (received sum,
+    max, visible count) and per-tile block sum / max. Both take a
+    :class:`~probe.kernels.blocks.BlockTable` saying which tiles to visit, so dense, causal,
+    sliding-window and block-sparse attention are the same call.
+
+    Inputs may be bf16, fp16 or fp32 (fp32 dots use TF32 on GPUs); statistics are fp32. Head
+    dimensions up to 128 are supported; 80 and 96 run padded to 128 in registers.
+    ``key_bias`` is an additive float32 logit bias ``[batch|1, head|1, key]`` (natural log
+    units); it also carries key padding as a large negative value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from probe.kernels.blocks import BlockTable, _lists
+from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
+
+MAX_HEAD_DIM = 128
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile shape and pipelining of one launch (``block_m`` must equal the table's block_q)."""
+
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def k1_config(head_dim: int) -> KernelConfig:
+    """Default K1 tiles; ``HEADSCOPE_K1_CONFIG=block_n,warps,stages`` overrides (benchmarks)."""
+    override = os.environ.get("HEADSCOPE_K1_CONFIG")
+    if override:
+        return KernelConfig(*(int(x) for x in override.split(",")))
+    if head_dim <= 64:
+        return KernelConfig(block_n=64, num_warps=4, num_stages=3)
+    return KernelConfig(block_n=128, num_warps=8, num_stages=3)
+
+
+def k2_config(head_dim: int) -> KernelConfig:
+    override = os.environ.get("HEADSCOPE_K2_CONFIG")
+    if override:
+        return KernelConfig(*(int(x) for x in override.split(",")))
+    return KernelConfig(block_n=0, num_warps=8 if head_dim > 64 else 4, num_stages=2)
+
+
+@dataclass(frozen=True)
+class ActScale:
+    """One ACT-style key scaling resolved for the kernel.
+
+    Attributes:
+        selected: ``[batch, head, key]``, the keys whose attention is scaled.
+        factor: ``[head]``, the scale (beta); the freed mass goes to the other keys.
+    """
+
+    selected: Bool[Tensor, "batch head key"]
+    factor: Float[Tensor, " head"]
+
+
+@dataclass(frozen=True)
+class K1Result:
+    output: Float[Tensor, "batch q head d"]
+    lse: Float[Tensor, "batch head q"]
+    entropy: Float[Tensor, "batch head q"] | None
+    distance: Float[Tensor, "batch head q"] | None
+
+
+def flash_forward(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch kv_head k d"],
+    table: BlockTable,
+    *,
+    scaling: float,
+    key_bias: Float[Tensor, "_ _ k"] | None = None,
+    entropy: bool = False,
+    distance: bool = False,
+    act: ActScale | None = None,
+    head_scale: Float[Tensor, " head"] | None = None,
+    config: KernelConfig | None = None,
+) -> K1Result:
+    """K1: flash-attention forward over ``table`` with fused row statistics and edits."""
+    query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
+    batch, heads, n_q, head_dim = query.shape
+    n_kv = key.shape[2]
+    _check(query, key, table)
+    cfg = config or k1_config(head_dim)
+    block_n = min(cfg.block_n, table.block_kv)
+    dev = query.device
+    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
+    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
+    lse = f32()
+    ent = f32() if entropy else lse
+    dist = f32() if distance else lse
+    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    flags, beta, sblk_num, sblk_idx = _act_args(act, batch, heads, n_kv, block_n, dev)
+    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
+    window = table.rule.window_tensor(heads, dev)
+    sink = table.rule.sink_tensor(heads, dev)
+    full_n, full_i = _expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
+    part_n, part_i = _expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
+    grid = (triton.cdiv(n_q, table.block_q), batch * heads)
+    _k1_kernel[grid](
+        query, key, value, out, lse, ent, dist, bias, flags, beta, hscale, window, sink,
+        full_n, full_i, part_n, part_i, sblk_num, sblk_idx,
+        *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
+        out.stride(0), out.stride(1), out.stride(2),
+        *bias_strides,
+        full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
+        part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
+        sblk_num.stride(0), sblk_num.stride(1), sblk_idx.stride(0), sblk_idx.stride(1),
+        heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
+        table.rule.kv_offset, scaling * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=table.block_q,
+        BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
+        LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
+        ACT=act is not None, HEAD_SCALE=head_scale is not None,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return K1Result(out, lse, ent if entropy else None, dist if distance else None)
+
+
+def column_stats(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    lse: Float[Tensor, "batch head q"],
+    table: BlockTable,
+    *,
+    scaling: float,
+    key_bias: Float[Tensor, "_ _ k"] | None = None,
+    block_stats: bool = False,
+    config: KernelConfig | None = None,
+) -> dict[str, Tensor]:
+    """K2: per-key statistics from the stored log-sum-exp (non-finite ``lse`` = no query).
+
+    Returns ``received_sum``, ``received_max``, ``count`` (queries that see each key,
+    ``[batch, head, key]``) and, with ``block_stats``, ``block_sum`` / ``block_max`` over the
+    table's ``block_q x block_kv`` tiles.
+    """
+    query, key = _last_dim_contiguous(query), _last_dim_contiguous(key)
+    batch, heads, n_q, head_dim = query.shape
+    n_kv = key.shape[2]
+    _check(query, key, table)
+    cfg = config or k2_config(head_dim)
+    dev = query.device
+    lse2 = torch.where(torch.isfinite(lse), lse * LOG2E, torch.inf).float().contiguous()
+    col = lambda: torch.empty(batch, heads, n_kv, device=dev, dtype=torch.float32)  # noqa: E731
+    col_sum, col_max, count = col(), col(), col()
+    tiles = (batch, heads, triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, table.block_kv))
+    bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
+    bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum
+    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    full_n, full_i = _expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
+    part_n, part_i = _expand_table(table.q_num_blocks, table.q_indices, batch, heads)
+    grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
+    _k2_kernel[grid](
+        query, key, lse2, bias, col_sum, col_max, count, bsum, bmax,
+        table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
+        full_n, full_i, part_n, part_i,
+        *query.stride()[:3], *key.stride()[:3], *bias_strides,
+        full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
+        part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
+        tiles[2] * tiles[3], tiles[3],
+        heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
+        table.rule.kv_offset, scaling * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=table.block_q,
+        BLOCK_N=table.block_kv, CAUSAL=table.rule.causal, LOCAL=table.rule.local,
+        HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
+    if block_stats:
+        stats.update(block_sum=bsum, block_max=bmax)
+    return stats
+
+
+def _last_dim_contiguous(t: Tensor) -> Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _check(query: Tensor, key: Tensor, table: BlockTable) -> None:
+    if query.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {query.shape[-1]} > {MAX_HEAD_DIM} is not supported by the kernels")
+    if query.shape[1] % key.shape[1]:
+        raise ValueError(f"{query.shape[1]} query heads are not a multiple of {key.shape[1]} kv heads")
+    if (table.q_len, table.kv_len) != (query.shape[2], key.shape[2]):
+        raise ValueError(f"table is for {table.q_len}x{table.kv_len}, inputs are {query.shape[2]}x{key.shape[2]}")
+
+
+def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, tuple[int, int]]:
+    if bias is None:
+        return torch.empty(1, device=dev, dtype=torch.float32), (0, 0)
+    bias = bias.to(device=dev, dtype=torch.float32)
+    if bias.stride(-1) != 1:
+        bias = bias.contiguous()
+    bias = bias.expand(batch, heads, n_kv)
+    return bias, (bias.stride(0), bias.stride(1))
+
+
+def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Tensor, Tensor]:
+    """Broadcast a table's leading (1, 1) dims to (batch, heads) as stride-0 views."""
+    return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)
+
+
+def _act_args(act: ActScale | None, batch: int, heads: int, n_kv: int, block_n: int, dev):
+    """Selected-key flags, factors and the list of key blocks holding selected keys."""
+    if act is None:
+        dummy = torch.zeros(1, 1, 1, device=dev, dtype=torch.int32)
+        return dummy.float(), dummy.float(), dummy[..., 0], dummy
+    flags = act.selected.to(device=dev).expand(batch, heads, n_kv)
+    n_blocks = triton.cdiv(n_kv, block_n)
+    padded = torch.nn.functional.pad(flags, (0, n_blocks * block_n - n_kv))
+    block_has = padded.reshape(batch, heads, n_blocks, block_n).any(-1)
+    sblk_num, sblk_idx = _lists(block_has)
+    beta = act.factor.to(device=dev, dtype=torch.float32).contiguous()
+    return flags.float().contiguous(), beta, sblk_num, sblk_idx
