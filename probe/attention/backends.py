@@ -13,7 +13,7 @@ Context:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 from jaxtyping import Float
@@ -24,19 +24,9 @@ from probe.attention.reference import reference_attention
 from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest
 
 
-class AttentionBackend(Protocol):
-    def __call__(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        mask: LazyMask,
-        *,
-        scaling: float | None = None,
-        softcap: float | None = None,
-        want: StatRequest = StatRequest(),
-        edit: LayerEdit | None = None,
-    ) -> AttentionOutput: ...
+# A backend has the signature of ``reference_attention``:
+# backend(query, key, value, mask, *, scaling, softcap, want, edit) -> AttentionOutput
+AttentionBackend = Callable[..., AttentionOutput]
 
 
 _BACKENDS: dict[str, AttentionBackend] = {}

@@ -1,0 +1,41 @@
+"""Shared fixtures: seeding, tiny random HF models of several architectures, an offline tokenizer."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import TINY_BUILDERS, build_tiny, gpt2_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(params=sorted(TINY_BUILDERS))
+def tiny_arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny_model(tiny_arch):
+    return build_tiny(tiny_arch)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    return here.parent / "shared"

@@ -1,0 +1,82 @@
+"""Builders for tiny random models (distinct odd sizes so shape bugs cannot hide)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    Gemma3TextConfig,
+    Gemma3ForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from probe.models.loading import LoadedModel, prepare_tokenizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VOCAB = 113
+
+
+def _llama() -> torch.nn.Module:
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=84, intermediate_size=50, num_hidden_layers=3,
+                      num_attention_heads=6, num_key_value_heads=2, head_dim=14, max_position_embeddings=160)
+    return LlamaForCausalLM(cfg)
+
+
+def _gemma3() -> torch.nn.Module:
+    cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=60, intermediate_size=38, num_hidden_layers=4,
+                           num_attention_heads=3, num_key_value_heads=1, head_dim=20, max_position_embeddings=160,
+                           sliding_window=7, layer_types=["sliding_attention", "full_attention"] * 2,
+                           query_pre_attn_scalar=20)
+    return Gemma3ForCausalLM(cfg)
+
+
+def _gpt2() -> torch.nn.Module:
+    cfg = GPT2Config(vocab_size=VOCAB, n_embd=60, n_layer=3, n_head=5, n_positions=160)
+    return GPT2LMHeadModel(cfg)
+
+
+def _qwen2() -> torch.nn.Module:
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=90, intermediate_size=44, num_hidden_layers=3,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=160)
+    return Qwen2ForCausalLM(cfg)
+
+
+TINY_BUILDERS = {"llama": _llama, "gemma3": _gemma3, "gpt2": _gpt2, "qwen2": _qwen2}
+
+
+def build_tiny(arch: str) -> torch.nn.Module:
+    torch.manual_seed(1234)
+    model = TINY_BUILDERS[arch]()
+    model.set_attn_implementation("eager")
+    return model.eval()
+
+
+def gpt2_tokenizer():
+    folder = SHARED / "data" / "gpt2-tokenizer"
+    tok = GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    prepare_tokenizer(tok)
+    return tok
+
+
+def random_batch(batch: int = 3, length: int = 19, pad: tuple[int, ...] = (0, 4, 9)):
+    """Random token ids with left padding of ``pad[i]`` tokens in row ``i``."""
+    ids = torch.randint(1, VOCAB, (batch, length))
+    mask = torch.ones_like(ids)
+    for row, n in enumerate(pad[:batch]):
+        mask[row, :n] = 0
+    return ids, mask
+
+
+def tiny_loaded(arch: str = "llama", name: str = "tiny") -> LoadedModel:
+    """A tiny random model with a tokenizer whose ids are folded into the model's vocabulary."""
+    model = build_tiny(arch)
+    tok = gpt2_tokenizer()
+    model.resize_token_embeddings(len(tok))
+    return LoadedModel(name=name, hf=model, tokenizer=tok)
