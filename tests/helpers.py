@@ -10,7 +10,7 @@ from transformers import (
     Gemma3ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
-    GPT2TokenizerFast,
+    GPT2Tokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
@@ -60,7 +60,9 @@ def build_tiny(arch: str) -> torch.nn.Module:
 
 def gpt2_tokenizer():
     folder = SHARED / "data" / "gpt2-tokenizer"
-    tok = GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    # transformers 5: GPT2TokenizerFast(vocab_file=..., merges_file=...) silently builds an empty
+    # vocabulary; from_pretrained on the folder reads vocab.json + merges.txt correctly.
+    tok = GPT2Tokenizer.from_pretrained(str(folder))
     prepare_tokenizer(tok)
     return tok
 

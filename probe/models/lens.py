@@ -11,9 +11,28 @@ Context:
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from torch import nn
 
+from probe.models.loading import cache_root
+
 LENS_NAMES = {"gemma-3-270m": "google/gemma-3-270m"}
+
+
+def neutral_path(folder: Path) -> Path:
+    """A symlink to ``folder`` whose path names no architecture.
+
+    TransformerLens 3.9 picks the architecture from substrings of the name ("llama", "gemma"...)
+    before reading a local folder's config, so ``/models/tiny-llama`` would skip the config.
+    """
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    link = cache_root() / "lens-links" / f"model-{digest}"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+    return link
 
 
 def to_hooked_transformer(loaded) -> nn.Module:
@@ -25,7 +44,7 @@ def to_hooked_transformer(loaded) -> nn.Module:
         if loaded.source is None:
             name = loaded.name  # a hub id TransformerLens may know
         else:
-            name = str(loaded.source)
+            name = str(neutral_path(loaded.source))
             if name not in loading_from_pretrained.OFFICIAL_MODEL_NAMES:
                 loading_from_pretrained.OFFICIAL_MODEL_NAMES.append(name)
     device = next(loaded.hf.parameters()).device
