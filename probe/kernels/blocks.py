@@ -185,7 +185,7 @@ def table_from_kinds(
     )
 
 
-def _lists(selected: Bool[Tensor, "tb th r c"]) -> tuple[Int[Tensor, "tb th r"], Int[Tensor, "tb th r w"]]:
+def _lists(selected: Bool[Tensor, "*lead c"]) -> tuple[Int[Tensor, "*lead"], Int[Tensor, "*lead w"]]:
     """Per row: how many columns are selected and their indices, ascending (int32)."""
     cols = selected.shape[-1]
     num = selected.sum(-1, dtype=torch.int32)

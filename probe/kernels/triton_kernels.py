@@ -29,6 +29,8 @@ Context:
 
 from __future__ import annotations
 
+from typing import no_type_check
+
 import triton
 import triton.language as tl
 
@@ -37,6 +39,7 @@ LN2 = 0.6931471805599453
 NEG = -1.0e30
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
              CAUSAL: tl.constexpr, LOCAL: tl.constexpr):
@@ -51,6 +54,7 @@ def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
     return ok
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_ROWS: tl.constexpr):
@@ -69,6 +73,7 @@ def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
     return tile
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, start_n,
               offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
@@ -106,6 +111,7 @@ def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, start_n,
     return acc, l_i, m_new, u_i, w_i
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_sink_mass(q, k_base, v_base, bias_base, flag_base, m_i, sblk_base, n_sblk,
                   offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
@@ -133,6 +139,7 @@ def _k1_sink_mass(q, k_base, v_base, bias_base, flag_base, m_i, sblk_base, n_sbl
     return l_s, acc_s
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_kernel(
     Q, K, V, O, LSE, ENT, DIST, BIAS, FLAG, BETA, HSCALE, WINDOW, SINK,
@@ -222,6 +229,7 @@ def _k1_kernel(
         tl.store(DIST + stat_off, w_i / l_safe, mask=row_ok)
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k2_block(col_sum, col_max, count, k, q_base, lse_base, bias2, start_m, offs_n, offs_d,
               stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
@@ -254,6 +262,7 @@ def _k2_block(col_sum, col_max, count, k, q_base, lse_base, bias2, start_m, offs
     return col_sum, col_max, count
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k2_kernel(
     Q, K, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,

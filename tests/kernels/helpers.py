@@ -1,0 +1,58 @@
+"""Shared builders for the kernel tests: random inputs, masks and error measures."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from probe.attention.mask import LazyMask
+from probe.attention.spec import LayerEdit
+
+
+def qkv(batch, heads, kv_heads, n, d, dtype=torch.float32, device="cpu", n_q=None):
+    n_q = n if n_q is None else n_q
+    q = torch.randn(batch, heads, n_q, d, dtype=dtype, device=device)
+    k = torch.randn(batch, kv_heads, n, d, dtype=dtype, device=device)
+    v = torch.randn(batch, kv_heads, n, d, dtype=dtype, device=device)
+    return q, k, v
+
+
+def left_padding(batch: int, n: int, pads: list[int]) -> torch.Tensor:
+    """True for real tokens; row b starts with ``pads[b]`` padding tokens."""
+    pos = torch.arange(n)[None, :]
+    return pos >= torch.tensor(pads)[:, None]
+
+
+def lazy(batch, n_q, n_kv, *, causal=True, padding=None, window=None, device="cpu") -> LazyMask:
+    from transformers.masking_utils import (
+        and_masks,
+        bidirectional_mask_function,
+        causal_mask_function,
+        sliding_window_overlay,
+    )
+
+    fn = causal_mask_function if causal else bidirectional_mask_function
+    if window is not None:
+        fn = and_masks(sliding_window_overlay(window), causal_mask_function)
+    return LazyMask(batch, n_q, n_kv, q_offset=n_kv - n_q, mask_function=fn, padding=padding, device=device,
+                    causal=causal, sliding_window=window)
+
+
+def random_edit(batch, heads, n, *, bias=True, head_scale=True) -> LayerEdit:
+    return LayerEdit(
+        key_bias=torch.randn(batch, heads, n) if bias else None,
+        head_scale=torch.rand(heads) + 0.5 if head_scale else None,
+    )
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None = None) -> float:
+    """||a - b|| / ||b|| over finite entries of b (NaN positions must agree)."""
+    a, b = a.double().cpu(), b.double().cpu()
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), "NaN positions differ"
+    keep = ~torch.isnan(b)
+    num = (a[keep] - b[keep]).norm()
+    den = b[keep].norm()
+    return float(num / den) if den > 0 else float(num)
+
+

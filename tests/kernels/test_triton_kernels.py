@@ -1,0 +1,110 @@
+"""The Triton kernels themselves: in the interpreter on CPU (TRITON_INTERPRET=1, set by the
+conftest when no GPU is present), compiled on a GPU. Small odd shapes; fp32 on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from probe.attention.reference import reference_attention  # noqa: E402
+from probe.attention.spec import KeyScale, LayerEdit, SinkRule, StatRequest  # noqa: E402
+from probe.kernels.backend import Call, _run_kernels, route_for  # noqa: E402
+from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
+from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
+from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
+from probe.kernels.sparse import _sparse_gpu, block_sparse_attention  # noqa: E402
+from tests.kernels.helpers import lazy, left_padding, qkv, random_edit, rel_err  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = 1e-4  # fp32 (TF32 dots on a GPU)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("head_dim", [16, 24])
+def test_k1_k2_against_materialised(causal, head_dim):
+    batch, heads, kv_heads, n = 1, 3, 1, 77
+    q, k, v = qkv(batch, heads, kv_heads, n, head_dim, device=DEVICE)
+    bias = torch.randn(batch, heads, n, device=DEVICE)
+    hscale = torch.rand(heads, device=DEVICE) + 0.5
+    table = dense_table(n, causal=causal, block_q=32, block_kv=32, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=head_dim**-0.5, key_bias=bias, entropy=True, distance=True,
+                      head_scale=hscale)
+    cols = column_stats(q, k, r.lse, table, scaling=head_dim**-0.5, key_bias=bias, block_stats=True)
+    allowed = causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)
+    out, ref = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu(), head_scale=hscale.cpu(),
+                                      block_size=32)
+    assert rel_err(r.output, out) < TOL
+    for name, got in [("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)] + list(cols.items()):
+        assert rel_err(got, ref[name]) < TOL, name
+
+
+def test_k1_act_scaling_with_redistribution():
+    batch, heads, kv_heads, n, d = 2, 4, 2, 70, 16
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    selected = torch.rand(batch, heads, n, device=DEVICE) < 0.05
+    selected[:, :, 0] = True
+    factor = torch.tensor([0.2, 0.5, 1.5, 0.0], device=DEVICE)
+    table = dense_table(n, causal=True, block_q=32, block_kv=32, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, act=ActScale(selected, factor))
+    out, _ = materialised_attention(q.cpu(), k.cpu(), v.cpu(), causal_allowed(n, n), scale_keys=selected.cpu(),
+                                    scale_factor=factor.cpu())
+    assert rel_err(r.output, out) < TOL
+
+
+def test_backend_kernel_path_with_padding_gqa_edits_matches_reference():
+    batch, heads, kv_heads, n, d = 2, 6, 2, 67, 16
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    mask = lazy(batch, n, n, padding=left_padding(batch, n, [0, 9]).to(DEVICE), device=DEVICE)
+    edit = random_edit(batch, heads, n)
+    edit = LayerEdit(key_bias=edit.key_bias.to(DEVICE), head_scale=edit.head_scale.to(DEVICE))
+    want = StatRequest.all_stats(block_size=16)
+    call = Call(q, k, v, mask, d**-0.5, None, want, edit)
+    got = _run_kernels(call)
+    ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), lazy(batch, n, n, padding=mask.padding.cpu()),
+                              want=want, edit=LayerEdit(key_bias=edit.key_bias.cpu(), head_scale=edit.head_scale.cpu()))
+    valid = mask.query_padding().cpu()
+    assert rel_err(got.output.cpu()[valid], ref.output[valid]) < TOL
+    for name, value in ref.stats.items():
+        assert rel_err(got.stats[name], value) < TOL, name
+
+
+def test_backend_sink_rule_detects_and_scales_like_reference():
+    batch, heads, n, d = 1, 2, 90, 16
+    q, k, v = qkv(batch, heads, heads, n, d, device=DEVICE)
+    q = q + 0.6 * k[:, :, 5:6]  # every later query attends to key 5: a sink
+    edit = LayerEdit(key_scales=(KeyScale(factor=torch.tensor([0.3, 0.6], device=DEVICE), keys=SinkRule(tau=0.05, keep_first=False)),))
+    got = _run_kernels(Call(q, k, v, lazy(batch, n, n, device=DEVICE), d**-0.5, None, StatRequest(), edit))
+    cpu_edit = LayerEdit(key_scales=(KeyScale(factor=torch.tensor([0.3, 0.6]), keys=SinkRule(tau=0.05, keep_first=False)),))
+    ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), lazy(batch, n, n), edit=cpu_edit)
+    assert torch.equal(got.sinks.cpu(), ref.sinks) and bool(ref.sinks.any())
+    assert rel_err(got.output, ref.output) < TOL
+
+
+@pytest.mark.parametrize("maker", ["sink_local", "random"])
+def test_sparse_kernels_match_cpu_sparse_path(maker):
+    batch, heads, kv_heads, n, d = 1, 4, 2, 100, 16
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    table = (sink_local_table(n, [20, 45, 33, 64], [4, 0, 1, 16], block_q=32, block_kv=32, device=DEVICE)
+             if maker == "sink_local" else random_block_table(0.4, n, heads, block=32, device=DEVICE))
+    want = StatRequest(received=True, entropy=True, distance=True, block_size=32)
+    got = _sparse_gpu(q, k, v, table, d**-0.5, want, None, None)  # the kernels, also on CPU
+    cpu_table = table if DEVICE == "cpu" else random_block_table(0.4, n, heads, block=32)
+    if maker == "sink_local":
+        cpu_table = sink_local_table(n, [20, 45, 33, 64], [4, 0, 1, 16], block_q=32, block_kv=32)
+    ref = block_sparse_attention(q.cpu(), k.cpu(), v.cpu(), cpu_table, want=want)
+    assert rel_err(got.output, ref.output) < TOL
+    for name, value in ref.stats.items():
+        assert rel_err(got.stats[name], value) < TOL, name
+
+
+def test_routes():
+    q, k, v = qkv(1, 2, 2, 8, 16)
+    mask = lazy(1, 8, 8)
+    assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(), None)).name == "reference"  # CPU tensors
+    if DEVICE == "cuda":
+        q, k, v = (t.cuda() for t in (q, k, v))
+        assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(), None)).name == "sdpa"
+        assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(entropy=True), None)).name == "triton"
+        assert route_for(Call(q, k, v, mask, 0.25, 30.0, StatRequest(entropy=True), None)).name == "reference"
