@@ -1,0 +1,340 @@
+"""One command for the lent GPU: correctness sweep, then every figure of issue 4's acceptance.
+
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --out $OUT
+
+Sections (all in one run, so ratios share the machine state): env, check (outputs and every
+statistic vs a float32 materialised reference), tune (K1 tile configs), dense (K1 vs SDPA),
+stats (K1+K2 vs SDPA), sparse (32k block-sparse vs dense K1), edits, e2e (Llama-3-8B-shaped).
+Times are medians of ``triton.testing.do_bench``; nothing here asserts a timing. Results go to
+``<out>/results.jsonl`` and a Markdown report ``<out>/kernels.md`` (copied to notes/kernels.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from probe.attention.mask import LazyMask  # noqa: E402
+from probe.attention.spec import KeyScale, LayerEdit, StatRequest  # noqa: E402
+from probe.kernels.backend import triton_attention  # noqa: E402
+from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402
+from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
+from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
+
+DEV = "cuda"
+BF16 = torch.bfloat16
+RESULTS: list[dict] = []
+LINES: list[str] = []
+
+
+def record(section: str, **fields) -> None:
+    RESULTS.append({"section": section, **fields})
+    text = f"[{section}] " + " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+    print(text, flush=True)
+    LINES.append(text)
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
+def bench(fn) -> float:
+    fn()
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def rand(*shape, dtype=BF16):
+    return torch.randn(*shape, device=DEV, dtype=dtype)
+
+
+def rel(a, b) -> float:
+    a, b = a.double(), b.double()
+    keep = torch.isfinite(b)
+    return float((a[keep] - b[keep]).norm() / b[keep].norm().clamp_min(1e-30))
+
+
+def flops(b, h, n, d, causal) -> float:
+    return 4 * b * h * n * n * d / (2 if causal else 1)
+
+
+# ----------------------------------------------------------------------------------------- env
+def section_env():
+    props = torch.cuda.get_device_properties(0)
+    a = rand(8192, 8192)
+    mm = bench(lambda: a @ a)
+    x = torch.empty(2**30, device=DEV, dtype=torch.uint8)
+    cp = bench(lambda: x.clone())
+    record("env", device=props.name, sms=props.multi_processor_count, torch=torch.__version__,
+           triton=triton.__version__, cudnn=torch.backends.cudnn.version(), python=platform.python_version(),
+           date=datetime.date.today().isoformat(), matmul_tflops=2 * 8192**3 / mm / 1e9,
+           copy_tbs=2 * 2**30 / cp / 1e9)
+    del a, x
+
+
+# --------------------------------------------------------------------------------------- check
+def section_check():
+    worst = {}
+    for n in (1000, 4097):
+        for d in (64, 80, 128):
+            for ratio in (1, 3, 4, 8):
+                for causal in (True, False):
+                    kvh = 2 if ratio == 1 else 1
+                    h = kvh * ratio
+                    q, k, v = rand(1, h, n, d), rand(1, kvh, n, d), rand(1, kvh, n, d)
+                    mask = LazyMask(1, n, n, device=DEV, causal=causal)
+                    want = StatRequest(received=True, entropy=True, distance=True, block_size=64)
+                    got = triton_attention(q, k, v, mask, want=want)
+                    allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).to(DEV)
+                    out, ref = materialised_attention(q, k, v, allowed, block_size=64, dtype=torch.float32)
+                    errs = {"output": rel(got.output, out)}
+                    for name in ("lse", "entropy", "distance", "received_sum", "received_max", "received_mean",
+                                 "block_sum", "block_max"):
+                        errs[name] = rel(got.stats[name], ref[name])
+                    errs["visible_count"] = rel(got.stats["visible_count"], ref["count"][:, 0])
+                    for key, e in errs.items():
+                        worst[key] = max(worst.get(key, 0.0), e)
+                    bad = [k_ for k_, e in errs.items() if not (e < (1e-2 if k_ == "output" else 1e-3))]
+                    if bad:
+                        record("check-fail", n=n, d=d, ratio=ratio, causal=causal,
+                               **{k_: errs[k_] for k_ in bad})
+                    del q, k, v, got, out, ref, allowed
+                    torch.cuda.empty_cache()
+    record("check", cases=48, **{f"worst_{k}": v for k, v in worst.items()})
+    # Edits: key bias + head scale + ACT against the materialised reference.
+    n, d, h, kvh = 1000, 128, 8, 2
+    q, k, v = rand(1, h, n, d), rand(1, kvh, n, d), rand(1, kvh, n, d)
+    bias = torch.randn(1, h, n, device=DEV)
+    hs = torch.rand(h, device=DEV) + 0.5
+    sel = torch.zeros(1, h, n, dtype=torch.bool, device=DEV)
+    sel[..., :3] = True
+    fac = torch.rand(h, device=DEV)
+    table = dense_table(n, device=DEV)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, head_scale=hs, act=ActScale(sel, fac))
+    out, _ = materialised_attention(q, k, v, causal_allowed(n, n).to(DEV), key_bias=bias, head_scale=hs,
+                                    scale_keys=sel, scale_factor=fac, dtype=torch.float32)
+    record("check-edits", output_rel_err=rel(r.output, out))
+    # Block-sparse against the expanded dense reference.
+    t = random_block_table(0.3, 4097, h, device=DEV)
+    q2, k2, v2 = rand(1, h, 4097, d), rand(1, kvh, 4097, d), rand(1, kvh, 4097, d)
+    r = flash_forward(q2, k2, v2, t, scaling=d**-0.5, entropy=True)
+    out, ref = materialised_attention(q2, k2, v2, t.allowed_rows(0, 4097, h), dtype=torch.float32)
+    record("check-sparse", output_rel_err=rel(r.output, out), lse_rel_err=rel(r.lse, ref["lse"]),
+           entropy_rel_err=rel(r.entropy, ref["entropy"]))
+
+
+# ---------------------------------------------------------------------------------------- tune
+def section_tune():
+    b, h, n, d = 1, 16, 16384, 128
+    q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
+    best = None
+    for cfg in ("128,8,3", "64,4,3", "128,8,2", "64,8,3", "64,4,4"):
+        os.environ["HEADSCOPE_K1_CONFIG"] = cfg
+        for causal in (False, True):
+            t = dense_table(n, causal=causal, device=DEV)
+            try:
+                ms = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+            except Exception as e:  # a config may not fit in shared memory
+                record("tune", config=cfg, causal=causal, error=type(e).__name__)
+                continue
+            record("tune", config=cfg, causal=causal, ms=ms, tflops=flops(b, h, n, d, causal) / ms / 1e9)
+            if causal is False:
+                total = ms
+            else:
+                total += ms
+                if best is None or total < best[1]:
+                    best = (cfg, total)
+    os.environ["HEADSCOPE_K1_CONFIG"] = best[0]
+    record("tune-chosen", config=best[0])
+
+
+# --------------------------------------------------------------------------------------- dense
+def sdpa(q, k, v, causal, backend=None):
+    if backend is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    with sdpa_kernel(backend):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def section_dense_and_stats():
+    for n, b in ((4096, 4), (16384, 1), (32768, 1)):
+        h, d = 16, 128
+        q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
+        for causal in (False, True):
+            t = dense_table(n, causal=causal, device=DEV)
+            f = flops(b, h, n, d, causal)
+            t_cudnn = bench(lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION))
+            t_sdpa = bench(lambda: sdpa(q, k, v, causal))
+            t_k1 = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+            t_k1s = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True))
+            lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
+            t2 = dense_table(n, causal=causal, block_q=64, block_kv=128, device=DEV)
+            t_k2 = bench(lambda: column_stats(q, k, lse, t2, scaling=d**-0.5))
+            tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
+            t_k2b = bench(lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True))
+            mask = LazyMask(b, n, n, device=DEV, causal=causal)
+            want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+            t_all = bench(lambda: triton_attention(q, k, v, mask, want=want))
+            record("dense", n=n, b=b, causal=causal, cudnn_ms=t_cudnn, sdpa_ms=t_sdpa, k1_ms=t_k1,
+                   k1_tflops=f / t_k1 / 1e9, cudnn_tflops=f / t_cudnn / 1e9,
+                   k1_over_cudnn_throughput=t_cudnn / t_k1)
+            record("stats", n=n, causal=causal, k1_ent_dist_over_k1=t_k1s / t_k1, k2_over_k1=t_k2 / t_k1,
+                   k2_blocks_over_k1=t_k2b / t_k1, all_stats_backend_ms=t_all,
+                   all_stats_over_sdpa=t_all / t_sdpa, k1s_plus_k2b_over_sdpa=(t_k1s + t_k2b) / t_sdpa)
+        del q, k, v
+        torch.cuda.empty_cache()
+
+
+# -------------------------------------------------------------------------------------- sparse
+def section_sparse():
+    b, h, n, d = 1, 16, 32768, 128
+    q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
+    dense = dense_table(n, causal=True, device=DEV)
+    t_dense = bench(lambda: flash_forward(q, k, v, dense, scaling=d**-0.5))
+    t_cudnn = bench(lambda: sdpa(q, k, v, True, SDPBackend.CUDNN_ATTENTION))
+    tables = {f"random_{p}": random_block_table(p, n, h, device=DEV) for p in (0.5, 0.2, 0.1)}
+    tables["window_2048"] = sliding_window_table(n, 2048, device=DEV)
+    for name, t in tables.items():
+        ms = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+        kept = t.visited_fraction(dense)
+        ideal = 1 / kept
+        record("sparse", pattern=name, kept_of_causal=kept, ms=ms, dense_k1_ms=t_dense, speedup=t_dense / ms,
+               ideal=ideal, pct_of_ideal=100 * (t_dense / ms) / ideal, vs_cudnn_causal=t_cudnn / ms)
+
+
+# --------------------------------------------------------------------------------------- edits
+def section_edits():
+    b, h, n, d = 1, 16, 16384, 128
+    q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
+    for causal in (True, False):
+        t = dense_table(n, causal=causal, device=DEV)
+        base = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+        bias = torch.randn(b, h, n, device=DEV)
+        hs = torch.rand(h, device=DEV)
+        t_bias = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs))
+        sel = torch.zeros(b, h, n, dtype=torch.bool, device=DEV)
+        sel[..., [0, 1, 2, 3, 700]] = True
+        act = ActScale(sel, torch.full((h,), 0.5, device=DEV))
+        t_act = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act))
+        record("edits", n=n, causal=causal, base_ms=base, bias_headscale_over_base=t_bias / base,
+               act_over_base=t_act / base)
+
+
+# ----------------------------------------------------------------------------------------- e2e
+def section_e2e_layers(n: int, layers: int = 32):
+    """Llama-3-8B attention shapes, every layer, statistics kept; random q/k/v (two sets reused)."""
+    h, kvh, d = 32, 8, 128
+    sets = [(rand(1, h, n, d), rand(1, kvh, n, d), rand(1, kvh, n, d)) for _ in range(2)]
+    mask = LazyMask(1, n, n, device=DEV, causal=True)
+    want = StatRequest(received=True, entropy=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base_mem = torch.cuda.memory_allocated()
+    kept = []
+    start = time.perf_counter()
+    for layer in range(layers):
+        q, k, v = sets[layer % 2]
+        r = triton_attention(q, k, v, mask, want=want)
+        kept.append({key: r.stats[key] for key in ("entropy", "received_sum", "received_mean")})
+    torch.cuda.synchronize()
+    secs = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() - base_mem) / 2**30
+    stats_gib = sum(t.numel() * 4 for s in kept for t in s.values()) / 2**30
+    record("e2e-attention-layers", n=n, layers=layers, seconds=secs, peak_extra_gib=peak, stats_gib=stats_gib,
+           eager_pattern_gib_per_layer=h * n * n * 4 / 2**30)
+
+
+def section_e2e_model(n: int):
+    """A random-weight Llama-3-8B-shaped LlamaModel (bf16) with our backend in every layer."""
+    from transformers import AttentionInterface, LlamaConfig, LlamaModel
+    from transformers.masking_utils import AttentionMaskInterface
+
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0)
+    stats: dict[int, dict] = {}
+
+    def attn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
+        mask = LazyMask(query.shape[0], query.shape[2], key.shape[2], device=query.device, causal=True)
+        r = triton_attention(query, key, value, mask, scaling=scaling, want=StatRequest(received=True, entropy=True))
+        stats[module.layer_idx] = {k: r.stats[k] for k in ("entropy", "received_mean")}
+        return r.output, None
+
+    AttentionInterface.register("hs_triton", attn)
+    AttentionMaskInterface.register("hs_triton", lambda *a, **k: None)
+    torch.set_default_dtype(BF16)
+    with torch.device(DEV):
+        model = LlamaModel(cfg)
+    torch.set_default_dtype(torch.float32)
+    model.eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, n), device=DEV)
+    weights_gib = torch.cuda.memory_allocated() / 2**30
+    for impl in ("hs_triton", "eager"):
+        model.config._attn_implementation = impl
+        for length in ((n,) if impl == "hs_triton" else (4096, 8192, n)):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                with torch.no_grad():
+                    model(ids[:, :length], output_attentions=impl == "eager")
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                with torch.no_grad():
+                    model(ids[:, :length], output_attentions=impl == "eager")
+                torch.cuda.synchronize()
+                secs = time.perf_counter() - start
+                record("e2e-model", impl=impl, n=length, seconds=secs, weights_gib=weights_gib,
+                       peak_gib=torch.cuda.max_memory_allocated() / 2**30, layers_with_stats=len(stats))
+            except torch.OutOfMemoryError:
+                record("e2e-model", impl=impl, n=length, result="OOM",
+                       peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+            torch.cuda.empty_cache()
+    del model
+    torch.cuda.empty_cache()
+
+
+SECTIONS = {
+    "env": section_env,
+    "check": section_check,
+    "tune": section_tune,
+    "dense": section_dense_and_stats,
+    "sparse": section_sparse,
+    "edits": section_edits,
+    "e2e": lambda: (section_e2e_model(32768), section_e2e_layers(32768), section_e2e_layers(131072)),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.sections.split(","):
+        start = time.perf_counter()
+        try:
+            SECTIONS[name]()
+        except Exception:
+            record("error", section=name, trace=traceback.format_exc()[-1500:])
+        record("time", section=name, seconds=time.perf_counter() - start)
+        (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in RESULTS) + "\n")
+        (out / "log.txt").write_text("\n".join(LINES) + "\n")
+
+
+if __name__ == "__main__":
+    main()
