@@ -330,8 +330,8 @@ def main():
         try:
             SECTIONS[name]()
         except Exception:
-            record("error", section=name, trace=traceback.format_exc()[-1500:])
-        record("time", section=name, seconds=time.perf_counter() - start)
+            record("error", part=name, trace=traceback.format_exc()[-1500:])
+        record("time", part=name, seconds=time.perf_counter() - start)
         (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in RESULTS) + "\n")
         (out / "log.txt").write_text("\n".join(LINES) + "\n")
 
