@@ -1,0 +1,67 @@
+"""Build and serve the Dash app.
+
+Example:
+    >>> from apps.heads_dashboard.app import create_app
+    >>> from apps.heads_dashboard.settings import DashboardSettings
+    >>> app = create_app(DashboardSettings())   # starts loading SmolLM2 in the background
+    >>> app.run(host="127.0.0.1", port=8050)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from dash import Dash
+
+from probe.capture.record import AttentionRecord
+from probe.models import LoadedModel, load_model
+
+from apps.heads_dashboard.callbacks import register_callbacks
+from apps.heads_dashboard.layout import build_layout
+from apps.heads_dashboard.metrics import load_plugin_metrics
+from apps.heads_dashboard.settings import DashboardSettings
+from apps.heads_dashboard.state import ModelHolder
+from apps.heads_dashboard.workbench import Source, Workbench
+
+
+def create_app(
+    settings: DashboardSettings,
+    *,
+    loader: Callable[[str], LoadedModel] | None = load_model,
+    record: AttentionRecord | None = None,
+) -> Dash:
+    """A ready-to-run app; the model starts loading on a background thread at once.
+
+    Args:
+        settings: model, server and display settings.
+        loader: ``name -> LoadedModel`` (tests pass a tiny model); None runs without a model,
+            showing only ``record``.
+        record: a record to show; if None and ``settings.record`` is set, it is read from there.
+    """
+    if record is None and settings.record is not None:
+        record = AttentionRecord.load(settings.record)
+    holder = ModelHolder(settings.model, loader).start() if loader is not None else None
+    workbench = Workbench(settings, holder, record)
+    load_plugin_metrics()
+    app = Dash(__name__, title="headscope dashboard", update_title=None)
+    app.layout = build_layout(_record_labels(record), _initial_source(record))
+    register_callbacks(app, workbench)
+    app.server.config["workbench"] = workbench  # for benchmarks and tests that inspect the cache
+    return app
+
+
+def _record_labels(record: AttentionRecord | None) -> list[str]:
+    if record is None:
+        return []
+    return ["".join(tokens) for tokens in record.tokens]
+
+
+def _initial_source(record: AttentionRecord | None) -> dict:
+    """A record, if given, is on screen from the start; otherwise the page waits for a prompt."""
+    return Source(record_prompt=0).to_store() if record is not None else Source().to_store()
+
+
+def serve(settings: DashboardSettings, **kwargs) -> None:
+    """Create the app and serve it (threaded, so one slow capture does not stall other requests)."""
+    app = create_app(settings, **kwargs)
+    app.run(host=settings.host, port=settings.port, debug=False, threaded=True)

@@ -1,0 +1,32 @@
+"""``headscope dashboard``: serve the heads dashboard on localhost."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from probe.models import DEFAULT_MODEL
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("dashboard", help="serve the heads dashboard (Dash) in a browser")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, HF folder or hub id (default {DEFAULT_MODEL})")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--record", type=Path, default=None, help="a saved attention record (from `headscope capture`) to show")
+    p.add_argument("--no-model", action="store_true", help="do not load a model: show --record only")
+    p.add_argument("--long-input", type=int, default=256, help="tokens above which heads are shown as summaries (default 256)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from apps.heads_dashboard.app import serve  # dash is imported only when the command runs
+    from apps.heads_dashboard.settings import DashboardSettings
+
+    if args.no_model and args.record is None:
+        raise ValueError("--no-model needs --record: there would be nothing to show")
+    settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
+                                 long_input_tokens=args.long_input)
+    print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
+    serve(settings, **({"loader": None} if args.no_model else {}))
+    return 0

@@ -1,0 +1,114 @@
+"""Server-side state shared by all browser sessions: the model and a cache of captures.
+
+Context:
+    Nothing here is per user. What a user is looking at (prompt, metric, head, edits) lives in
+    the browser (``dcc.Store`` and the widgets' own values) and arrives with every callback;
+    the server keeps only what is expensive and identical for everyone: the loaded model and
+    captures keyed by everything that determines them.
+
+    The model loads on a background thread so the page is served at once and callbacks answer
+    "loading" instead of waiting. Forwards are serialised with one lock: edits install
+    themselves on the model for the duration of a ``with`` block, so two requests running at
+    once would see each other's edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Generic, Hashable, TypeVar
+
+from probe.models import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ModelNotReady(RuntimeError):
+    """The model is still loading, or failed to load; the message says which."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """``state`` is ``"loading"``, ``"ready"`` or ``"failed"``; ``message`` is for the user."""
+
+    state: str
+    message: str
+
+
+class ModelHolder:
+    """One model, loaded once on a background thread; callers never wait for it."""
+
+    def __init__(self, name: str, loader: Callable[[str], LoadedModel] = load_model):
+        self.name = name
+        self._loader = loader
+        self._model: LoadedModel | None = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._load, name=f"load-{name}", daemon=True)
+        self.lock = threading.Lock()  # one forward at a time (see module docstring)
+
+    def start(self) -> "ModelHolder":
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> ModelStatus:
+        """Block until loading ends (for scripts and tests, never in callbacks)."""
+        self._thread.join(timeout)
+        return self.status
+
+    def _load(self) -> None:
+        try:
+            self._model = self._loader(self.name)
+        except Exception as err:  # noqa: BLE001 - any failure is reported in the page
+            log.exception("loading model %s failed", self.name)
+            self._error = f"{type(err).__name__}: {err}"
+
+    @property
+    def status(self) -> ModelStatus:
+        if self._model is not None:
+            g = self._model.geometry
+            return ModelStatus("ready", f"model {self.name}: {g.n_layers} layers x {g.n_heads} heads")
+        if self._error is not None:
+            return ModelStatus("failed", f"model {self.name} failed to load: {self._error}")
+        return ModelStatus("loading", f"loading model {self.name}…")
+
+    def get(self) -> LoadedModel:
+        """The model, or :class:`ModelNotReady` at once if it is not loaded."""
+        if self._model is None:
+            raise ModelNotReady(self.status.message)
+        return self._model
+
+
+class LRUCache(Generic[T]):
+    """A thread-safe least-recently-used cache with a fixed number of entries."""
+
+    def __init__(self, entries: int):
+        self.entries = entries
+        self._items: OrderedDict[Hashable, T] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> T | None:
+        with self._lock:
+            if key not in self._items:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: T) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
