@@ -106,6 +106,23 @@ class LRUCache(Generic[T]):
             while len(self._items) > self.entries:
                 self._items.popitem(last=False)
 
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T], guard: threading.Lock) -> T:
+        """The cached value, or ``compute()`` run under ``guard`` and stored.
+
+        A request that waited on ``guard`` looks again first: another request for the same key
+        may have filled the entry meanwhile (counted as neither hit nor miss).
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        with guard:
+            with self._lock:
+                value = self._items.get(key)
+            if value is None:
+                value = compute()
+                self.put(key, value)
+        return value
+
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._items

@@ -112,12 +112,7 @@ class Workbench:
         n_tokens = len(model.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         mode = "stats" if n_tokens > self.settings.long_input_tokens else "pattern"
         key = (model.name, prompt, mode, edits)
-        record = self.cache.get(key)
-        if record is None:
-            with self.holder.lock:
-                record = self.cache.get(key) or self._capture(model, prompt, mode, edits)
-            self.cache.put(key, record)
-        return record
+        return self.cache.get_or_compute(key, lambda: self._capture(model, prompt, mode, edits), self.holder.lock)
 
     @staticmethod
     def _capture(model, prompt: str, mode: str, edits: EditSettings) -> AttentionRecord:
