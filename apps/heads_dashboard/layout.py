@@ -145,7 +145,7 @@ def _edits_panel() -> html.Div:
 def token_spans(coloured: list[tuple[str, str, float]]) -> list[html.Span]:
     """Render :func:`~.figures.token_colours` output as inline spans with the value on hover."""
     return [
-        html.Span(token, title=f"{value:.3f}", style={"background": colour, "padding": "1px 2px", "margin": "1px",
+        html.Span(token, title=f"{value:.3f}", style={"background": colour, "padding": "1px 2px", "margin": "1px", "display": "inline-block",
                                                       "whiteSpace": "pre", "borderRadius": "3px"})
         for token, colour, value in coloured
     ]

@@ -1,0 +1,204 @@
+"""End to end in a real browser: Debian's chromium driven by Selenium against a live server.
+
+The server runs in a thread on 127.0.0.1 (a free port) with the tiny random model, so the
+whole module takes seconds; set ``HEADSCOPE_DASHBOARD_MODEL=smollm2-135m`` to drive the real
+model instead (slower on CPU). Screenshots of each view go to ``artifacts/screenshots/``
+(git-ignored; ``HEADSCOPE_SCREENSHOTS`` overrides) for a person to look at.
+
+Needs: ``apt-get install -y chromium chromium-driver`` and ``pip install selenium``; without
+them the module is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip("browser tests need Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
+                "apt-get install -y chromium chromium-driver", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium: pip install selenium")
+
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from apps.heads_dashboard.app import create_app  # noqa: E402
+from apps.heads_dashboard.layout import ID  # noqa: E402
+from apps.heads_dashboard.settings import DashboardSettings  # noqa: E402
+from probe import load_model  # noqa: E402
+from tests.apps.conftest import tiny_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("HEADSCOPE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
+MODEL = os.environ.get("HEADSCOPE_DASHBOARD_MODEL", "tiny")
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+LONG_TOKENS = 40  # summary views above this (small, so the long-input case stays cheap)
+TIMEOUT = 120 if MODEL != "tiny" else 45
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1500,2300")
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    loader = (lambda _: tiny_model()) if MODEL == "tiny" else load_model
+    app = create_app(DashboardSettings(model=MODEL, long_input_tokens=LONG_TOKENS), loader=loader)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="headscope-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def page(browser, server_url):
+    """The dashboard open in the browser, with its model loaded."""
+    browser.get(server_url)
+    _wait_text(browser, ID.MODEL_STATUS, "layers x")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return browser
+
+
+def _el(browser, element_id: str):
+    return browser.find_element(By.ID, element_id)
+
+
+def _wait(browser, condition, what: str):
+    return WebDriverWait(browser, TIMEOUT, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+
+
+def _wait_text(browser, element_id: str, text: str):
+    _wait(browser, lambda d: text in _el(d, element_id).text, f"{text!r} in #{element_id}")
+
+
+def _graph_title(browser, graph_id: str) -> str:
+    titles = browser.find_elements(By.CSS_SELECTOR, f"#{graph_id} .gtitle")
+    return titles[0].text if titles else ""
+
+
+def _wait_title(browser, graph_id: str, text: str):
+    _wait(browser, lambda d: text in _graph_title(d, graph_id), f"{text!r} in the title of #{graph_id}")
+
+
+def _shoot(browser, name: str) -> Path:
+    path = SCREENSHOTS / f"{name}.png"
+    assert browser.save_screenshot(str(path)), f"could not save {path}"
+    return path
+
+
+def _run_prompt(browser, text: str):
+    box = _el(browser, ID.PROMPT)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    if text:
+        browser.execute_script(  # send_keys of hundreds of words is slow; set the value as React sees it
+            "const el = arguments[0]; const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;"
+            "set.call(el, arguments[1]); el.dispatchEvent(new Event('input', {bubbles: true}));", box, text)
+    _el(browser, ID.RUN).click()
+
+
+def _set_number(browser, element_id: str, value: int):
+    box = _el(browser, element_id)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.ENTER)
+
+
+def _click_cell(browser, layer: int, head: int, n_layers: int, n_heads: int):
+    """Click the heatmap cell of (layer, head): heads run left to right, layers top to bottom."""
+    area = browser.find_element(By.CSS_SELECTOR, f"#{ID.GRID} .nsewdrag")
+    width, height = area.size["width"], area.size["height"]
+    dx = (head + 0.5) / n_heads * width - width / 2
+    dy = (layer + 0.5) / n_layers * height - height / 2
+    ActionChains(browser).move_to_element_with_offset(area, int(dx), int(dy)).click().perform()
+
+
+def _geometry(server_url_model: str) -> tuple[int, int]:
+    return (3, 5) if server_url_model == "tiny" else (30, 9)
+
+
+def test_prompt_heatmap_head_pattern_and_edit_comparison(page):
+    n_layers, n_heads = _geometry(MODEL)
+    _run_prompt(page, PROMPT)
+    _wait_text(page, ID.PROMPT_INFO, "tokens · full patterns")
+    assert page.find_elements(By.CSS_SELECTOR, f"#{ID.GRID} .hm, #{ID.GRID} image"), "no heatmap drawn"
+    assert _el(page, ID.PROMPT_MESSAGE).text == ""
+    _shoot(page, "1_heatmap")
+
+    layer, head = n_layers - 1, n_heads - 2
+    _click_cell(page, layer, head, n_layers, n_heads)
+    _wait_title(page, ID.HEAD_GRAPH, f"layer {layer}, head {head}")
+    assert _el(page, ID.LAYER).get_attribute("value") == str(layer)
+    assert _el(page, ID.HEAD).get_attribute("value") == str(head)
+    ticks = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{ID.HEAD_GRAPH} .xtick text")]
+    assert "Mary" in " ".join(ticks), f"key tick labels are not the tokens: {ticks}"
+    spans = _el(page, ID.HEAD_TOKENS).find_elements(By.TAG_NAME, "span")
+    assert "".join(s.text for s in spans).replace(" ", "") == PROMPT.replace(" ", "")
+    _shoot(page, "2_head_pattern")
+
+    page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT} input[type=checkbox]").click()
+    _wait_title(page, ID.EDIT_COMPARE, "before / after ACT calibration")
+    _wait_title(page, ID.EDIT_NEXT, "next-token probability")
+    legend = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{ID.EDIT_NEXT} .legendtext")]
+    assert legend == ["before", "after: ACT calibration"]
+    assert len(page.find_elements(By.CSS_SELECTOR, f"#{ID.EDIT_COMPARE} .subplot.xy, #{ID.EDIT_COMPARE} .subplot.x2y2")) == 2
+    page.execute_script("document.getElementById(arguments[0]).scrollIntoView()", ID.EDIT_MESSAGE)
+    _shoot(page, "3_edit_comparison")
+    page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT} input[type=checkbox]").click()  # edits off again
+    page.execute_script("window.scrollTo(0, 0)")
+
+
+def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
+    n_layers, n_heads = _geometry(MODEL)
+    _run_prompt(page, PROMPT)
+    _wait_text(page, ID.PROMPT_INFO, "full patterns")
+
+    _set_number(page, ID.HEAD, n_heads + 2)
+    _wait_text(page, ID.HEAD_MESSAGE, f"head {n_heads + 2} does not exist")
+    _shoot(page, "4_bad_head")
+
+    _run_prompt(page, "")
+    _wait_text(page, ID.PROMPT_MESSAGE, "the prompt is empty")
+
+    context = 300 if MODEL == "tiny" else 8192
+    _run_prompt(page, "word " * (context + 10))
+    _wait_text(page, ID.PROMPT_MESSAGE, "longer than the model's context window")
+    _shoot(page, "5_prompt_too_long")
+
+    _set_number(page, ID.HEAD, 1)
+    _run_prompt(page, PROMPT)  # still serving: a good prompt works again
+    _wait_text(page, ID.PROMPT_INFO, "full patterns")
+    _wait(page, lambda d: _el(d, ID.PROMPT_MESSAGE).text == "" and _el(d, ID.HEAD_MESSAGE).text == "", "messages cleared")
+
+
+def test_long_inputs_show_summary_views(page):
+    _run_prompt(page, "The old lighthouse keeper watched the storm roll in over the grey sea. " * 5)
+    _wait_text(page, ID.PROMPT_INFO, "summary views (long input)")
+    _set_number(page, ID.LAYER, 1)
+    _set_number(page, ID.HEAD, 2)
+    _wait_title(page, ID.HEAD_GRAPH, "(summary: long input)")
+    subtitles = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{ID.HEAD_GRAPH} .annotation-text")]
+    assert "mean attention received per key" in subtitles and "entropy per query (nats)" in subtitles
+    _shoot(page, "6_long_input_summary")
