@@ -30,6 +30,7 @@ AttentionBackend = Callable[..., AttentionOutput]
 
 
 _BACKENDS: dict[str, AttentionBackend] = {}
+SDPA_ROWS = 2048  # query rows per SDPA call when an explicit mask is needed (keeps masks O(rows x keys))
 
 
 def register_backend(name: str, backend: AttentionBackend, *, overwrite: bool = False) -> None:
@@ -71,21 +72,25 @@ def sdpa_attention(
     if want.pattern or want.any_stats or (edit is not None and not edit.is_empty) or softcap is not None:
         return reference_attention(query, key, value, mask, scaling=scaling, softcap=softcap, want=want, edit=edit)
     plain_causal = mask.causal and mask.padding is None and mask.sliding_window is None and mask.q_offset == 0
-    bool_mask = None if plain_causal and mask.q_length == mask.kv_length else mask.rows(0, mask.q_length)
-    if bool_mask is not None:
+    enable_gqa = query.shape[1] != key.shape[1]
+    if plain_causal and mask.q_length == mask.kv_length:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scaling, enable_gqa=enable_gqa
+        )
+        return AttentionOutput(output=out.transpose(1, 2), pattern=None, stats={})
+    blocks = []
+    for start in range(0, mask.q_length, SDPA_ROWS):
+        stop = min(start + SDPA_ROWS, mask.q_length)
+        rows = mask.rows(start, stop)
         # Rows that may see nothing (padding queries) would come out NaN and poison later layers
         # through 0 * NaN; let them see everything instead, as eager attention effectively does.
-        bool_mask = bool_mask | ~bool_mask.any(-1, keepdim=True)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=bool_mask,
-        is_causal=bool_mask is None,
-        scale=scaling,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )
-    return AttentionOutput(output=out.transpose(1, 2), pattern=None, stats={})
+        rows = rows | ~rows.any(-1, keepdim=True)
+        blocks.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, start:stop], key, value, attn_mask=rows, scale=scaling, enable_gqa=enable_gqa
+            )
+        )
+    return AttentionOutput(output=torch.cat(blocks, dim=2).transpose(1, 2), pattern=None, stats={})
 
 
 def _load_optional_backends() -> None:
