@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import torch
 import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from probe.kernels.blocks import BlockTable, _lists
+from probe.kernels.blocks import BlockTable
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 128
@@ -39,21 +40,54 @@ class KernelConfig:
     num_stages: int
 
 
-def k1_config(head_dim: int) -> KernelConfig:
-    """Default K1 tiles; ``HEADSCOPE_K1_CONFIG=block_n,warps,stages`` overrides (benchmarks)."""
+# Tiles per (head dim <= 64, causal); measured on a lent H100 (notes/kernels.md).
+K1_CONFIGS: dict[tuple[bool, bool], KernelConfig] = {
+    (True, False): KernelConfig(block_n=64, num_warps=4, num_stages=3),
+    (True, True): KernelConfig(block_n=64, num_warps=4, num_stages=3),
+    (False, False): KernelConfig(block_n=128, num_warps=8, num_stages=3),
+    (False, True): KernelConfig(block_n=128, num_warps=8, num_stages=3),
+}
+SEL_BLOCK = 16  # ACT: selected keys gathered per step in K1's epilogue
+
+
+def k1_config(head_dim: int, causal: bool = False) -> KernelConfig:
+    """K1 tiles for (head dim, causal); ``HEADSCOPE_K1_CONFIG=block_n,warps,stages`` overrides."""
     override = os.environ.get("HEADSCOPE_K1_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
-    if head_dim <= 64:
-        return KernelConfig(block_n=64, num_warps=4, num_stages=3)
-    return KernelConfig(block_n=128, num_warps=8, num_stages=3)
+    return K1_CONFIGS[(head_dim <= 64, causal)]
 
 
 def k2_config(head_dim: int) -> KernelConfig:
+    """K2 warps/stages (its tiles are the table's); ``HEADSCOPE_K2_CONFIG=0,warps,stages`` overrides."""
     override = os.environ.get("HEADSCOPE_K2_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
     return KernelConfig(block_n=0, num_warps=8 if head_dim > 64 else 4, num_stages=2)
+
+
+def use_tma(*tensors: Tensor) -> bool:
+    """Tensor-descriptor (TMA) loads: Hopper or newer, 16-bit inputs, 16-byte aligned strides.
+
+    ``HEADSCOPE_TMA=0`` forces pointer loads, ``=1`` forces descriptors (the CPU interpreter
+    tests use this to cover the descriptor path).
+    """
+    forced = os.environ.get("HEADSCOPE_TMA")
+    if forced is not None:
+        return forced == "1"
+    t0 = tensors[0]
+    if not t0.is_cuda or torch.cuda.get_device_capability(t0.device)[0] < 9:
+        return False
+    return all(
+        t.dtype in (torch.bfloat16, torch.float16) and t.data_ptr() % 16 == 0 and t.stride(-1) == 1
+        and all(s > 0 and (s * t.element_size()) % 16 == 0 for s in t.stride()[:-1])
+        for t in tensors
+    )
+
+
+def _desc(t: Tensor, rows: int, block_d: int) -> TensorDescriptor:
+    """4-D ``[batch, head, token, d]`` descriptor loading (1, 1, rows, block_d) boxes."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
 
 
 @dataclass(frozen=True)
@@ -96,8 +130,12 @@ def flash_forward(
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     _check(query, key, table)
-    cfg = config or k1_config(head_dim)
+    cfg = config or k1_config(head_dim, table.rule.causal)
     block_n = min(cfg.block_n, table.block_kv)
+    block_d = triton.next_power_of_2(head_dim)
+    tma = use_tma(query, key, value)
+    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d), _desc(value, block_n, block_d))
+            if tma else (query, key, value))
     dev = query.device
     out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
     f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
@@ -105,7 +143,7 @@ def flash_forward(
     ent = f32() if entropy else lse
     dist = f32() if distance else lse
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
-    flags, beta, sblk_num, sblk_idx = _act_args(act, batch, heads, n_kv, block_n, dev)
+    beta, sel_num, sel_idx = _act_args(act, batch, heads, n_kv, dev)
     hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
     window = table.rule.window_tensor(heads, dev)
     sink = table.rule.sink_tensor(heads, dev)
@@ -113,20 +151,20 @@ def flash_forward(
     part_n, part_i = _expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, table.block_q), batch * heads)
     _k1_kernel[grid](
-        query, key, value, out, lse, ent, dist, bias, flags, beta, hscale, window, sink,
-        full_n, full_i, part_n, part_i, sblk_num, sblk_idx,
+        *srcs, key, value, out, lse, ent, dist, bias, beta, hscale, window, sink,
+        full_n, full_i, part_n, part_i, sel_num, sel_idx,
         *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2),
         *bias_strides,
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
-        sblk_num.stride(0), sblk_num.stride(1), sblk_idx.stride(0), sblk_idx.stride(1),
+        sel_num.stride(0), sel_num.stride(1), sel_idx.stride(0), sel_idx.stride(1),
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=table.block_q,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
-        ACT=act is not None, HEAD_SCALE=head_scale is not None,
+        ACT=act is not None, HEAD_SCALE=head_scale is not None, TMA=tma, SEL_BLOCK=SEL_BLOCK,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return K1Result(out, lse, ent if entropy else None, dist if distance else None)
@@ -162,11 +200,14 @@ def column_stats(
     bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    block_d = triton.next_power_of_2(head_dim)
+    tma = use_tma(query, key)
+    srcs = (_desc(query, table.block_q, block_d), _desc(key, table.block_kv, block_d)) if tma else (query, key)
     full_n, full_i = _expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
     part_n, part_i = _expand_table(table.q_num_blocks, table.q_indices, batch, heads)
     grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
     _k2_kernel[grid](
-        query, key, lse2, bias, col_sum, col_max, count, bsum, bmax,
+        *srcs, lse2, bias, col_sum, col_max, count, bsum, bmax,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
         full_n, full_i, part_n, part_i,
         *query.stride()[:3], *key.stride()[:3], *bias_strides,
@@ -175,9 +216,9 @@ def column_stats(
         tiles[2] * tiles[3], tiles[3],
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=table.block_q,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
         BLOCK_N=table.block_kv, CAUSAL=table.rule.causal, LOCAL=table.rule.local,
-        HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats,
+        HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats, TMA=tma,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
@@ -200,11 +241,10 @@ def _check(query: Tensor, key: Tensor, table: BlockTable) -> None:
 
 
 def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, tuple[int, int]]:
+    """The key bias in base-2 logit units (x log2 e, once here instead of per tile), broadcast."""
     if bias is None:
         return torch.empty(1, device=dev, dtype=torch.float32), (0, 0)
-    bias = bias.to(device=dev, dtype=torch.float32)
-    if bias.stride(-1) != 1:
-        bias = bias.contiguous()
+    bias = (bias.to(device=dev, dtype=torch.float32) * LOG2E).contiguous()
     bias = bias.expand(batch, heads, n_kv)
     return bias, (bias.stride(0), bias.stride(1))
 
@@ -214,15 +254,21 @@ def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Ten
     return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)
 
 
-def _act_args(act: ActScale | None, batch: int, heads: int, n_kv: int, block_n: int, dev):
-    """Selected-key flags, factors and the list of key blocks holding selected keys."""
+def _act_args(act: ActScale | None, batch: int, heads: int, n_kv: int, dev):
+    """Factors and, per (batch, head), the ascending list of selected keys padded with -1.
+
+    K1 gathers only these keys in its epilogue, ``SEL_BLOCK`` at a time.
+    """
     if act is None:
         dummy = torch.zeros(1, 1, 1, device=dev, dtype=torch.int32)
-        return dummy.float(), dummy.float(), dummy[..., 0], dummy
+        return dummy.float(), dummy[..., 0], dummy
     flags = act.selected.to(device=dev).expand(batch, heads, n_kv)
-    n_blocks = triton.cdiv(n_kv, block_n)
-    padded = torch.nn.functional.pad(flags, (0, n_blocks * block_n - n_kv))
-    block_has = padded.reshape(batch, heads, n_blocks, block_n).any(-1)
-    sblk_num, sblk_idx = _lists(block_has)
+    counts = flags.sum(-1, dtype=torch.int32)  # (B, H)
+    width = max(SEL_BLOCK, triton.cdiv(int(counts.max()), SEL_BLOCK) * SEL_BLOCK)
+    order = torch.sort((~flags).to(torch.int8), dim=-1, stable=True).indices[..., :width]  # selected first
+    keep = torch.arange(order.shape[-1], device=dev) < counts[..., None]
+    sel_idx = torch.where(keep, order, -1).to(torch.int32)
+    if sel_idx.shape[-1] < width:
+        sel_idx = torch.nn.functional.pad(sel_idx, (0, width - sel_idx.shape[-1]), value=-1)
     beta = act.factor.to(device=dev, dtype=torch.float32).contiguous()
-    return flags.float().contiguous(), beta, sblk_num, sblk_idx
+    return beta, counts.contiguous(), sel_idx.contiguous()

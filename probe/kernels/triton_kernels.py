@@ -12,16 +12,26 @@ Context:
 
     K1 (``_k1_kernel``), one program per (query block, batch x head):
         online softmax over the listed key blocks, accumulating O, l, m and, when asked,
-        ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (i - j)`` (distance). With ACT (one
-        selected key set per head) a second short loop over the blocks holding selected keys
-        computes their mass ``l_S`` and output ``acc_S`` with the final row max, and the
-        epilogue redistributes (kernels.md section 3.1). A per-head output scale is applied last.
+        ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (j - j0)`` (distance, converted to
+        ``i - j`` in the epilogue). With ACT (one selected key set per head) the epilogue
+        gathers the selected keys only (``SEL_BLOCK`` at a time), computes their mass ``l_S``
+        against the final row max and folds ``(beta - c) P_S V_S`` into the rescaled
+        accumulator, so no second accumulator and no second pass over key blocks exist
+        (kernels.md section 3.1). A per-head output scale is applied last.
 
     K2 (``_k2_kernel``), one program per (key block, batch x head):
         the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
         per-key reductions are row reductions. ``p = exp2(s2 - lse2)`` is exact, no rescaling.
         Produces column sum, column max, the count of queries that see each key, and
         per-tile block sum / max.
+
+    Loads: with ``TMA`` the Q/K/V tiles come through host-built 4-D tensor descriptors
+    ``[batch, head, token, d]`` (Hopper's bulk tensor copy; out-of-range rows and the padded
+    head-dim columns read as zero), which frees the per-element address registers that made
+    the pointer version spill at 128x128 tiles; without it (CPU interpreter, fp32, unaligned
+    strides) plain pointer loads are used. Both orders of the softmax arithmetic keep one
+    fused multiply-add per logit on the unmasked, unbiased path (scale applied after the
+    row max, as in the Triton tutorial).
 
     Masked logits use a large finite negative (``NEG``) rather than ``-inf`` in K1 so that
     ``p * (s2 - m)`` never evaluates ``0 * inf``.
@@ -75,37 +85,65 @@ def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, start_n,
-              offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+def _rows(src, b, hh, row0, stride_row, n_rows,
+          ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+          MASKED: tl.constexpr, TMA: tl.constexpr):
+    """Rows ``row0 .. row0+ROWS`` of one head as a (ROWS, BLOCK_D) tile, zero outside.
+
+    ``src`` is a 4-D tensor descriptor (TMA; the hardware zero-fills out-of-range rows and
+    columns, so no masks) or a pointer already offset to (b, hh).
+    """
+    if TMA:
+        tile = src.load([b, hh, row0, 0]).reshape([ROWS, BLOCK_D])
+    else:
+        offs_row = row0 + tl.arange(0, ROWS)
+        tile = _load_tile(src, offs_row, stride_row, tl.arange(0, BLOCK_D), n_rows, HEAD_DIM, BLOCK_D, MASKED)
+    return tile
+
+
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
+@triton.jit
+def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, start_n, row0,
+              offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
               window_ptr, sink_ptr,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
-              HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, DISTANCE: tl.constexpr):
-    """One key block of the online softmax. Returns the updated running state."""
+              HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, DISTANCE: tl.constexpr,
+              TMA: tl.constexpr):
+    """One key block of the online softmax (base-2 logits). Returns the updated running state.
+
+    Unmasked, unbiased blocks take the row max of the raw ``q.k`` and apply the scale inside
+    one multiply-add (``qk * scale - m``); masked or biased blocks need the scaled logits
+    before the max. ``bias_base`` holds the key bias already multiplied by log2(e).
+    """
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, MASKED)  # (BN, D)
-    s = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN), base-2 logits
-    if HAS_BIAS:
+    k = _rows(k_src, b, kvh, start_n, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, TMA)  # (BN, D)
+    qk = tl.dot(q, tl.trans(k))  # (BM, BN), raw q.k
+    if HAS_BIAS or MASKED:
+        s = qk * qk_scale
+        if HAS_BIAS:
+            if MASKED:
+                s += tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)[None, :]
+            else:
+                s += tl.load(bias_base + offs_n)[None, :]
         if MASKED:
-            bias = tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)
-        else:
-            bias = tl.load(bias_base + offs_n)
-        s += bias[None, :] * 1.4426950408889634
-    if MASKED:
-        ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
-                      window_ptr, sink_ptr, CAUSAL, LOCAL)
-        s = tl.where(ok, s, -1.0e30)
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    s = s - m_new[:, None]
+            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+                          window_ptr, sink_ptr, CAUSAL, LOCAL)
+            s = tl.where(ok, s, -1.0e30)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        s = s - m_new[:, None]
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        s = qk * qk_scale - m_new[:, None]
     p = tl.math.exp2(s)  # (BM, BN)
     alpha = tl.math.exp2(m_i - m_new)
     if ENTROPY:
         u_i = alpha * (u_i + l_i * (m_i - m_new)) + tl.sum(p * s, 1)
     if DISTANCE:
-        gap = (offs_m[:, None] + diag - offs_n[None, :]).to(tl.float32)  # i - j in positions
-        w_i = alpha * w_i + tl.sum(p * gap, 1)
+        rel_j = (offs_n - row0).to(tl.float32)  # (BN,) key position relative to the block
+        w_i = alpha * w_i + tl.sum(p * rel_j[None, :], 1)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_tile(v_base, offs_n, stride_vn, offs_d, n_kv, HEAD_DIM, BLOCK_D, MASKED)  # (BN, D)
+    v = _rows(v_src, b, kvh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, TMA)  # (BN, D)
     acc = acc * alpha[:, None]
     acc = tl.dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new, u_i, w_i
@@ -113,37 +151,68 @@ def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, start_n,
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k1_sink_mass(q, k_base, v_base, bias_base, flag_base, m_i, sblk_base, n_sblk,
-                  offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
-                  window_ptr, sink_ptr,
-                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
-                  HAS_BIAS: tl.constexpr):
-    """ACT: mass ``l_S`` and output ``acc_S`` of the selected keys, against the final row max."""
+def _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
+               h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
+               HEAD_DIM: tl.constexpr, SEL_BLOCK: tl.constexpr, CAUSAL: tl.constexpr,
+               LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """ACT: probabilities (final row max) of selected keys ``t .. t+SEL_BLOCK`` of the list.
+
+    Returns ``p`` (BM, SEL_BLOCK) and the key indices (SEL_BLOCK,), -1 where past the list.
+    """
+    offs_s = t + tl.arange(0, SEL_BLOCK)
+    idx = tl.load(sel_base + offs_s, mask=offs_s < n_sel, other=-1)  # (S,)
+    valid = idx >= 0
+    kk = tl.load(kp_base + idx[:, None] * stride_kn + offs_d[None, :],
+                 mask=valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (S, D)
+    s = tl.dot(q, tl.trans(kk)) * qk_scale  # (BM, S)
+    if HAS_BIAS:
+        s += tl.load(bias_base + idx, mask=valid, other=0.0)[None, :]
+    ok = _allowed(offs_m[:, None], idx[None, :], h, diag, kv_offset, n_kv,
+                  window_ptr, sink_ptr, CAUSAL, LOCAL) & valid[None, :]
+    p = tl.where(ok, tl.math.exp2(s - m_i[:, None]), 0.0)
+    return p, idx
+
+
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
+@triton.jit
+def _act_redistribute(acc, l_safe, m_i, q, kp_base, vp_base, bias_base, sel_base, n_sel, beta,
+                      offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+                      window_ptr, sink_ptr,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, SEL_BLOCK: tl.constexpr,
+                      CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """ACT on the finished row: ``out * l = c * acc + (beta - c) * P_S V_S``.
+
+    ``c = (1 - beta p_S) / (1 - p_S)`` moves the freed (or taken) mass to the other keys.
+    Pass 1 sums ``l_S`` over the selected keys; pass 2 accumulates ``(beta - c) P_S V_S``
+    straight into the rescaled accumulator. Cost grows with the number of selected keys only.
+    """
     l_s = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc_s = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for t in range(0, n_sblk):
-        start_n = tl.load(sblk_base + t) * BLOCK_N
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
-        if HAS_BIAS:
-            s += tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)[None, :] * 1.4426950408889634
-        ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
-                      window_ptr, sink_ptr, CAUSAL, LOCAL)
-        flag = tl.load(flag_base + offs_n, mask=offs_n < n_kv, other=0.0)
-        p = tl.where(ok, tl.math.exp2(s - m_i[:, None]), 0.0) * flag[None, :]
+    for t in range(0, n_sel, SEL_BLOCK):
+        p, idx = _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
+                            h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
+                            HEAD_DIM, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
         l_s += tl.sum(p, 1)
-        v = _load_tile(v_base, offs_n, stride_vn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)
-        acc_s = tl.dot(p.to(v.dtype), v, acc_s)
-    return l_s, acc_s
+    p_sel = l_s / l_safe
+    rest = 1.0 - p_sel
+    ok = rest > 1e-6
+    c = tl.where(ok, (1.0 - beta * p_sel) / tl.maximum(rest, 1e-6), 1.0)
+    coef = tl.where(ok, beta - c, 0.0)
+    acc = acc * c[:, None]
+    for t in range(0, n_sel, SEL_BLOCK):
+        p, idx = _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
+                            h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
+                            HEAD_DIM, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
+        vv = tl.load(vp_base + idx[:, None] * stride_vn + offs_d[None, :],
+                     mask=(idx[:, None] >= 0) & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (S, D)
+        acc = tl.dot((p * coef[:, None]).to(vv.dtype), vv, acc)
+    return acc
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_kernel(
-    Q, K, V, O, LSE, ENT, DIST, BIAS, FLAG, BETA, HSCALE, WINDOW, SINK,
-    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, SBLK_NUM, SBLK_IDX,
+    Q, K, V, KP, VP, O, LSE, ENT, DIST, BIAS, BETA, HSCALE, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, SEL_NUM, SEL_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -156,6 +225,7 @@ def _k1_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
     ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, ACT: tl.constexpr, HEAD_SCALE: tl.constexpr,
+    TMA: tl.constexpr, SEL_BLOCK: tl.constexpr,
 ):
     # Heaviest (last, under causal) query blocks first for a better tail.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -163,14 +233,20 @@ def _k1_kernel(
     b = bh // n_heads
     h = bh % n_heads
     kvh = h // group
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row0 = pid_m * BLOCK_M
+    offs_m = row0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
-    v_base = V + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
+    kp_base = KP + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+    vp_base = VP + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
+    if TMA:
+        q_src, k_src, v_src = Q, K, V
+    else:
+        q_src = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
+        k_src = kp_base
+        v_src = vp_base
     bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
-    q = _load_tile(q_base, offs_m, stride_qm, offs_d, n_q, HEAD_DIM, BLOCK_D, True)  # (BM, D)
+    q = _rows(q_src, b, h, row0, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, True, TMA)  # (BM, D)
 
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -178,42 +254,34 @@ def _k1_kernel(
     w_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
+    # Unmasked ("full") key blocks first, then the masked ("partial") ones, e.g. the diagonal.
     n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
     full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
     for t in range(0, n_full):
         blk = tl.load(full_base + t)
         for sub in tl.static_range(SUB):
             acc, l_i, m_i, u_i, w_i = _k1_block(
-                acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, (blk * SUB + sub) * BLOCK_N,
-                offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
-                HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+                acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, (blk * SUB + sub) * BLOCK_N, row0,
+                offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
+                HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
     for t in range(0, n_part):
         blk = tl.load(part_base + t)
         for sub in tl.static_range(SUB):
             acc, l_i, m_i, u_i, w_i = _k1_block(
-                acc, l_i, m_i, u_i, w_i, q, k_base, v_base, bias_base, (blk * SUB + sub) * BLOCK_N,
-                offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
-                HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+                acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, (blk * SUB + sub) * BLOCK_N, row0,
+                offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
+                HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE, TMA)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     if ACT:
-        l_s, acc_s = _k1_sink_mass(
-            q, k_base, v_base, bias_base, FLAG + bh.to(tl.int64) * n_kv, m_i,
-            SBLK_IDX + b * stride_si_b + h * stride_si_h,
-            tl.load(SBLK_NUM + b * stride_sn_b + h * stride_sn_h),
-            offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
-            HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS)
-        beta = tl.load(BETA + h)
-        p_sel = l_s / l_safe
-        rest = 1.0 - p_sel
-        ok = rest > 1e-6
-        c = tl.where(ok, (1.0 - beta * p_sel) / tl.maximum(rest, 1e-6), 1.0)
-        out = tl.where(ok[:, None], beta * acc_s + c[:, None] * (acc - acc_s), acc)
-        out = out / l_safe[:, None]
-    else:
-        out = acc / l_safe[:, None]
+        acc = _act_redistribute(
+            acc, l_safe, m_i, q, kp_base, vp_base, bias_base,
+            SEL_IDX + b * stride_si_b + h * stride_si_h, tl.load(SEL_NUM + b * stride_sn_b + h * stride_sn_h),
+            tl.load(BETA + h), offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+            WINDOW, SINK, HEAD_DIM, BLOCK_M, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
+    out = acc / l_safe[:, None]
     if HEAD_SCALE:
         out = out * tl.load(HSCALE + h)
 
@@ -226,25 +294,27 @@ def _k1_kernel(
     if ENTROPY:
         tl.store(ENT + stat_off, 0.6931471805599453 * (log2_l - u_i / l_safe), mask=row_ok)
     if DISTANCE:
-        tl.store(DIST + stat_off, w_i / l_safe, mask=row_ok)
+        # w / l is the mean of (j - row0); the distance is i + diag - j.
+        tl.store(DIST + stat_off, (offs_m - row0 + diag).to(tl.float32) - w_i / l_safe, mask=row_ok)
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k2_block(col_sum, col_max, count, k, q_base, lse_base, bias2, start_m, offs_n, offs_d,
-              stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
+def _k2_block(col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, start_m, offs_n,
+              stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
               bsum_ptr, bmax_ptr,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
-              HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr):
+              HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr, TMA: tl.constexpr):
     """One query block of the column pass, in the transposed orientation (keys on rows)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = _load_tile(q_base, offs_m, stride_qm, offs_d, n_q, HEAD_DIM, BLOCK_D, True)  # (BM, D)
+    q = _rows(q_src, b, h, start_m, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, True, TMA)  # (BM, D)
     lse2 = tl.load(lse_base + offs_m, mask=offs_m < n_q, other=float("inf"))  # +inf: no query
-    st = tl.dot(k, tl.trans(q)) * qk_scale  # (BN, BM) = K Q^T
+    kq = tl.dot(k, tl.trans(q))  # (BN, BM) = K Q^T, raw
     if HAS_BIAS:
-        st += bias2[:, None]
-    st = st - lse2[None, :]
+        st = kq * qk_scale + (bias2[:, None] - lse2[None, :])
+    else:
+        st = kq * qk_scale - lse2[None, :]
     valid_q = lse2 < float("inf")
     if MASKED:
         ok = _allowed(offs_m[None, :], offs_n[:, None], h, diag, kv_offset, n_kv,
@@ -254,11 +324,14 @@ def _k2_block(col_sum, col_max, count, k, q_base, lse_base, bias2, start_m, offs
     else:
         p = tl.math.exp2(st)
         count += tl.sum(valid_q.to(tl.float32), 0)
-    col_sum += tl.sum(p, 1)
-    col_max = tl.maximum(col_max, tl.max(p, 1))
+    row_sum = tl.sum(p, 1)  # (BN,)
+    row_max = tl.max(p, 1)
+    col_sum += row_sum
+    col_max = tl.maximum(col_max, row_max)
     if BLOCK_STATS:
-        tl.store(bsum_ptr, tl.sum(tl.sum(p, 1), 0))
-        tl.store(bmax_ptr, tl.max(tl.max(p, 1), 0))
+        # Tile statistics from the per-key partials: no second pass over the (BN, BM) tile.
+        tl.store(bsum_ptr, tl.sum(row_sum, 0))
+        tl.store(bmax_ptr, tl.max(row_max, 0))
     return col_sum, col_max, count
 
 
@@ -276,6 +349,7 @@ def _k2_kernel(
     n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -284,15 +358,17 @@ def _k2_kernel(
     kvh = h // group
     b64 = b.to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+    if TMA:
+        q_src, k_src = Q, K
+    else:
+        q_src = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
+        k_src = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
     lse_base = LSE2 + bh.to(tl.int64) * n_q
-    k = _load_tile(k_base, offs_n, stride_kn, offs_d, n_kv, HEAD_DIM, BLOCK_D, True)  # (BN, D)
+    k = _rows(k_src, b, kvh, pid_n * BLOCK_N, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, True, TMA)  # (BN, D)
     bias2 = tl.zeros([BLOCK_N], dtype=tl.float32)
     if HAS_BIAS:
         bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
-        bias2 = tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0) * 1.4426950408889634
+        bias2 = tl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)  # already x log2(e)
     col_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
     col_max = tl.zeros([BLOCK_N], dtype=tl.float32)
     count = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -303,19 +379,19 @@ def _k2_kernel(
     for t in range(0, n_full):
         qb = tl.load(full_base + t)
         col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, q_base, lse_base, bias2, qb * BLOCK_M, offs_n, offs_d,
-            stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+            col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS)
+            HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_n)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_n * stride_pi_n
     for t in range(0, n_part):
         qb = tl.load(part_base + t)
         col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, q_base, lse_base, bias2, qb * BLOCK_M, offs_n, offs_d,
-            stride_qm, h, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+            col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS)
+            HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
 
     out_off = bh.to(tl.int64) * n_kv + offs_n
     key_ok = offs_n < n_kv

@@ -40,10 +40,11 @@ def test_k1_k2_against_materialised(causal, head_dim):
         assert rel_err(got, ref[name]) < TOL, name
 
 
-def test_k1_act_scaling_with_redistribution():
+@pytest.mark.parametrize("density", [0.05, 0.4])  # 0.4: more keys than one SEL_BLOCK gather
+def test_k1_act_scaling_with_redistribution(density):
     batch, heads, kv_heads, n, d = 2, 4, 2, 70, 16
     q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
-    selected = torch.rand(batch, heads, n, device=DEVICE) < 0.05
+    selected = torch.rand(batch, heads, n, device=DEVICE) < density
     selected[:, :, 0] = True
     factor = torch.tensor([0.2, 0.5, 1.5, 0.0], device=DEVICE)
     table = dense_table(n, causal=True, block_q=32, block_kv=32, device=DEVICE)
@@ -108,3 +109,28 @@ def test_routes():
         assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(), None)).name == "sdpa"
         assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(entropy=True), None)).name == "triton"
         assert route_for(Call(q, k, v, mask, 0.25, 30.0, StatRequest(entropy=True), None)).name == "reference"
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_k1_k2_tensor_descriptor_path(monkeypatch, causal):
+    """The TMA (tensor-descriptor) loads, forced on (the interpreter runs them on CPU): ragged
+    length, padded head dim (24 -> 32), GQA, bias, entropy, distance and ACT together."""
+    monkeypatch.setenv("HEADSCOPE_TMA", "1")
+    batch, heads, kv_heads, n, d = 1, 4, 2, 70, 24
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    bias = torch.randn(batch, heads, n, device=DEVICE)
+    table = dense_table(n, causal=causal, block_q=32, block_kv=32, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True, distance=True)
+    cols = column_stats(q, k, r.lse, table, scaling=d**-0.5, key_bias=bias, block_stats=True)
+    allowed = causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)
+    out, ref = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu(), block_size=32)
+    assert rel_err(r.output, out) < TOL
+    for name, got in [("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)] + list(cols.items()):
+        assert rel_err(got, ref[name]) < TOL, name
+    selected = torch.zeros(batch, heads, n, dtype=torch.bool, device=DEVICE)
+    selected[..., [0, 1, 40]] = True
+    factor = torch.tensor([0.2, 0.5, 1.5, 0.0], device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, act=ActScale(selected, factor))
+    out, _ = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu(),
+                                    scale_keys=selected.cpu(), scale_factor=factor.cpu())
+    assert rel_err(r.output, out) < TOL
