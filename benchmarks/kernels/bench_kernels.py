@@ -2,11 +2,14 @@
 
     PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --out $OUT
 
-Sections (all in one run, so ratios share the machine state): env, check (outputs and every
-statistic vs a float32 materialised reference), tune (K1 tile configs), dense (K1 vs SDPA),
-stats (K1+K2 vs SDPA), sparse (32k block-sparse vs dense K1), edits, e2e (Llama-3-8B-shaped).
-Times are medians of ``triton.testing.do_bench``; nothing here asserts a timing. Results go to
-``<out>/results.jsonl`` and a Markdown report ``<out>/kernels.md`` (copied to notes/kernels.md).
+Sections (all in one run, so ratios share the machine state): env, tune (K1 tiles and load
+path per head dim and causal; K2 warps/stages and query step; the best are used for the rest of
+the run), check (outputs and every statistic vs a float32 materialised reference), dense (K1 vs
+SDPA), stats (K1+K2 vs SDPA), sparse (32k block-sparse vs dense K1), edits, e2e
+(Llama-3-8B-shaped; not in the default list). Times are medians of ``triton.testing.do_bench``;
+nothing here asserts a timing. Results go to ``<out>/results.jsonl``, ``<out>/log.txt`` and the
+report ``<out>/kernels.md``, which is also written to ``notes/kernels.md`` of the checkout the
+script runs in (copy it back from ``<out>`` when the run was on a lent machine).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probe.attention.mask import LazyMask  # noqa: E402
 from probe.attention.spec import KeyScale, LayerEdit, StatRequest  # noqa: E402
+from probe.kernels import backend, launch  # noqa: E402
 from probe.kernels.backend import triton_attention  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402
 from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
@@ -53,10 +57,10 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else v
 
 
-def bench(fn) -> float:
+def bench(fn, rep: int = 100) -> float:
     fn()
     torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
 
 def rand(*shape, dtype=BF16):
@@ -139,28 +143,60 @@ def section_check():
 
 
 # ---------------------------------------------------------------------------------------- tune
+K1_CANDIDATES = {128: ("128,8,3", "128,8,2", "64,8,3", "64,4,3"), 64: ("64,4,3", "64,8,3", "128,8,3", "128,8,2")}
+K2_CANDIDATES = (((64, 128), "0,8,2"), ((64, 128), "0,4,2"), ((64, 128), "0,4,3"), ((128, 128), "0,8,2"),
+                 ((128, 128), "0,8,3"), ((64, 128), "0,8,3"))
+
+
+def _try_bench(fn, rep=60):
+    try:
+        return bench(fn, rep)
+    except Exception as e:  # a config may not fit in shared memory or registers
+        return type(e).__name__
+
+
 def section_tune():
-    b, h, n, d = 1, 16, 16384, 128
-    q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
-    best = None
-    for cfg in ("128,8,3", "64,4,3", "128,8,2", "64,8,3", "64,4,4"):
-        os.environ["HEADSCOPE_K1_CONFIG"] = cfg
+    """Pick K1 tiles per (head dim, causal) and K2's query step / warps / stages, at 16k."""
+    for d, h in ((128, 16), (64, 32)):
+        q, k, v = rand(1, h, 16384, d), rand(1, h, 16384, d), rand(1, h, 16384, d)
         for causal in (False, True):
-            t = dense_table(n, causal=causal, device=DEV)
-            try:
-                ms = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
-            except Exception as e:  # a config may not fit in shared memory
-                record("tune", config=cfg, causal=causal, error=type(e).__name__)
-                continue
-            record("tune", config=cfg, causal=causal, ms=ms, tflops=flops(b, h, n, d, causal) / ms / 1e9)
-            if causal is False:
-                total = ms
-            else:
-                total += ms
-                if best is None or total < best[1]:
-                    best = (cfg, total)
-    os.environ["HEADSCOPE_K1_CONFIG"] = best[0]
-    record("tune-chosen", config=best[0])
+            t = dense_table(16384, causal=causal, device=DEV)
+            best = None
+            for tma in ("1", "0"):
+                os.environ["HEADSCOPE_TMA"] = tma
+                for cfg in K1_CANDIDATES[d] if tma == "1" else K1_CANDIDATES[d][:1]:
+                    os.environ["HEADSCOPE_K1_CONFIG"] = cfg
+                    ms = _try_bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+                    if isinstance(ms, str):
+                        record("tune-k1", d=d, causal=causal, tma=tma, config=cfg, error=ms)
+                        continue
+                    record("tune-k1", d=d, causal=causal, tma=tma, config=cfg, ms=ms,
+                           tflops=flops(1, h, 16384, d, causal) / ms / 1e9)
+                    if tma == "1" and (best is None or ms < best[1]):
+                        best = (cfg, ms)
+            os.environ.pop("HEADSCOPE_TMA")
+            os.environ.pop("HEADSCOPE_K1_CONFIG")
+            if best is not None:
+                launch.K1_CONFIGS[(d <= 64, causal)] = launch.KernelConfig(*(int(x) for x in best[0].split(",")))
+                record("tune-k1-chosen", d=d, causal=causal, config=best[0])
+        if d == 128:
+            lse = flash_forward(q, k, v, dense_table(16384, causal=True, device=DEV), scaling=d**-0.5).lse
+            best = None
+            for block, cfg in K2_CANDIDATES:
+                os.environ["HEADSCOPE_K2_CONFIG"] = cfg
+                total = 0.0
+                for causal in (False, True):
+                    t = dense_table(16384, causal=causal, block_q=block[0], block_kv=block[1], device=DEV)
+                    ms = _try_bench(lambda: column_stats(q, k, lse, t, scaling=d**-0.5))
+                    record("tune-k2", block=f"{block[0]}x{block[1]}", config=cfg, causal=causal, ms=ms)
+                    total = total + ms if not isinstance(ms, str) and not isinstance(total, str) else "err"
+                if not isinstance(total, str) and (best is None or total < best[2]):
+                    best = (block, cfg, total)
+            os.environ["HEADSCOPE_K2_CONFIG"] = best[1]
+            backend.K2_BLOCK = best[0]
+            record("tune-k2-chosen", block=f"{best[0][0]}x{best[0][1]}", config=best[1])
+        del q, k, v
+        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------------------- dense
@@ -183,7 +219,7 @@ def section_dense_and_stats():
             t_k1 = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
             t_k1s = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True))
             lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
-            t2 = dense_table(n, causal=causal, block_q=64, block_kv=128, device=DEV)
+            t2 = dense_table(n, causal=causal, block_q=backend.K2_BLOCK[0], block_kv=backend.K2_BLOCK[1], device=DEV)
             t_k2 = bench(lambda: column_stats(q, k, lse, t2, scaling=d**-0.5))
             tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
             t_k2b = bench(lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True))
@@ -316,12 +352,14 @@ SECTIONS = {
     "edits": section_edits,
     "e2e": lambda: (section_e2e_model(32768), section_e2e_layers(32768), section_e2e_layers(131072)),
 }
+DEFAULT_SECTIONS = "env,tune,check,dense,sparse,edits"
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
-    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--sections", default=DEFAULT_SECTIONS)
+    parser.add_argument("--notes", default=str(Path(__file__).resolve().parents[2] / "notes" / "kernels.md"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,6 +372,11 @@ def main():
         record("time", part=name, seconds=time.perf_counter() - start)
         (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in RESULTS) + "\n")
         (out / "log.txt").write_text("\n".join(LINES) + "\n")
+    from report import render  # benchmarks/kernels/report.py
+
+    text = render(RESULTS, command=" ".join(["python3", "benchmarks/kernels/bench_kernels.py", *sys.argv[1:]]))
+    (out / "kernels.md").write_text(text)
+    Path(args.notes).write_text(text)
 
 
 if __name__ == "__main__":
