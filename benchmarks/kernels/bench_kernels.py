@@ -162,9 +162,10 @@ def section_tune():
         for causal in (False, True):
             t = dense_table(16384, causal=causal, device=DEV)
             best = None
-            for tma in ("1", "0"):
-                os.environ["HEADSCOPE_TMA"] = tma
-                for cfg in K1_CANDIDATES[d] if tma == "1" else K1_CANDIDATES[d][:1]:
+            for tma in ("1", "0", "ws"):
+                os.environ["HEADSCOPE_TMA"] = "0" if tma == "0" else "1"
+                os.environ["HEADSCOPE_K1_WS"] = "1" if tma == "ws" else "0"
+                for cfg in K1_CANDIDATES[d] if tma == "1" else K1_CANDIDATES[d][:2]:
                     os.environ["HEADSCOPE_K1_CONFIG"] = cfg
                     ms = _try_bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
                     if isinstance(ms, str):
@@ -176,6 +177,7 @@ def section_tune():
                         best = (cfg, ms)
             os.environ.pop("HEADSCOPE_TMA")
             os.environ.pop("HEADSCOPE_K1_CONFIG")
+            os.environ.pop("HEADSCOPE_K1_WS")
             if best is not None:
                 launch.K1_CONFIGS[(d <= 64, causal)] = launch.KernelConfig(*(int(x) for x in best[0].split(",")))
                 record("tune-k1-chosen", d=d, causal=causal, config=best[0])

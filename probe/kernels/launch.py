@@ -42,10 +42,10 @@ class KernelConfig:
 
 # Tiles per (head dim <= 64, causal); measured on a lent H100 (notes/kernels.md).
 K1_CONFIGS: dict[tuple[bool, bool], KernelConfig] = {
-    (True, False): KernelConfig(block_n=64, num_warps=4, num_stages=3),
-    (True, True): KernelConfig(block_n=64, num_warps=4, num_stages=3),
-    (False, False): KernelConfig(block_n=128, num_warps=8, num_stages=3),
-    (False, True): KernelConfig(block_n=128, num_warps=8, num_stages=3),
+    (True, False): KernelConfig(block_n=64, num_warps=8, num_stages=3),
+    (True, True): KernelConfig(block_n=64, num_warps=8, num_stages=3),
+    (False, False): KernelConfig(block_n=128, num_warps=8, num_stages=2),
+    (False, True): KernelConfig(block_n=128, num_warps=8, num_stages=2),
 }
 SEL_BLOCK = 16  # ACT: selected keys gathered per step in K1's epilogue
 
@@ -63,7 +63,7 @@ def k2_config(head_dim: int) -> KernelConfig:
     override = os.environ.get("HEADSCOPE_K2_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
-    return KernelConfig(block_n=0, num_warps=8 if head_dim > 64 else 4, num_stages=2)
+    return KernelConfig(block_n=0, num_warps=4, num_stages=3)  # best sum of 16k causal + not, H100
 
 
 def use_tma(*tensors: Tensor) -> bool:
@@ -165,6 +165,7 @@ def flash_forward(
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
         ACT=act is not None, HEAD_SCALE=head_scale is not None, TMA=tma, SEL_BLOCK=SEL_BLOCK,
+        WS=tma and os.environ.get("HEADSCOPE_K1_WS") == "1",  # experimental: warp-specialised full-block loop
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return K1Result(out, lse, ent if entropy else None, dist if distance else None)

@@ -225,7 +225,7 @@ def _k1_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
     ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, ACT: tl.constexpr, HEAD_SCALE: tl.constexpr,
-    TMA: tl.constexpr, SEL_BLOCK: tl.constexpr,
+    TMA: tl.constexpr, SEL_BLOCK: tl.constexpr, WS: tl.constexpr = False,
 ):
     # Heaviest (last, under causal) query blocks first for a better tail.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -257,7 +257,7 @@ def _k1_kernel(
     # Unmasked ("full") key blocks first, then the masked ("partial") ones, e.g. the diagonal.
     n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
     full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
-    for t in range(0, n_full):
+    for t in tl.range(0, n_full, warp_specialize=WS):
         blk = tl.load(full_base + t)
         for sub in tl.static_range(SUB):
             acc, l_i, m_i, u_i, w_i = _k1_block(
