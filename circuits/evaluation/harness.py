@@ -1,0 +1,162 @@
+"""ACT evaluation: accuracy without calibration, with searched heads, with random heads.
+
+Context:
+    Each task is split (seeded) into calibration and test items. The head search
+    (:func:`circuits.sinks.search.search_heads`) runs on the pooled calibration items; the test
+    items are then scored three ways, by option log-likelihood:
+
+    - ``baseline``: no edit;
+    - ``searched``: ACT calibration on the heads the search kept;
+    - ``random-i``: ACT calibration on as many heads drawn uniformly from the searched space
+      (the control: does *which* heads matter, or only *how many*?).
+
+    Accuracies carry percentile-bootstrap intervals over items; differences to the baseline are
+    paired (same items) bootstrap intervals.
+
+Deviation: to fit CPU budgets, items whose prompt is longer than ``max_prompt_chars`` can be
+left out before splitting; the report states the filter.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
+from circuits.evaluation.scoring import correct, score_items
+from circuits.evaluation.tasks import Item, Task, TaskError, load_task, split_items
+from circuits.sinks.search import SearchConfig, random_heads, search_heads, search_space
+from probe.edits import apply_edits
+
+BBH_DIR = Path(os.environ.get("HEADSCOPE_BBH_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "bbh"))
+DEFAULT_TASKS = ("hyperbaton", "navigate", "ruin_names", "logical_deduction_three_objects", "reasoning_about_colored_objects")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Splits and statistics of an ACT evaluation.
+
+    Attributes:
+        n_calibration: calibration items per task (the search's data).
+        n_test: test items per task (None: all the rest).
+        max_prompt_chars: leave out longer items before splitting (None: keep all).
+        seed: split seed.
+        n_random: random-head control draws.
+        n_boot: bootstrap resamples.
+        batch_size: rows per forward in the test scoring.
+    """
+
+    n_calibration: int = 8
+    n_test: int | None = 40
+    max_prompt_chars: int | None = None
+    seed: int = 0
+    n_random: int = 3
+    n_boot: int = 2000
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.n_calibration < 0 or (self.n_test is not None and self.n_test < 1):
+            raise ValueError("n_calibration must be >= 0 and n_test >= 1")
+        if self.n_random < 0 or self.n_boot < 1:
+            raise ValueError("n_random must be >= 0 and n_boot >= 1")
+
+
+def resolve_task(name: str) -> Path:
+    """A task name in the BBH folder (``hyperbaton``) or a path to a ``.json``/``.jsonl`` file."""
+    path = Path(name)
+    if path.suffix in (".json", ".jsonl"):
+        if not path.exists():
+            raise TaskError(f"task file {path} does not exist")
+        return path
+    candidate = BBH_DIR / f"{name}.json"
+    if not candidate.exists():
+        known = sorted(p.stem for p in BBH_DIR.glob("*.json")) if BBH_DIR.exists() else []
+        raise TaskError(f"unknown task {name!r}; give a .json/.jsonl path or one of {known}")
+    return candidate
+
+
+def load_tasks(names: Sequence[str], max_prompt_chars: int | None = None) -> list[Task]:
+    """Load tasks by name or path, optionally keeping only items with short prompts."""
+    tasks = []
+    for name in names:
+        task = load_task(resolve_task(name))
+        if max_prompt_chars is not None:
+            kept = tuple(i for i in task.items if len(i.prompt) <= max_prompt_chars)
+            if not kept:
+                raise TaskError(f"task {task.name!r}: no item has a prompt of at most {max_prompt_chars} characters")
+            task = Task(task.name, kept, task.dropped)
+        tasks.append(task)
+    return tasks
+
+
+def split_tasks(tasks: Sequence[Task], config: EvalConfig) -> tuple[list[Item], dict[str, tuple[Item, ...]]]:
+    """Pooled calibration items and per-task test items."""
+    calibration, test = [], {}
+    for task in tasks:
+        cal, held = split_items(task, config.n_calibration, config.n_test, config.seed)
+        calibration += cal
+        test[task.name] = held
+    return calibration, test
+
+
+def test_hits(model, test: dict[str, tuple[Item, ...]], edits: list, batch_size: int) -> dict[str, list[bool]]:
+    """Per task, whether each test item is answered correctly under ``edits``."""
+    hits = {}
+    with apply_edits(model, edits):
+        for name, items in test.items():
+            hits[name] = correct(score_items(model, items, batch_size), items)
+    return hits
+
+
+def act_evaluation(model, tasks: Sequence[Task], search: SearchConfig = SearchConfig(),
+                   config: EvalConfig = EvalConfig(), cache: str | Path | None = None, progress: bool = True) -> dict:
+    """Search heads on the calibration split, then score the test split under each condition."""
+    calibration, test = split_tasks(tasks, config)
+    found = search_heads(model, calibration, search, cache=cache, progress=progress)
+    space = search_space(search, model.geometry.n_layers, model.geometry.n_heads)
+    conditions = {"baseline": [], "searched": list(found.selected)}
+    for draw in range(config.n_random if found.selected else 0):
+        conditions[f"random-{draw}"] = random_heads(space, len(found.selected), seed=draw)
+    hits = {name: test_hits(model, test, search.edit(heads), config.batch_size) for name, heads in conditions.items()}
+    return {
+        "model": model.name,
+        "search": {**asdict(search), "baseline": found.baseline, "selected": [list(h) for h in found.selected],
+                   "n_heads_searched": len(found.heads), "seconds": found.seconds, "resumed": found.resumed,
+                   "n_calibration_items": len(calibration)},
+        "eval": asdict(config),
+        "rows": _rows(hits, config.n_boot),
+        "conditions": {name: [list(h) for h in heads] for name, heads in conditions.items()},
+    }
+
+
+def _rows(hits: dict[str, dict[str, list[bool]]], n_boot: int) -> list[dict]:
+    rows = []
+    base = hits["baseline"]
+    for condition, per_task in hits.items():
+        for task in [*per_task, "all"]:
+            sample = sum(per_task.values(), []) if task == "all" else per_task[task]
+            control = sum(base.values(), []) if task == "all" else base[task]
+            row = {"condition": condition, "task": task, "n": len(sample),
+                   "accuracy": bootstrap_mean(sample, n_boot).as_dict()}
+            if condition != "baseline":
+                row["minus_baseline"] = bootstrap_difference(sample, control, n_boot=n_boot).as_dict()
+            rows.append(row)
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """A readable accuracy table (percent, 95% bootstrap intervals)."""
+    lines = [f"model {report['model']}: {len(report['search']['selected'])} heads kept of "
+             f"{report['search']['n_heads_searched']} searched; calibration baseline "
+             f"{100 * report['search']['baseline']['accuracy']:.1f}%",
+             f"{'condition':<10} {'task':<34} {'n':>4}  {'accuracy % [95% CI]':<22} {'minus baseline [95% CI]':<22}"]
+    for row in report["rows"]:
+        acc = row["accuracy"]
+        diff = row.get("minus_baseline")
+        diff_text = (f"{100 * diff['value']:+5.1f} [{100 * diff['low']:+5.1f}, {100 * diff['high']:+5.1f}]"
+                     if diff else "")
+        lines.append(f"{row['condition']:<10} {row['task']:<34} {row['n']:>4}  "
+                     f"{100 * acc['value']:5.1f} [{100 * acc['low']:5.1f}, {100 * acc['high']:5.1f}]  {diff_text}")
+    return "\n".join(lines)
