@@ -10,6 +10,7 @@ Context:
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -76,8 +77,13 @@ def recording(
 
 
 def run_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """One forward; returns the logits at each row's last position ``[batch, vocab]``."""
+    """One forward; returns the logits at each row's last position ``[batch, vocab]``.
+
+    Only the last position goes through the unembedding (``logits_to_keep=1``): at 8k tokens the
+    full logits of a 49k-token vocabulary would be 1.6 GB.
+    """
     device = next(model.parameters()).device
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with torch.no_grad():
-        out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+        out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False, **extra)
     return out.logits[:, -1].float().cpu()
