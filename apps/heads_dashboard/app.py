@@ -46,7 +46,6 @@ def create_app(
     app = Dash(__name__, title="headscope dashboard", update_title=None)
     app.layout = build_layout(_record_labels(record), _initial_source(record))
     register_callbacks(app, workbench)
-    app.server.config["workbench"] = workbench  # for benchmarks and tests that inspect the cache
     return app
 
 

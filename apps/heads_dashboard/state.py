@@ -123,6 +123,14 @@ class LRUCache(Generic[T]):
                 self.put(key, value)
         return value
 
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._items

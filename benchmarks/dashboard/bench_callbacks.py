@@ -67,8 +67,8 @@ def bench_prompt(bench: Workbench, n_tokens: int, reps: int, warmup: int) -> dic
     grid = lambda: served(callbacks.grid_view(bench, store, "first_token_share", 3, 4))  # noqa: E731
     head = lambda: served(callbacks.head_view(bench, store, 3, 4))  # noqa: E731
     edit = lambda: served(callbacks.edit_view(bench, store, 3, 4, ["act"], "", 0.0))  # noqa: E731
-    clear = bench.cache._items.clear
-    drop_edited = lambda: bench.cache._items.pop((model.name, text, _mode(bench, n_tokens), act), None)  # noqa: E731
+    clear = bench.cache.clear
+    drop_edited = lambda: bench.cache.discard((model.name, text, _mode(bench, n_tokens), act))  # noqa: E731
     for _ in range(warmup):
         clear(), grid(), head(), edit()
     ids = model.tokenizer(text, return_tensors="pt")

@@ -45,6 +45,10 @@ def test_lru_cache_drops_the_least_recently_used_entry():
     assert cache.get("a") == 1
     cache.put("c", 3)
     assert "b" not in cache and "a" in cache and "c" in cache
+    cache.discard("a")
+    assert "a" not in cache and len(cache) == 1
+    cache.clear()
+    assert len(cache) == 0
 
 
 def test_long_prompts_are_captured_as_statistics(tiny):
