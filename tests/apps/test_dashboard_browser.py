@@ -185,6 +185,7 @@ def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
     context = 300 if MODEL == "tiny" else 8192
     _run_prompt(page, "word " * (context + 10))
     _wait_text(page, ID.PROMPT_MESSAGE, "longer than the model's context window")
+    _wait_text(page, ID.HEAD_MESSAGE, "longer than the model's context window")  # every panel says so
     _shoot(page, "5_prompt_too_long")
 
     _set_number(page, ID.HEAD, 1)
