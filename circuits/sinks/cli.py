@@ -75,6 +75,9 @@ def _register_eval(verbs) -> None:
 def run_sinks(args: argparse.Namespace) -> int:
     from circuits.sinks.detection import format_report, sink_report
 
+    from probe.attention.spec import SinkRule
+
+    SinkRule(tau=args.tau, min_visible=args.min_visible)  # range checks before loading a model
     prompts = _prompts(args)[: args.limit]
     torch.set_grad_enabled(False)
     report = sink_report(load_model(args.model), prompts, tau=args.tau, min_visible=args.min_visible)

@@ -142,7 +142,7 @@ def search_heads(model, items: Sequence[Item], config: SearchConfig = SearchConf
     done = {(r["layer"], r["head"]): r for r in start_cache(Path(cache), header)} if cache else {}
     todo = [h for h in space if h not in done]
     baseline, hidden, has_sink = _baseline(model, items, config, sorted({l for l, _ in todo}))
-    records, start = [done[h] for h in space if h in done], time.perf_counter()
+    records, start = [done[h] for h in space if h in done], time.perf_counter()  # cached heads elsewhere are ignored
     for layer, head in tqdm(todo, desc="head search", disable=not progress):
         record = _score_head(model, items, config, hidden, layer, head, baseline, has_sink)
         if cache:
@@ -151,7 +151,7 @@ def search_heads(model, items: Sequence[Item], config: SearchConfig = SearchConf
     records.sort(key=lambda r: (r["layer"], r["head"]))
     selected = tuple((r["layer"], r["head"]) for r in records
                      if r["accuracy"] > baseline["accuracy"] + config.min_gain)
-    return SearchResult(baseline, tuple(records), selected, time.perf_counter() - start, len(done))
+    return SearchResult(baseline, tuple(records), selected, time.perf_counter() - start, len(space) - len(todo))
 
 
 def _baseline(model, items, config, layers):
