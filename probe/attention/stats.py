@@ -92,7 +92,8 @@ class StatAccumulator:
 
     def _update_received(self, p: Tensor, rows: Tensor, valid: Tensor, width: int) -> None:
         self.out["received_sum"][..., :width] += p.sum(2)
-        torch.maximum(self.out["received_max"][..., :width], p.amax(2), out=self.out["received_max"][..., :width])
+        head = self.out["received_max"][..., :width]
+        self.out["received_max"][..., :width] = torch.maximum(head, p.amax(2))
         seen = rows[:, 0] & valid[:, :, None]
         self.out["visible_count"] += seen.sum(1).float()
 
