@@ -376,7 +376,9 @@ def main():
         (out / "log.txt").write_text("\n".join(LINES) + "\n")
     from report import render  # benchmarks/kernels/report.py
 
-    text = render(RESULTS, command=" ".join(["python3", "benchmarks/kernels/bench_kernels.py", *sys.argv[1:]]))
+    out_dir = os.environ.get("OUT")
+    args = ["$OUT" if out_dir and a == out_dir else a for a in sys.argv[1:]]  # no machine paths in notes
+    text = render(RESULTS, command=" ".join(["python3", "benchmarks/kernels/bench_kernels.py", *args]))
     (out / "kernels.md").write_text(text)
     Path(args.notes).write_text(text)
 
