@@ -117,7 +117,7 @@ def _edits_panel() -> html.Div:
             html.H4("Edits", style={"margin": "2px 0 8px"}),
             html.Div(
                 [
-                    dcc.Checklist(id=ID.EDIT_ACT, options=[{"label": " ACT calibration (tau 0.1, beta 0.4, all layers)", "value": "act"}],
+                    dcc.Checklist(id=ID.EDIT_ACT, options=[{"label": " ACT calibration (tau 0.1, beta 0.4, layers 2 and up, as in ACT)", "value": "act"}],
                                   value=[], style={"marginRight": "20px"}),
                     html.Label("scale heads ", htmlFor=ID.EDIT_HEADS),
                     dcc.Input(id=ID.EDIT_HEADS, type="text", placeholder="e.g. 3.4, 5.1", debounce=True,

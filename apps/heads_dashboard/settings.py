@@ -52,12 +52,17 @@ class DashboardSettings:
             raise ValueError(f"cache_entries must be positive, got {self.cache_entries}")
 
 
+ACT_FIRST_LAYER = 2
+
+
 @dataclass(frozen=True)
 class EditSettings:
     """The edits chosen in the edits panel; hashable, so it can key the capture cache.
 
     Attributes:
-        act: apply ACT calibration (Yu et al. 2024) with its default tau and beta, all layers.
+        act: apply ACT calibration (Yu et al. 2024) with its default tau and beta to every head of
+            layers ``ACT_FIRST_LAYER`` and up (ACT's code calibrates layers 2.. of Llama-2; the
+            first two layers have no sinks to spare).
         scaled_heads: ``(layer, head)`` pairs whose outputs are multiplied by ``factor``.
         factor: head-output multiplier (0 ablates the heads).
     """
@@ -70,9 +75,9 @@ class EditSettings:
     def is_empty(self) -> bool:
         return not self.act and not self.scaled_heads
 
-    def to_edits(self) -> list[Edit]:
-        """The :mod:`probe.edits` edits these settings stand for."""
-        edits: list[Edit] = [act_calibration()] if self.act else []
+    def to_edits(self, n_layers: int) -> list[Edit]:
+        """The :mod:`probe.edits` edits these settings stand for, on a model of ``n_layers``."""
+        edits: list[Edit] = [act_calibration(layers=range(ACT_FIRST_LAYER, n_layers))] if self.act else []
         edits += [ScaleHeads(self.factor, layers=[layer], heads=[head]) for layer, head in self.scaled_heads]
         return edits
 

@@ -117,7 +117,7 @@ class Workbench:
     @staticmethod
     def _capture(model, prompt: str, mode: str, edits: EditSettings) -> AttentionRecord:
         config = CaptureConfig(mode=mode)
-        with torch.no_grad(), apply_edits(model, edits.to_edits()):
+        with torch.no_grad(), apply_edits(model, edits.to_edits(model.geometry.n_layers)):
             return capture(model, prompt, config)
 
     def next_tokens(self, before: View, after: View) -> NextTokens:

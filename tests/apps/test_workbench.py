@@ -136,8 +136,8 @@ def test_saved_records_are_shown_without_a_model_and_refuse_edits(pattern_record
 def test_edit_settings_parse_and_build_probe_edits():
     assert parse_heads("3.4, L5.H1,5:1 , 3.4") == ((3, 4), (5, 1))
     settings = EditSettings.from_ui(["act"], "2.1", 0.5)
-    act, scale = settings.to_edits()
-    assert isinstance(act, ScaleKeys) and act.factor == 0.4
+    act, scale = settings.to_edits(n_layers=6)
+    assert isinstance(act, ScaleKeys) and act.factor == 0.4 and act.layers == (2, 3, 4, 5)
     assert isinstance(scale, ScaleHeads) and (scale.layers, scale.heads, scale.factor) == ((2,), (1,), 0.5)
     assert EditSettings.from_ui([], "", None).is_empty
     with pytest.raises(InputError):
