@@ -114,17 +114,22 @@ def collect(scores: Iterator[tuple[int, int, float]], items: Sequence[Item]) -> 
     return table
 
 
-def forward_logits(model, batch: RowBatch) -> Float[Tensor, "batch keep vocab"]:
-    """Logits at the trailing positions the batch needs (a plain HF forward)."""
+def run_batch(model, batch: RowBatch, **extra):
+    """One HF forward over ``batch``, unembedding only the trailing positions it needs."""
     with torch.no_grad():
-        out = model.hf(
+        return model.hf(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             logits_to_keep=batch.keep,
             use_cache=False,
+            **extra,
         )
-    return out.logits
+
+
+def forward_logits(model, batch: RowBatch) -> Float[Tensor, "batch keep vocab"]:
+    """Logits at the trailing positions the batch needs (a plain HF forward)."""
+    return run_batch(model, batch).logits
 
 
 def score_items(model, items: Sequence[Item], batch_size: int = 8) -> list[list[float]]:

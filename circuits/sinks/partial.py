@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from circuits.evaluation.scoring import RowBatch
-from probe.models.families import _get_path, family_of
+from circuits.evaluation.scoring import RowBatch, run_batch
+from probe.models.families import family_of
 
 
 class _Skip(nn.Module):
@@ -35,12 +35,7 @@ class _Skip(nn.Module):
 
 def decoder_layer_list(model: nn.Module) -> nn.ModuleList:
     """The model's ``ModuleList`` of decoder layers (via its family adapter)."""
-    adapter = family_of(model)
-    for path in adapter.layer_paths:
-        found = _get_path(model, path)
-        if isinstance(found, nn.ModuleList):
-            return found
-    raise ValueError(f"{adapter.name}: no decoder-layer ModuleList at {adapter.layer_paths}")
+    return family_of(model).layer_list(model)
 
 
 @contextlib.contextmanager
@@ -61,15 +56,7 @@ def skipping_layers(model: nn.Module, first: int) -> Iterator[None]:
 
 def hidden_inputs(model, batch: RowBatch) -> tuple[Float[Tensor, "batch keep vocab"], list[Float[Tensor, "batch pos d"]]]:
     """One full forward: trailing logits and the input hidden states of every layer."""
-    with torch.no_grad():
-        out = model.hf(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=batch.keep,
-            output_hidden_states=True,
-            use_cache=False,
-        )
+    out = run_batch(model, batch, output_hidden_states=True)
     n_layers = len(decoder_layer_list(model.hf))
     return out.logits, [h.detach() for h in out.hidden_states[:n_layers]]
 

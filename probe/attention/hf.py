@@ -185,9 +185,6 @@ def attention_modules(model: nn.Module) -> dict[int, int]:
     return {id(module): index for index, module in enumerate(adapter.attention_modules(model))}
 
 
-def is_headscope(model: nn.Module) -> bool:
-    return getattr(model.config, "_attn_implementation", None) == IMPLEMENTATION
-
 
 __all__ = [
     "AttentionSession",

@@ -45,12 +45,16 @@ class FamilyAdapter:
     output_projection: str = "o_proj"
     text_config: str = ""
 
-    def layers(self, model: nn.Module) -> list[nn.Module]:
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        """The model's own container of decoder layers (mutable: tools may swap layers in it)."""
         for path in self.layer_paths:
             found = _get_path(model, path)
-            if found is not None:
-                return list(found)
+            if isinstance(found, nn.ModuleList):
+                return found
         raise ValueError(f"{self.name}: none of {self.layer_paths} found on {type(model).__name__}")
+
+    def layers(self, model: nn.Module) -> list[nn.Module]:
+        return list(self.layer_list(model))
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [getattr(layer, self.attention) for layer in self.layers(model)]
@@ -93,7 +97,7 @@ def family_of(model: nn.Module) -> FamilyAdapter:
     if model_type in _FAMILIES:
         return _FAMILIES[model_type]
     raise ValueError(
-        f"headscope has no adapter for model type {model_type!r}; supported: {sorted(_FAMILIES)}. "
+        f"headscope has no adapter for model type {model_type!r}; supported: {supported_families()}. "
         "Register one with probe.models.families.register_family((model_type,), FamilyAdapter(...))."
     )
 
