@@ -155,8 +155,40 @@ def _try_bench(fn, rep=60):
         return type(e).__name__
 
 
+GLUON_CANDIDATES = ("128,2", "128,3")
+
+
+def section_tune_gluon():
+    """Pick the Gluon K1's (block_n, stages) at hd128 by the sum of 16k causal + non-causal."""
+    d, h, n = 128, 16, 16384
+    q, k, v = rand(1, h, n, d), rand(1, h, n, d), rand(1, h, n, d)
+    best = None
+    for cfg in GLUON_CANDIDATES:
+        os.environ["HEADSCOPE_GLUON_CONFIG"] = cfg
+        total = 0.0
+        for causal in (False, True):
+            t = dense_table(n, causal=causal, device=DEV)
+            ms = _try_bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+            record("tune-gluon", config=cfg, causal=causal, ms=ms,
+                   tflops=flops(1, h, n, d, causal) / ms / 1e9 if not isinstance(ms, str) else ms)
+            total = total + ms if not isinstance(ms, str) and not isinstance(total, str) else "err"
+        if not isinstance(total, str) and (best is None or total < best[1]):
+            best = (cfg, total)
+    os.environ["HEADSCOPE_GLUON_CONFIG"] = best[0]
+    record("tune-gluon-chosen", config=best[0])
+
+
 def section_tune():
-    """Pick K1 tiles per (head dim, causal) and K2's query step / warps / stages, at 16k."""
+    """Pick the Triton K1's tiles per (head dim, causal) and K2's query step / warps / stages, at 16k."""
+    os.environ["HEADSCOPE_GLUON"] = "0"  # tune the Triton K1 itself
+    try:
+        _tune_triton()
+    finally:
+        os.environ.pop("HEADSCOPE_GLUON")
+    section_tune_gluon()
+
+
+def _tune_triton():
     for d, h in ((128, 16), (64, 32)):
         q, k, v = rand(1, h, 16384, d), rand(1, h, 16384, d), rand(1, h, 16384, d)
         for causal in (False, True):
@@ -219,6 +251,7 @@ def section_dense_and_stats():
             t_cudnn = bench(lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION))
             t_sdpa = bench(lambda: sdpa(q, k, v, causal))
             t_k1 = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+            t_triton = _triton_only(lambda: bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)))
             t_k1s = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True))
             lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
             t2 = dense_table(n, causal=causal, block_q=backend.K2_BLOCK[0], block_kv=backend.K2_BLOCK[1], device=DEV)
@@ -230,12 +263,22 @@ def section_dense_and_stats():
             t_all = bench(lambda: triton_attention(q, k, v, mask, want=want))
             record("dense", n=n, b=b, causal=causal, cudnn_ms=t_cudnn, sdpa_ms=t_sdpa, k1_ms=t_k1,
                    k1_tflops=f / t_k1 / 1e9, cudnn_tflops=f / t_cudnn / 1e9,
-                   k1_over_cudnn_throughput=t_cudnn / t_k1)
+                   k1_over_cudnn_throughput=t_cudnn / t_k1, triton_k1_ms=t_triton,
+                   triton_k1_over_cudnn_throughput=t_cudnn / t_triton)
             record("stats", n=n, causal=causal, k1_ent_dist_over_k1=t_k1s / t_k1, k2_over_k1=t_k2 / t_k1,
                    k2_blocks_over_k1=t_k2b / t_k1, all_stats_backend_ms=t_all,
                    all_stats_over_sdpa=t_all / t_sdpa, k1s_plus_k2b_over_sdpa=(t_k1s + t_k2b) / t_sdpa)
         del q, k, v
         torch.cuda.empty_cache()
+
+
+def _triton_only(fn):
+    """Run ``fn`` with the Gluon K1 turned off (to time the Triton K1 it replaced)."""
+    os.environ["HEADSCOPE_GLUON"] = "0"
+    try:
+        return fn()
+    finally:
+        os.environ.pop("HEADSCOPE_GLUON")
 
 
 # -------------------------------------------------------------------------------------- sparse
@@ -269,8 +312,9 @@ def section_edits():
         sel[..., [0, 1, 2, 3, 700]] = True
         act = ActScale(sel, torch.full((h,), 0.5, device=DEV))
         t_act = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act))
+        triton_base = _triton_only(lambda: bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)))
         record("edits", n=n, causal=causal, base_ms=base, bias_headscale_over_base=t_bias / base,
-               act_over_base=t_act / base)
+               act_over_base=t_act / base, triton_base_ms=triton_base, act_over_triton_base=t_act / triton_base)
 
 
 # ----------------------------------------------------------------------------------------- e2e
@@ -377,8 +421,8 @@ def main():
     from report import render  # benchmarks/kernels/report.py
 
     out_dir = os.environ.get("OUT")
-    args = ["$OUT" if out_dir and a == out_dir else a for a in sys.argv[1:]]  # no machine paths in notes
-    text = render(RESULTS, command=" ".join(["python3", "benchmarks/kernels/bench_kernels.py", *args]))
+    argv = ["$OUT" if out_dir and a == out_dir else a for a in sys.argv[1:]]  # no machine paths in notes
+    text = render(RESULTS, command=" ".join(["python3", "benchmarks/kernels/bench_kernels.py", *argv]))
     (out / "kernels.md").write_text(text)
     Path(args.notes).write_text(text)
 

@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable
+from probe.kernels.gluon_launch import flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 128
@@ -125,8 +126,16 @@ def flash_forward(
     head_scale: Float[Tensor, " head"] | None = None,
     config: KernelConfig | None = None,
 ) -> K1Result:
-    """K1: flash-attention forward over ``table`` with fused row statistics and edits."""
+    """K1: flash-attention forward over ``table`` with fused row statistics and edits.
+
+    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, no ACT, no explicit
+    ``config``) run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton
+    kernel of :mod:`probe.kernels.triton_kernels`. Both give the same outputs.
+    """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
+    if config is None and gluon_eligible(query, key, value, table, act):
+        return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
+                                   entropy=entropy, distance=distance, head_scale=head_scale)
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     _check(query, key, table)

@@ -1,0 +1,267 @@
+"""K1 for Hopper written in Gluon: the flash forward with explicit asynchronous wgmma.
+
+Context:
+    Triton's own pipeliner keeps a ``tl.dot`` asynchronous only when its result feeds another
+    dot as the accumulator (``dotCanBeProperlyAsync`` in Triton's WGMMA pipeliner), so in the
+    Triton K1 (:mod:`probe.kernels.triton_kernels`) the softmax of a key block never overlaps
+    a matrix product: the tensor cores idle while the exponentials run, which is why it sat at
+    0.68-0.76x cuDNN. Gluon (``triton.experimental.gluon``, shipped with Triton 3.6) exposes the
+    wgmma issue/wait pair directly, so this kernel schedules it as FlashAttention-3's
+    "intra-warpgroup overlap" does:
+
+        issue S_t = Q K_t^T            (async)
+        issue O  += P_{t-1} V_{t-1}    (async, P in registers)
+        wait for S_t only              (the PV product keeps running)
+        softmax of S_t -> P_t, alpha_t (runs while PV_{t-1} is on the tensor cores)
+        wait for PV_{t-1}; O *= alpha_t
+
+    One program owns 128 query rows with 8 warps (two warpgroups of 64 rows). K and V tiles
+    arrive by TMA into a ring of ``STAGES`` shared-memory buffers, each with its own mbarrier;
+    a buffer is refilled once both warpgroups have finished the products that read it.
+
+    It walks the same :class:`~probe.kernels.blocks.BlockTable` lists as the Triton K1 (full
+    blocks unmasked, then partial blocks through the token predicate) and writes the same
+    outputs: O, the log-sum-exp and, when asked, entropy and mean distance, with the key bias
+    and per-head output scale. ACT and head dims other than 64/128 stay on the Triton K1
+    (:func:`probe.kernels.launch.flash_forward` dispatches).
+
+    Units and masking follow the Triton K1: base-2 logits, masked logits at ``NEG`` (finite).
+
+    Operands are read through 2-D tensor descriptors over a row-major view of the
+    ``[batch, head, token, d]`` tensors (``[B*H*N, d]`` when heads are contiguous blocks,
+    ``[B*N, H*d]`` for HF's ``[batch, token, head, d]`` memory); rows past a head's end read
+    the next head's rows, which only partial (masked) blocks and unstored query rows ever see.
+"""
+
+from __future__ import annotations
+
+from typing import no_type_check
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+NEG = gl.constexpr(-1.0e30)
+LN2 = gl.constexpr(0.6931471805599453)
+
+
+@no_type_check
+@gluon.jit
+def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
+             CAUSAL: gl.constexpr, LOCAL: gl.constexpr):
+    """Token predicate (same as the Triton K1's): key bound, causal, window with sinks."""
+    ok = k_idx < n_kv
+    if CAUSAL:
+        ok = ok & (q_idx + diag >= k_idx)
+    if LOCAL:
+        window = gl.load(window_ptr + h)
+        sink = gl.load(sink_ptr + h)
+        ok = ok & ((q_idx + diag - k_idx < window) | (k_idx + kv_offset < sink))
+    return ok
+
+
+@no_type_check
+@gluon.jit
+def _block_start(t, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr):
+    """First key of the ``t``-th visited block (full blocks first, then partial ones); 0 if not live."""
+    ptr = gl.where(t < n_full, full_base + t, part_base + (t - n_full))
+    return gl.load(ptr, mask=live, other=0) * BLOCK_N
+
+
+@no_type_check
+@gluon.jit
+def _issue_kv(desc, smem, bar, t, n_tot, n_full, full_base, part_base, row_base, col,
+              BLOCK_N: gl.constexpr):
+    """TMA of the ``t``-th key (or value) tile into ``smem`` (skipped past the list's end)."""
+    live = t < n_tot
+    start = _block_start(t, n_full, full_base, part_base, live, BLOCK_N)
+    mbarrier.expect(bar, desc.block_type.nbytes, pred=live)
+    tma.async_copy_global_to_shared(desc, [row_base + start, col], bar, smem, pred=live)
+
+
+@no_type_check
+@gluon.jit
+def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, row0, masked, offs_m, bias_base, h, diag,
+                  kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
+                  BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
+                  HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr):
+    """Online-softmax update for one (BLOCK_M, BLOCK_N) tile of raw ``q.k``; returns P unnormalised."""
+    offs_n = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    if HAS_BIAS:
+        bias = gl.load(bias_base + offs_n, mask=offs_n < n_kv, other=0.0)
+        s = s * qk_scale + bias[None, :]
+        if masked:
+            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+                          window_ptr, sink_ptr, CAUSAL, LOCAL)
+            s = gl.where(ok, s, NEG)
+        m_new = gl.maximum(m_i, gl.max(s, 1))
+        s = s - m_new[:, None]
+    else:
+        if masked:
+            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+                          window_ptr, sink_ptr, CAUSAL, LOCAL)
+            s = gl.where(ok, s * qk_scale, NEG)
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            s = s - m_new[:, None]
+        else:
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            s = s * qk_scale - m_new[:, None]
+    p = gl.exp2(s)
+    alpha = gl.exp2(m_i - m_new)
+    if ENTROPY:
+        u_i = alpha * (u_i + l_i * (m_i - m_new)) + gl.sum(p * s, 1)
+    if DISTANCE:
+        rel_j = (offs_n - row0).to(gl.float32)
+        w_i = alpha * w_i + gl.sum(p * rel_j[None, :], 1)
+    l_i = l_i * alpha + gl.sum(p, 1)
+    return p, alpha, m_new, l_i, u_i, w_i
+
+
+@no_type_check
+@gluon.jit
+def _k1_gluon_kernel(
+    q_desc, k_desc, v_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
+    q_rb, q_rh, q_ch, k_rb, k_rh, k_ch,
+    stride_ob, stride_om, stride_oh,
+    stride_bias_b, stride_bias_h,
+    stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
+    stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
+    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
+    DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr,
+):
+    dtype: gl.constexpr = q_desc.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+    pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # heaviest causal blocks first
+    bh = gl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    kvh = h // group
+    row0 = pid_m * BLOCK_M
+    offs_m = row0 + gl.arange(0, BLOCK_M, layout=row_s)
+    bias_base = BIAS + b.to(gl.int64) * stride_bias_b + h.to(gl.int64) * stride_bias_h
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bar.index(i), count=1)
+        mbarrier.init(v_bar.index(i), count=1)
+
+    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
+    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
+    n_tot = n_full + n_part
+    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
+    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
+    kv_row = b * k_rb + kvh * k_rh
+    kv_col = kvh * k_ch
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [b * q_rb + h * q_rh + row0, h * q_ch], q_bar, q_smem)
+    for i in gl.static_range(STAGES):
+        _issue_kv(k_desc, k_smem.index(i), k_bar.index(i), i, n_tot, n_full, full_base, part_base,
+                  kv_row, kv_col, BLOCK_N)
+        _issue_kv(v_desc, v_smem.index(i), v_bar.index(i), i, n_tot, n_full, full_base, part_base,
+                  kv_row, kv_col, BLOCK_N)
+
+    m_i = gl.full([BLOCK_M], NEG, gl.float32, layout=row_s)
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_s)
+    u_i = gl.zeros([BLOCK_M], gl.float32, layout=row_s)
+    w_i = gl.zeros([BLOCK_M], gl.float32, layout=row_s)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+
+    if n_tot > 0:
+        mbarrier.wait(q_bar, 0)
+        # Peeled first block: S_0 and its softmax, no PV yet.
+        mbarrier.wait(k_bar.index(0), 0)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N)
+        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+            s, m_i, l_i, u_i, w_i, start_n, row0, n_full == 0, offs_m, bias_base, h, diag, kv_offset,
+            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        gl.thread_barrier()  # both warpgroups are done reading K[0]
+        _issue_kv(k_desc, k_smem.index(0), k_bar.index(0), STAGES, n_tot, n_full, full_base, part_base,
+                  kv_row, kv_col, BLOCK_N)
+
+        for t in range(1, n_tot):
+            stage = t % STAGES
+            prev = (t - 1) % STAGES
+            mbarrier.wait(k_bar.index(stage), (t // STAGES) & 1)
+            s_tok = warpgroup_mma(q_smem, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False,
+                                  is_async=True)
+            mbarrier.wait(v_bar.index(prev), ((t - 1) // STAGES) & 1)
+            acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
+            start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N)
+            p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+                s, m_i, l_i, u_i, w_i, start_n, row0, t >= n_full, offs_m, bias_base, h, diag, kv_offset,
+                n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+            acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
+            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            gl.thread_barrier()  # K[stage] and V[prev] are free in both warpgroups
+            _issue_kv(k_desc, k_smem.index(stage), k_bar.index(stage), t + STAGES, n_tot, n_full, full_base,
+                      part_base, kv_row, kv_col, BLOCK_N)
+            _issue_kv(v_desc, v_smem.index(prev), v_bar.index(prev), t - 1 + STAGES, n_tot, n_full, full_base,
+                      part_base, kv_row, kv_col, BLOCK_N)
+
+        last = (n_tot - 1) % STAGES
+        mbarrier.wait(v_bar.index(last), ((n_tot - 1) // STAGES) & 1)
+        acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
+        acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
+
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bar.index(i))
+        mbarrier.invalidate(v_bar.index(i))
+
+    l_safe = gl.where(l_i > 0.0, l_i, 1.0)
+    out = acc / gl.convert_layout(l_safe, row_o)[:, None]
+    if HEAD_SCALE:
+        out = out * gl.load(HSCALE + h)
+    _store_rows(out.to(O.dtype.element_ty), O, b, h, row0, n_q, stride_ob, stride_om, stride_oh,
+                BLOCK_M, HEAD_DIM, num_warps)
+    row_ok = offs_m < n_q
+    stat_off = bh.to(gl.int64) * n_q + offs_m
+    log2_l = gl.log2(l_safe)
+    gl.store(LSE + stat_off, (m_i + log2_l) * LN2, mask=row_ok)
+    if ENTROPY:
+        gl.store(ENT + stat_off, LN2 * (log2_l - u_i / l_safe), mask=row_ok)
+    if DISTANCE:
+        gl.store(DIST + stat_off, (offs_m - row0 + diag).to(gl.float32) - w_i / l_safe, mask=row_ok)
+
+
+@no_type_check
+@gluon.jit
+def _store_rows(out, O, b, h, row0, n_q, stride_ob, stride_om, stride_oh,
+                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+    """Coalesced, row-masked store of a (BLOCK_M, HEAD_DIM) tile into O ``[batch, q, head, d]``."""
+    store_layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[32 * 8 // HEAD_DIM,
+                                                  HEAD_DIM // 8], warps_per_cta=[num_warps, 1], order=[1, 0])
+    tile = gl.convert_layout(out, store_layout)
+    offs_m = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, store_layout))
+    base = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+    ptrs = base + offs_m.to(gl.int64)[:, None] * stride_om + offs_d[None, :]
+    gl.store(ptrs, tile, mask=(offs_m < n_q)[:, None])

@@ -1,0 +1,141 @@
+"""Host side of the Gluon K1 (:mod:`probe.kernels.gluon_k1`): eligibility, descriptors, launch.
+
+:func:`gluon_eligible` says whether a call can take the Hopper kernel (CUDA sm_90, bf16/fp16,
+head dim 128, 128x128 tiles, no ACT); :func:`flash_forward_gluon` has the same outputs as
+:func:`probe.kernels.launch.flash_forward`, which dispatches to it. ``HEADSCOPE_GLUON=0`` turns
+the path off (benchmarks use it to time the Triton K1).
+
+The kernel also compiles and is correct at head dim 64, but there the Triton K1 measured as
+fast or faster on the lent H100 (0.90-0.93x cuDNN against 0.85-0.92x; notes/kernels.md), so
+dispatch keeps 64 on Triton.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+from jaxtyping import Float
+from torch import Tensor
+
+from probe.kernels.blocks import BlockTable
+
+GLUON_HEAD_DIMS = (128,)  # dispatched; the kernel itself also takes 64
+BLOCK_M = 128
+
+
+@dataclass(frozen=True)
+class GluonConfig:
+    block_n: int
+    stages: int
+    num_warps: int = 8
+
+
+def gluon_config(head_dim: int) -> GluonConfig:
+    """Tiles per head dim; ``HEADSCOPE_GLUON_CONFIG=block_n,stages`` overrides (benchmarks)."""
+    override = os.environ.get("HEADSCOPE_GLUON_CONFIG")
+    if override:
+        block_n, stages = (int(x) for x in override.split(","))
+        return GluonConfig(block_n, stages)
+    return GluonConfig(block_n=128, stages=2) if head_dim == 128 else GluonConfig(block_n=128, stages=3)
+
+
+def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable, act: object,
+                   head_dims: tuple[int, ...] = GLUON_HEAD_DIMS) -> bool:
+    """True when :func:`flash_forward_gluon` can run this call (and ``HEADSCOPE_GLUON`` is not 0)."""
+    if os.environ.get("HEADSCOPE_GLUON", "1") == "0" or act is not None or not query.is_cuda:
+        return False
+    if torch.cuda.get_device_capability(query.device)[0] != 9:
+        return False
+    head_dim = query.shape[-1]
+    cfg = gluon_config(head_dim)
+    return (
+        query.dtype in (torch.bfloat16, torch.float16)
+        and key.dtype == query.dtype and value.dtype == query.dtype
+        and head_dim in head_dims
+        and table.block_q == BLOCK_M and table.block_kv == cfg.block_n
+        and all(_row_view(t) is not None for t in (query, key, value))
+        and _row_view(key)[1:] == _row_view(value)[1:]  # K and V share one coordinate map
+    )
+
+
+def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
+    """A 2-D row-major view of ``[batch, head, token, d]`` and how (b, h, token) map onto it.
+
+    Returns ``(view, row_per_batch, row_per_head, col_per_head)`` so that token ``n`` of
+    (b, h) is row ``b*row_per_batch + h*row_per_head + n``, columns from ``h*col_per_head``.
+    None when neither ``[B*H*N, d]`` nor ``[B*N, H*d]`` describes the memory.
+    """
+    batch, heads, n, d = t.shape
+    sb, sh, sn, sd = t.stride()
+    if sd != 1 or t.data_ptr() % 16 or (sn * t.element_size()) % 16:
+        return None
+    if sh == n * sn and (batch == 1 or sb == heads * sh) and sn == d:  # [B, H, N, d] contiguous
+        return torch.as_strided(t, (batch * heads * n, d), (sn, 1)), heads * n, n, 0
+    if sh == d and (batch == 1 or sb == n * sn) and sn == heads * d:  # HF's [B, N, H, d] memory
+        return torch.as_strided(t, (batch * n, heads * d), (sn, 1)), n, 0, d
+    return None
+
+
+def _descriptor(view: Tensor, rows: int, head_dim: int):
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    dtype = gl.bfloat16 if view.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], dtype)
+    return TensorDescriptor.from_tensor(view, [rows, head_dim], layout)
+
+
+def flash_forward_gluon(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch kv_head k d"],
+    table: BlockTable,
+    *,
+    scaling: float,
+    key_bias: Float[Tensor, "_ _ k"] | None = None,
+    entropy: bool = False,
+    distance: bool = False,
+    head_scale: Float[Tensor, " head"] | None = None,
+):
+    """K1 through the Gluon kernel; returns :class:`probe.kernels.launch.K1Result`."""
+    from probe.kernels import launch
+    from probe.kernels.gluon_k1 import _k1_gluon_kernel
+    from probe.kernels.triton_kernels import LOG2E
+
+    batch, heads, n_q, head_dim = query.shape
+    n_kv = key.shape[2]
+    cfg = gluon_config(head_dim)
+    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch), (vv, *_) = (_row_view(t) for t in (query, key, value))
+    dev = query.device
+    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
+    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
+    lse = f32()
+    ent = f32() if entropy else lse
+    dist = f32() if distance else lse
+    bias, bias_strides = launch._bias_args(key_bias, batch, heads, n_kv, dev)
+    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
+    full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
+    part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
+    grid = (triton.cdiv(n_q, BLOCK_M), batch * heads)
+    _k1_gluon_kernel[grid](
+        _descriptor(qv, BLOCK_M, head_dim), _descriptor(kv, cfg.block_n, head_dim),
+        _descriptor(vv, cfg.block_n, head_dim),
+        out, lse, ent, dist, bias, hscale,
+        table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
+        full_n, full_i, part_n, part_i,
+        q_rb, q_rh, q_ch, k_rb, k_rh, k_ch,
+        out.stride(0), out.stride(1), out.stride(2),
+        *bias_strides,
+        full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
+        part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
+        heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
+        table.rule.kv_offset, scaling * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=cfg.block_n, STAGES=cfg.stages,
+        CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
+        ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None,
+        num_warps=cfg.num_warps,
+    )
+    return launch.K1Result(out, lse, ent if entropy else None, dist if distance else None)

@@ -1,0 +1,137 @@
+"""The Gluon K1 (Hopper): its host-side views and dispatch on CPU, its sm_90a build without a
+GPU (Triton compiles and ptxas assembles here), and its numbers on a GPU when one is present.
+
+Gluon kernels do not run in Triton's CPU interpreter, so CI checks that the kernel still builds
+for sm_90a with no register spills; the numerical comparison against the float32 materialised
+reference runs on the lent H100 (``pytest -m gpu``, and ``benchmarks/kernels/bench_gluon.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from probe.kernels import gluon_launch  # noqa: E402
+from probe.kernels.blocks import dense_table, sliding_window_table  # noqa: E402
+from probe.kernels.gluon_launch import _row_view, flash_forward_gluon, gluon_eligible  # noqa: E402
+from probe.kernels.materialised import materialised_attention  # noqa: E402
+from tests.kernels.helpers import rel_err  # noqa: E402
+
+PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.parametrize("memory", ["bhnd", "bnhd"])
+def test_row_view_addresses_every_token(memory):
+    batch, heads, n, d = 2, 3, 5, 8
+    if memory == "bhnd":
+        t = torch.randn(batch, heads, n, d)
+    else:
+        t = torch.randn(batch, n, heads, d).transpose(1, 2)
+    view, row_b, row_h, col_h = _row_view(t)
+    for b in range(batch):
+        for h in range(heads):
+            rows = view[b * row_b + h * row_h: b * row_b + h * row_h + n, h * col_h: h * col_h + d]
+            assert torch.equal(rows, t[b, h])
+
+
+def test_row_view_refuses_other_layouts():
+    t = torch.randn(2, 4, 6, 8)[:, :, ::2]  # every other token: no uniform row stride
+    assert _row_view(t) is None
+
+
+def test_not_eligible_off_hopper_or_with_act():
+    q = torch.randn(1, 2, 256, 128, dtype=torch.bfloat16)
+    table = dense_table(256, block_q=128, block_kv=128)
+    assert not gluon_eligible(q, q, q, table, None)  # CPU tensors
+    assert not gluon_eligible(q, q, q, table, act=object())
+
+
+def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int) -> str:
+    """Build one launch for sm_90a (no GPU needed) and return its PTX."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    from probe.kernels import gluon_k1
+
+    built = {}
+    kernel = gluon_k1._k1_gluon_kernel
+
+    class Capture:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                values = dict(zip(kernel.arg_names, args), **kwargs)
+                constexprs = {p.name: values[p.name] for p in kernel.params if p.is_constexpr}
+                signature = {n: "constexpr" if n in constexprs else mangle_type(values[n]) for n in kernel.arg_names}
+                built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
+                                            target=GPUTarget("cuda", 90, 32),
+                                            options={"num_warps": kwargs["num_warps"]})
+            return launch
+
+    n = 1024
+    q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
+    table = dense_table(n, causal=causal, block_q=128, block_kv=128)
+    key_bias = torch.zeros(1, 2, n) if bias else None
+    gluon_k1._k1_gluon_kernel = Capture()
+    try:
+        flash_forward_gluon(q, q, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy,
+                            distance=entropy, head_scale=torch.ones(2) if bias else None)
+    finally:
+        gluon_k1._k1_gluon_kernel = kernel
+    return built["k"].asm["ptx"]
+
+
+@pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
+@pytest.mark.parametrize("entropy,causal,bias,head_dim", [(False, False, False, 128), (True, True, True, 128),
+                                                          (True, True, False, 64)])
+def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, head_dim):
+    ptx = _sm90_ptx(entropy, causal, bias, head_dim)
+    assert ptx.count("wgmma.mma_async") > 0 and "cp.async.bulk.tensor" in ptx  # tensor cores + TMA
+    assert "wgmma.wait_group.sync.aligned 1" in ptx  # S waited for while P.V is still in flight
+    (tmp_path / "k.ptx").write_text(ptx)
+    report = subprocess.run([str(PTXAS), "-v", "--gpu-name", "sm_90a", str(tmp_path / "k.ptx"), "-o",
+                             str(tmp_path / "k.o")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-2000:]
+    spills = re.search(r"(\d+) bytes spill stores", report.stderr)
+    assert spills is not None and int(spills.group(1)) == 0, report.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("memory", ["bhnd", "bnhd"])
+def test_gluon_matches_materialised_on_gpu(causal, memory):
+    n, heads, kv_heads, d = 1000, 8, 2, 128
+    make = ((lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)) if memory == "bhnd" else
+            (lambda h: torch.randn(1, n, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)))
+    q, k, v = make(heads), make(kv_heads), make(kv_heads)
+    table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
+    bias = torch.randn(1, heads, n, device="cuda")
+    assert gluon_eligible(q, k, v, table, None)
+    r = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True, distance=True)
+    out, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
+    assert rel_err(r.output, out) < 1e-2
+    for name, got in (("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)):
+        assert rel_err(got, ref[name]) < 1e-3, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+def test_gluon_equals_triton_on_a_sliding_window(monkeypatch):
+    from probe.kernels import launch
+
+    n, d = 2049, 128
+    q, k, v = (torch.randn(1, 4, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    table = sliding_window_table(n, 700, device="cuda")
+    g = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, entropy=True)
+    monkeypatch.setattr(gluon_launch, "GLUON_HEAD_DIMS", ())
+    monkeypatch.setenv("HEADSCOPE_GLUON", "0")
+    t = launch.flash_forward(q, k, v, table, scaling=d**-0.5, entropy=True)
+    assert rel_err(g.output, t.output) < 1e-2 and rel_err(g.lse, t.lse) < 1e-5
