@@ -15,7 +15,10 @@ Context:
         softmax of S_t -> P_t, alpha_t (runs while PV_{t-1} is on the tensor cores)
         wait for PV_{t-1}; O *= alpha_t
 
-    One program owns 128 query rows with 8 warps (two warpgroups of 64 rows). K and V tiles
+    One program owns ``BLOCK_M`` query rows, 16 per warp: 128 rows with 8 warps (two
+    warpgroups) or 64 rows with 4 warps (one warpgroup, two programs per SM that the warp
+    schedulers interleave, a hardware stand-in for FA3's ping-pong). A table row of
+    ``TABLE_BQ`` (128) queries may be shared by two 64-row programs. K and V tiles
     arrive by TMA into a ring of ``STAGES`` shared-memory buffers, each with its own mbarrier;
     a buffer is refilled once both warpgroups have finished the products that read it.
 
@@ -67,19 +70,21 @@ def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
 
 @no_type_check
 @gluon.jit
-def _block_start(t, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr):
-    """First key of the ``t``-th visited block (full blocks first, then partial ones); 0 if not live."""
+def _block_start(u, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr, SUB: gl.constexpr):
+    """First key of the ``u``-th visited step: table entry ``u // SUB`` (full entries first, then
+    partial ones), sub-block ``u % SUB`` of it; 0 if not live."""
+    t = u // SUB
     ptr = gl.where(t < n_full, full_base + t, part_base + (t - n_full))
-    return gl.load(ptr, mask=live, other=0) * BLOCK_N
+    return gl.load(ptr, mask=live, other=0) * (BLOCK_N * SUB) + (u % SUB) * BLOCK_N
 
 
 @no_type_check
 @gluon.jit
-def _issue_kv(desc, smem, bar, t, n_tot, n_full, full_base, part_base, row_base, col,
-              BLOCK_N: gl.constexpr):
-    """TMA of the ``t``-th key (or value) tile into ``smem`` (skipped past the list's end)."""
-    live = t < n_tot
-    start = _block_start(t, n_full, full_base, part_base, live, BLOCK_N)
+def _issue_kv(desc, smem, bar, u, n_steps, n_full, full_base, part_base, row_base, col,
+              BLOCK_N: gl.constexpr, SUB: gl.constexpr):
+    """TMA of the ``u``-th key (or value) tile into ``smem`` (skipped past the list's end)."""
+    live = u < n_steps
+    start = _block_start(u, n_full, full_base, part_base, live, BLOCK_N, SUB)
     mbarrier.expect(bar, desc.block_type.nbytes, pred=live)
     tma.async_copy_global_to_shared(desc, [row_base + start, col], bar, smem, pred=live)
 
@@ -133,8 +138,8 @@ def _k1_gluon_kernel(
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
     n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
-    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-    CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
+    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, TABLE_BQ: gl.constexpr, BLOCK_N: gl.constexpr,
+    SUB: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
     DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = q_desc.dtype
@@ -152,6 +157,7 @@ def _k1_gluon_kernel(
     h = bh % n_heads
     kvh = h // group
     row0 = pid_m * BLOCK_M
+    t_row = row0 // TABLE_BQ  # table row (query block of TABLE_BQ rows) holding these BLOCK_M rows
     offs_m = row0 + gl.arange(0, BLOCK_M, layout=row_s)
     bias_base = BIAS + b.to(gl.int64) * stride_bias_b + h.to(gl.int64) * stride_bias_h
 
@@ -166,11 +172,11 @@ def _k1_gluon_kernel(
         mbarrier.init(k_bar.index(i), count=1)
         mbarrier.init(v_bar.index(i), count=1)
 
-    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
-    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
-    n_tot = n_full + n_part
-    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
-    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
+    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + t_row)
+    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + t_row)
+    n_tot = (n_full + n_part) * SUB  # steps of BLOCK_N keys
+    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + t_row * stride_fi_m
+    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + t_row * stride_pi_m
     kv_row = b * k_rb + kvh * k_rh
     kv_col = kvh * k_ch
 
@@ -178,9 +184,9 @@ def _k1_gluon_kernel(
     tma.async_copy_global_to_shared(q_desc, [b * q_rb + h * q_rh + row0, h * q_ch], q_bar, q_smem)
     for i in gl.static_range(STAGES):
         _issue_kv(k_desc, k_smem.index(i), k_bar.index(i), i, n_tot, n_full, full_base, part_base,
-                  kv_row, kv_col, BLOCK_N)
+                  kv_row, kv_col, BLOCK_N, SUB)
         _issue_kv(v_desc, v_smem.index(i), v_bar.index(i), i, n_tot, n_full, full_base, part_base,
-                  kv_row, kv_col, BLOCK_N)
+                  kv_row, kv_col, BLOCK_N, SUB)
 
     m_i = gl.full([BLOCK_M], NEG, gl.float32, layout=row_s)
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_s)
@@ -195,14 +201,14 @@ def _k1_gluon_kernel(
         mbarrier.wait(k_bar.index(0), 0)
         s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-        start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N)
+        start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
         p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, row0, n_full == 0, offs_m, bias_base, h, diag, kv_offset,
             n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         gl.thread_barrier()  # both warpgroups are done reading K[0]
         _issue_kv(k_desc, k_smem.index(0), k_bar.index(0), STAGES, n_tot, n_full, full_base, part_base,
-                  kv_row, kv_col, BLOCK_N)
+                  kv_row, kv_col, BLOCK_N, SUB)
 
         for t in range(1, n_tot):
             stage = t % STAGES
@@ -213,18 +219,18 @@ def _k1_gluon_kernel(
             mbarrier.wait(v_bar.index(prev), ((t - 1) // STAGES) & 1)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-            start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N)
+            start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
             p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
-                s, m_i, l_i, u_i, w_i, start_n, row0, t >= n_full, offs_m, bias_base, h, diag, kv_offset,
+                s, m_i, l_i, u_i, w_i, start_n, row0, t // SUB >= n_full, offs_m, bias_base, h, diag, kv_offset,
                 n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
             acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
             acc = acc * gl.convert_layout(alpha, row_o)[:, None]
             p_op = gl.convert_layout(p.to(dtype), p_layout)
             gl.thread_barrier()  # K[stage] and V[prev] are free in both warpgroups
             _issue_kv(k_desc, k_smem.index(stage), k_bar.index(stage), t + STAGES, n_tot, n_full, full_base,
-                      part_base, kv_row, kv_col, BLOCK_N)
+                      part_base, kv_row, kv_col, BLOCK_N, SUB)
             _issue_kv(v_desc, v_smem.index(prev), v_bar.index(prev), t - 1 + STAGES, n_tot, n_full, full_base,
-                      part_base, kv_row, kv_col, BLOCK_N)
+                      part_base, kv_row, kv_col, BLOCK_N, SUB)
 
         last = (n_tot - 1) % STAGES
         mbarrier.wait(v_bar.index(last), ((n_tot - 1) // STAGES) & 1)

@@ -28,17 +28,23 @@ BLOCK_M = 128
 
 @dataclass(frozen=True)
 class GluonConfig:
+    """Tiles of one launch: ``block_m`` query rows per program (16 per warp), ``block_n`` keys
+    per step (dividing the table's block_kv), ``stages`` K/V buffers."""
+
     block_n: int
     stages: int
-    num_warps: int = 8
+    block_m: int = BLOCK_M
+
+    @property
+    def num_warps(self) -> int:
+        return self.block_m // 16
 
 
 def gluon_config(head_dim: int) -> GluonConfig:
-    """Tiles per head dim; ``HEADSCOPE_GLUON_CONFIG=block_n,stages`` overrides (benchmarks)."""
+    """Tiles per head dim; ``HEADSCOPE_GLUON_CONFIG=block_n,stages[,block_m]`` overrides (benchmarks)."""
     override = os.environ.get("HEADSCOPE_GLUON_CONFIG")
     if override:
-        block_n, stages = (int(x) for x in override.split(","))
-        return GluonConfig(block_n, stages)
+        return GluonConfig(*(int(x) for x in override.split(",")))
     return GluonConfig(block_n=128, stages=2) if head_dim == 128 else GluonConfig(block_n=128, stages=3)
 
 
@@ -55,7 +61,7 @@ def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable,
         query.dtype in (torch.bfloat16, torch.float16)
         and key.dtype == query.dtype and value.dtype == query.dtype
         and head_dim in head_dims
-        and table.block_q == BLOCK_M and table.block_kv == cfg.block_n
+        and table.block_q == BLOCK_M and table.block_kv % cfg.block_n == 0
         and all(_row_view(t) is not None for t in (query, key, value))
         and _row_view(key)[1:] == _row_view(value)[1:]  # K and V share one coordinate map
     )
@@ -119,9 +125,9 @@ def flash_forward_gluon(
     hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
     full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
-    grid = (triton.cdiv(n_q, BLOCK_M), batch * heads)
+    grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
     _k1_gluon_kernel[grid](
-        _descriptor(qv, BLOCK_M, head_dim), _descriptor(kv, cfg.block_n, head_dim),
+        _descriptor(qv, cfg.block_m, head_dim), _descriptor(kv, cfg.block_n, head_dim),
         _descriptor(vv, cfg.block_n, head_dim),
         out, lse, ent, dist, bias, hscale,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
@@ -133,7 +139,8 @@ def flash_forward_gluon(
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=cfg.block_n, STAGES=cfg.stages,
+        HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, BLOCK_N=cfg.block_n,
+        SUB=table.block_kv // cfg.block_n, STAGES=cfg.stages,
         CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
         ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None,
         num_warps=cfg.num_warps,
