@@ -72,8 +72,9 @@ def check_dense() -> None:
                     plain = flash_forward_gluon(q, k, v, table, scaling=d**-0.5)
                     out0, st0 = materialised_attention(q, k, v, allowed, scaling=d**-0.5, dtype=torch.float32)
                     record("check", n=n, d=d, group=group, causal=causal, layout=layout,
-                           out=rel(res.output, out), lse=rel(res.lse, st["lse"]), entropy=rel(res.entropy, st["entropy"]),
-                           distance=rel(res.distance, st["distance"]), plain_out=rel(plain.output, out0),
+                           out=rel(res.output, out), lse=rel(res.lse, st["lse"]),
+                           entropy=rel(res.entropy, st["entropy"]), distance=rel(res.distance, st["distance"]),
+                           plain_out=rel(plain.output, out0),
                            plain_lse=rel(plain.lse, st0["lse"]))
 
 

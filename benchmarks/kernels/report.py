@@ -158,8 +158,12 @@ NOTES = """## What changed in this version, and why
   overlap). K/V arrive by TMA into a 2-stage ring with one mbarrier per buffer. Same block-table
   walk, statistics, key bias and head scale as the Triton K1; on sparse tables its outputs equal
   the Triton K1's bit for bit in the checks. 205 registers (255 with entropy+distance+bias), no spills.
-* At hd64 the same kernel measured 0.85–0.92× cuDNN against the Triton K1's 0.90–0.93×
-  (benchmarks/kernels/bench_gluon.py), so hd64 stays on Triton; ACT stays on Triton (epilogue gather).
+* Variants measured with `benchmarks/kernels/bench_gluon.py` (logs in `benchmarks/kernels/runs/`):
+  64-row programs (one warpgroup, two programs per SM) 0.61–0.87× cuDNN, no better than 128
+  rows; 64-key steps 0.71–0.81×; 3 K/V stages within run-to-run spread of 2; issuing S_{t+1}
+  before the softmax of S_t (FA3's order) 0.46–0.67×, so the kernel keeps the order above.
+  At hd64 the kernel measured 0.85–0.92× cuDNN against the Triton K1's 0.89–0.93×, so hd64 stays
+  on Triton; ACT stays on Triton (epilogue gather), which is why ACT is 1.2–1.4× the Gluon base.
 * Earlier: TMA tensor descriptors for the Triton K1/K2, tutorial-order softmax arithmetic,
   distance as Σ p·(j − j0), ACT's single-accumulator epilogue, K2 block statistics from the
   per-key partials.

@@ -17,7 +17,9 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias,
        ACT scaling with redistribution and head scaling inside the kernel), then K2 for
        attention received and block statistics. ACT with a :class:`SinkRule` first runs
-       K1 (log-sum-exp) + K2 (received mean) to detect the sinks.
+       K1 (log-sum-exp) + K2 (received mean) to detect the sinks. On Hopper, K1 at head dim
+       128 without ACT is the Gluon kernel (:mod:`probe.kernels.gluon_k1`, async wgmma);
+       otherwise the Triton kernel (:func:`probe.kernels.launch.flash_forward` decides).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
     kernels' token rule, and its padding becomes a key bias of -1e30 plus NaN statistics at

@@ -25,8 +25,12 @@ Context:
     It walks the same :class:`~probe.kernels.blocks.BlockTable` lists as the Triton K1 (full
     blocks unmasked, then partial blocks through the token predicate) and writes the same
     outputs: O, the log-sum-exp and, when asked, entropy and mean distance, with the key bias
-    and per-head output scale. ACT and head dims other than 64/128 stay on the Triton K1
-    (:func:`probe.kernels.launch.flash_forward` dispatches).
+    and per-head output scale. The kernel takes head dims 64 and 128; dispatch
+    (:func:`probe.kernels.launch.flash_forward`) sends it hd128 only, and ACT never, because
+    the Triton K1 measured as fast at hd64 and holds ACT's epilogue (notes/kernels.md).
+
+    Measured on the lent H100 (bf16, hd128, 4k-32k): 0.78-0.91x cuDNN's throughput, against
+    0.64-0.84x for the Triton K1 in the same runs.
 
     Units and masking follow the Triton K1: base-2 logits, masked logits at ``NEG`` (finite).
 
@@ -139,8 +143,9 @@ def _k1_gluon_kernel(
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
     n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, TABLE_BQ: gl.constexpr, BLOCK_N: gl.constexpr,
-    SUB: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
-    DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr,
+    SUB: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
+    HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = q_desc.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -197,18 +202,11 @@ def _k1_gluon_kernel(
 
     if n_tot > 0:
         mbarrier.wait(q_bar, 0)
-        if AHEAD:
-            acc, m_i, l_i, u_i, w_i = _loop_s_ahead(
-                acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_desc, v_desc, k_bar, v_bar,
-                n_tot, n_full, full_base, part_base, kv_row, kv_col, row0, offs_m, bias_base, h, diag,
-                kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, o_layout, p_layout, dtype, BLOCK_N, SUB,
-                STAGES, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
-        else:
-            acc, m_i, l_i, u_i, w_i = _loop_pv_behind(
-                acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_desc, v_desc, k_bar, v_bar,
-                n_tot, n_full, full_base, part_base, kv_row, kv_col, row0, offs_m, bias_base, h, diag,
-                kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, o_layout, p_layout, dtype, BLOCK_N, SUB,
-                STAGES, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+        acc, m_i, l_i, u_i, w_i = _loop_pv_behind(
+            acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_desc, v_desc, k_bar, v_bar,
+            n_tot, n_full, full_base, part_base, kv_row, kv_col, row0, offs_m, bias_base, h, diag,
+            kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, o_layout, p_layout, dtype, BLOCK_N, SUB,
+            STAGES, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
@@ -239,7 +237,11 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
                     p_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr,
                     STAGES: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr,
                     ENTROPY: gl.constexpr, DISTANCE: gl.constexpr):
-    """Schedule A: issue S_t and P_{t-1}V_{t-1}; the softmax of S_t overlaps the P.V product."""
+    """Issue S_t and P_{t-1}V_{t-1}, wait for S_t only; the softmax of S_t overlaps the P.V product.
+
+    (Issuing S_{t+1} before the softmax of S_t instead, FA3's order, measured 0.46-0.67x cuDNN on
+    the lent H100 against 0.79-0.87x for this order: benchmarks/kernels/runs/gluon_schedules_h100.txt.)
+    """
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     mbarrier.wait(k_bar.index(0), 0)
     s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
@@ -275,55 +277,6 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
     last = (n_tot - 1) % STAGES
     mbarrier.wait(v_bar.index(last), ((n_tot - 1) // STAGES) & 1)
     acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
-    acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
-    return acc, m_i, l_i, u_i, w_i
-
-
-@no_type_check
-@gluon.jit
-def _loop_s_ahead(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_desc, v_desc, k_bar, v_bar,
-                  n_tot, n_full, full_base, part_base, kv_row, kv_col, row0, offs_m, bias_base, h, diag,
-                  kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout: gl.constexpr, o_layout: gl.constexpr,
-                  p_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr,
-                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr,
-                  ENTROPY: gl.constexpr, DISTANCE: gl.constexpr):
-    """Schedule B (FA3's order): S_{t+1} is issued before the softmax of S_t and P_tV_t right after
-    it, so the tensor cores always have a product queued while the softmax runs."""
-    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
-    mbarrier.wait(k_bar.index(0), 0)
-    s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-    p_op = gl.zeros([s_zero.shape[0], BLOCK_N], dtype, layout=p_layout)
-    for t in range(0, n_tot - 1):
-        stage = t % STAGES
-        nxt = (t + 1) % STAGES
-        mbarrier.wait(k_bar.index(nxt), ((t + 1) // STAGES) & 1)
-        s_tok = warpgroup_mma(q_smem, k_smem.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
-        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
-            s, m_i, l_i, u_i, w_i, start_n, row0, t // SUB >= n_full, offs_m, bias_base, h, diag, kv_offset,
-            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
-        acc, p_op = warpgroup_mma_wait(num_outstanding=1, deps=(acc, p_op))  # P_{t-1}V_{t-1} done
-        acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
-        mbarrier.wait(v_bar.index(stage), (t // STAGES) & 1)
-        acc_tok = warpgroup_mma(p_op, v_smem.index(stage), acc, is_async=True)
-        s, acc = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, acc_tok))  # S_{t+1} done; P_tV_t may run
-        gl.thread_barrier()  # K[stage] (S_t) and V[t-1] (P_{t-1}V_{t-1}) are free in both warpgroups
-        _issue_kv(k_desc, k_smem.index(stage), k_bar.index(stage), t + STAGES, n_tot, n_full, full_base,
-                  part_base, kv_row, kv_col, BLOCK_N, SUB)
-        _issue_kv(v_desc, v_smem.index((t + STAGES - 1) % STAGES), v_bar.index((t + STAGES - 1) % STAGES),
-                  t - 1 + STAGES, n_tot, n_full, full_base, part_base, kv_row, kv_col, BLOCK_N, SUB, pred=t >= 1)
-    t = n_tot - 1
-    start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
-    p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
-        s, m_i, l_i, u_i, w_i, start_n, row0, t // SUB >= n_full, offs_m, bias_base, h, diag, kv_offset,
-        n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
-    acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
-    acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-    p_op = gl.convert_layout(p.to(dtype), p_layout)
-    mbarrier.wait(v_bar.index(t % STAGES), (t // STAGES) & 1)
-    acc_tok = warpgroup_mma(p_op, v_smem.index(t % STAGES), acc, is_async=True)
     acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
     return acc, m_i, l_i, u_i, w_i
 

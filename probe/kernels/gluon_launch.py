@@ -34,7 +34,6 @@ class GluonConfig:
     block_n: int
     stages: int
     block_m: int = BLOCK_M
-    ahead: int = 0  # 1: issue S_{t+1} before the softmax of S_t (FA3's order)
 
     @property
     def num_warps(self) -> int:
@@ -42,7 +41,7 @@ class GluonConfig:
 
 
 def gluon_config(head_dim: int) -> GluonConfig:
-    """Tiles per head dim; ``HEADSCOPE_GLUON_CONFIG=block_n,stages[,block_m[,ahead]]`` overrides (benchmarks)."""
+    """Tiles per head dim; ``HEADSCOPE_GLUON_CONFIG=block_n,stages[,block_m]`` overrides (benchmarks)."""
     override = os.environ.get("HEADSCOPE_GLUON_CONFIG")
     if override:
         return GluonConfig(*(int(x) for x in override.split(",")))
@@ -141,7 +140,7 @@ def flash_forward_gluon(
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, BLOCK_N=cfg.block_n,
-        SUB=table.block_kv // cfg.block_n, AHEAD=bool(cfg.ahead), STAGES=cfg.stages,
+        SUB=table.block_kv // cfg.block_n, STAGES=cfg.stages,
         CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
         ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None,
         num_warps=cfg.num_warps,
