@@ -25,6 +25,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
                 "apt-get install -y chromium chromium-driver", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium: pip install selenium")
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -87,7 +88,16 @@ def _el(browser, element_id: str):
 
 
 def _wait(browser, condition, what: str):
-    return WebDriverWait(browser, TIMEOUT, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+    """Poll ``condition``; plotly redraws replace elements, so a stale reference means "again"."""
+    return WebDriverWait(browser, TIMEOUT, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, message=f"waiting for {what}")
+
+
+def _texts(browser, selector: str) -> list[str]:
+    """Texts of every element matching ``selector``, read in one script call (no stale handles)."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);", selector)
 
 
 def _wait_text(browser, element_id: str, text: str):
@@ -200,6 +210,7 @@ def test_long_inputs_show_summary_views(page):
     _set_number(page, ID.LAYER, 1)
     _set_number(page, ID.HEAD, 2)
     _wait_title(page, ID.HEAD_GRAPH, "(summary: long input)")
-    subtitles = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{ID.HEAD_GRAPH} .annotation-text")]
-    assert "mean attention received per key" in subtitles and "entropy per query (nats)" in subtitles
+    wanted = {"mean attention received per key", "entropy per query (nats)"}
+    # Fails with a TimeoutException naming what was missing.
+    _wait(page, lambda d: wanted <= set(_texts(d, f"#{ID.HEAD_GRAPH} .annotation-text")), "the summary subplot titles")
     _shoot(page, "6_long_input_summary")
