@@ -85,9 +85,9 @@ def _block_start(u, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr, S
 @no_type_check
 @gluon.jit
 def _issue_kv(desc, smem, bar, u, n_steps, n_full, full_base, part_base, row_base, col,
-              BLOCK_N: gl.constexpr, SUB: gl.constexpr, pred=True):
-    """TMA of the ``u``-th key (or value) tile into ``smem`` (skipped past the list's end or if not ``pred``)."""
-    live = (u < n_steps) & pred
+              BLOCK_N: gl.constexpr, SUB: gl.constexpr):
+    """TMA of the ``u``-th key (or value) tile into ``smem`` (skipped past the list's end)."""
+    live = u < n_steps
     start = _block_start(u, n_full, full_base, part_base, live, BLOCK_N, SUB)
     mbarrier.expect(bar, desc.block_type.nbytes, pred=live)
     tma.async_copy_global_to_shared(desc, [row_base + start, col], bar, smem, pred=live)

@@ -62,9 +62,14 @@ def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable,
         and key.dtype == query.dtype and value.dtype == query.dtype
         and head_dim in head_dims
         and table.block_q == BLOCK_M and table.block_kv % cfg.block_n == 0
-        and all(_row_view(t) is not None for t in (query, key, value))
-        and _row_view(key)[1:] == _row_view(value)[1:]  # K and V share one coordinate map
+        and _views_fit(query, key, value)
     )
+
+
+def _views_fit(query: Tensor, key: Tensor, value: Tensor) -> bool:
+    """Every operand has a 2-D row view, and K and V share one coordinate map."""
+    q, k, v = (_row_view(t) for t in (query, key, value))
+    return q is not None and k is not None and v is not None and k[1:] == v[1:]
 
 
 def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
@@ -116,13 +121,8 @@ def flash_forward_gluon(
     cfg = gluon_config(head_dim)
     (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch), (vv, *_) = (_row_view(t) for t in (query, key, value))
     dev = query.device
-    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
-    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
-    lse = f32()
-    ent = f32() if entropy else lse
-    dist = f32() if distance else lse
+    out, lse, ent, dist, hscale = launch._k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = launch._bias_args(key_bias, batch, heads, n_kv, dev)
-    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
     full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)

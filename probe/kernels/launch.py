@@ -133,12 +133,12 @@ def flash_forward(
     kernel of :mod:`probe.kernels.triton_kernels`. Both give the same outputs.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
+    _check(query, key, table)
     if config is None and gluon_eligible(query, key, value, table, act):
         return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
                                    entropy=entropy, distance=distance, head_scale=head_scale)
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
-    _check(query, key, table)
     cfg = config or k1_config(head_dim, table.rule.causal)
     block_n = min(cfg.block_n, table.block_kv)
     block_d = triton.next_power_of_2(head_dim)
@@ -146,14 +146,9 @@ def flash_forward(
     srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d), _desc(value, block_n, block_d))
             if tma else (query, key, value))
     dev = query.device
-    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
-    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
-    lse = f32()
-    ent = f32() if entropy else lse
-    dist = f32() if distance else lse
+    out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
     beta, sel_num, sel_idx = _act_args(act, batch, heads, n_kv, dev)
-    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
     window = table.rule.window_tensor(heads, dev)
     sink = table.rule.sink_tensor(heads, dev)
     full_n, full_i = _expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
@@ -235,6 +230,20 @@ def column_stats(
     if block_stats:
         stats.update(block_sum=bsum, block_max=bmax)
     return stats
+
+
+def _k1_outputs(query: Tensor, entropy: bool, distance: bool, head_scale: Tensor | None):
+    """K1's output tensors ``(out [b, q, h, d], lse, entropy, distance, head scale)``; statistics
+    not asked for (and a missing head scale) alias ``lse`` so the kernel always gets a pointer."""
+    batch, heads, n_q, head_dim = query.shape
+    dev = query.device
+    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
+    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
+    lse = f32()
+    ent = f32() if entropy else lse
+    dist = f32() if distance else lse
+    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
+    return out, lse, ent, dist, hscale
 
 
 def _last_dim_contiguous(t: Tensor) -> Tensor:
