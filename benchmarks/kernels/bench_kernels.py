@@ -63,6 +63,32 @@ def bench(fn, rep: int = 100) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
 
+def interleaved(fns: dict, rounds: int = 5, rep: int = 40) -> dict[str, list[float]]:
+    """Times of every function in ``rounds`` interleaved rounds (a, b, c, a, b, c, ...).
+
+    The lent GPU's speed drifts by up to ~10 % between runs and within one (clocks, heat), so a
+    ratio is taken per round, between neighbours in time, and its median reported (:func:`ratio`).
+    """
+    for fn in fns.values():
+        fn()
+    torch.cuda.synchronize()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(triton.testing.do_bench(fn, warmup=10, rep=rep, return_mode="median"))
+    return times
+
+
+def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``time[num] / time[den]``."""
+    per_round = sorted(a / b for a, b in zip(times[num], times[den]))
+    return per_round[len(per_round) // 2]
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def rand(*shape, dtype=BF16):
     return torch.randn(*shape, device=DEV, dtype=dtype)
 
@@ -248,26 +274,30 @@ def section_dense_and_stats():
         for causal in (False, True):
             t = dense_table(n, causal=causal, device=DEV)
             f = flops(b, h, n, d, causal)
-            t_cudnn = bench(lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION))
-            t_sdpa = bench(lambda: sdpa(q, k, v, causal))
-            t_k1 = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
-            t_triton = _triton_only(lambda: bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)))
-            t_k1s = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True))
             lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
             t2 = dense_table(n, causal=causal, block_q=backend.K2_BLOCK[0], block_kv=backend.K2_BLOCK[1], device=DEV)
-            t_k2 = bench(lambda: column_stats(q, k, lse, t2, scaling=d**-0.5))
             tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
-            t_k2b = bench(lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True))
             mask = LazyMask(b, n, n, device=DEV, causal=causal)
             want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
-            t_all = bench(lambda: triton_attention(q, k, v, mask, want=want))
+            tm = interleaved({
+                "cudnn": lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION),
+                "sdpa": lambda: sdpa(q, k, v, causal),
+                "k1": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
+                "triton": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
+                "k1s": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True),
+                "k2": lambda: column_stats(q, k, lse, t2, scaling=d**-0.5),
+                "k2b": lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True),
+                "all": lambda: triton_attention(q, k, v, mask, want=want),
+            })
+            t_cudnn, t_sdpa, t_k1, t_triton = (median(tm[x]) for x in ("cudnn", "sdpa", "k1", "triton"))
             record("dense", n=n, b=b, causal=causal, cudnn_ms=t_cudnn, sdpa_ms=t_sdpa, k1_ms=t_k1,
                    k1_tflops=f / t_k1 / 1e9, cudnn_tflops=f / t_cudnn / 1e9,
-                   k1_over_cudnn_throughput=t_cudnn / t_k1, triton_k1_ms=t_triton,
-                   triton_k1_over_cudnn_throughput=t_cudnn / t_triton)
-            record("stats", n=n, causal=causal, k1_ent_dist_over_k1=t_k1s / t_k1, k2_over_k1=t_k2 / t_k1,
-                   k2_blocks_over_k1=t_k2b / t_k1, all_stats_backend_ms=t_all,
-                   all_stats_over_sdpa=t_all / t_sdpa, k1s_plus_k2b_over_sdpa=(t_k1s + t_k2b) / t_sdpa)
+                   k1_over_cudnn_throughput=1 / ratio(tm, "k1", "cudnn"), triton_k1_ms=t_triton,
+                   triton_k1_over_cudnn_throughput=1 / ratio(tm, "triton", "cudnn"))
+            record("stats", n=n, causal=causal, k1_ent_dist_over_k1=ratio(tm, "k1s", "k1"),
+                   k2_over_k1=ratio(tm, "k2", "k1"), k2_blocks_over_k1=ratio(tm, "k2b", "k1"),
+                   all_stats_backend_ms=median(tm["all"]), all_stats_over_sdpa=ratio(tm, "all", "sdpa"),
+                   k1s_plus_k2b_over_sdpa=median([(a + c) / s_ for a, c, s_ in zip(tm["k1s"], tm["k2b"], tm["sdpa"])]))
         del q, k, v
         torch.cuda.empty_cache()
 
@@ -304,17 +334,21 @@ def section_edits():
     q, k, v = rand(b, h, n, d), rand(b, h, n, d), rand(b, h, n, d)
     for causal in (True, False):
         t = dense_table(n, causal=causal, device=DEV)
-        base = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
         bias = torch.randn(b, h, n, device=DEV)
         hs = torch.rand(h, device=DEV)
-        t_bias = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs))
         sel = torch.zeros(b, h, n, dtype=torch.bool, device=DEV)
         sel[..., [0, 1, 2, 3, 700]] = True
-        act = ActScale(sel, torch.full((h,), 0.5, device=DEV))
-        t_act = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act))
-        triton_base = _triton_only(lambda: bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)))
-        record("edits", n=n, causal=causal, base_ms=base, bias_headscale_over_base=t_bias / base,
-               act_over_base=t_act / base, triton_base_ms=triton_base, act_over_triton_base=t_act / triton_base)
+        act = ActScale(sel, torch.full((h,), 0.5, device=DEV))  # built once, reused (its key lists are cached)
+        tm = interleaved({
+            "base": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
+            "bias_hs": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs),
+            "act": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act),
+            "triton_base": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
+            "triton_act": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act)),
+        })
+        record("edits", n=n, causal=causal, base_ms=median(tm["base"]),
+               bias_headscale_over_base=ratio(tm, "bias_hs", "base"), act_over_base=ratio(tm, "act", "base"),
+               triton_base_ms=median(tm["triton_base"]), triton_act_over_triton_base=ratio(tm, "triton_act", "triton_base"))
 
 
 # ----------------------------------------------------------------------------------------- e2e

@@ -14,15 +14,14 @@ K1_GOAL = 0.85  # K1 (+LSE) throughput / SDPA-cuDNN, N >= 4k, causal and not
 STATS_GOAL = 1.6  # K1 + K2 with all statistics / plain SDPA forward
 EDIT_GOAL = 1.10  # edited / unedited K1
 
-# Previous run, 2026-11-21 on a lent nvidia-h100-x1: the Triton K1 with TMA loads (before the Gluon K1).
+# Previous full run (2026-11-21, lent nvidia-h100-x1): Gluon K1 without ACT, single (not interleaved) timings.
 BEFORE = {
-    "k1_over_cudnn": "Triton K1: non-causal 0.70 / 0.75 / 0.69, causal 0.68 / 0.73 / 0.75 (4k / 16k / 32k)",
-    "all_stats_over_sdpa": "2.15–2.67",
-    "k2_over_k1": "0.53–0.70",
-    "ent": "1.01–1.12",
-    "bias": "1.047 (causal) / 1.101 (non-causal)",
-    "act": "1.189 (causal) / 1.147 (non-causal)",
-    "sparse": "102.6 % / 94.2 %",
+    "k1_over_cudnn": "0.78 / 0.78 / 0.81 / 0.87 / 0.81 / 0.91 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
+    "all_stats_over_sdpa": "2.15–2.74",
+    "k2_over_k1": "0.61–0.80",
+    "ent": "1.03–1.23",
+    "bias": "bias+scale 1.088 (causal) / 1.101 (non-causal); ACT 1.41 / 1.31 (on the Triton K1)",
+    "sparse": "98.4 % / 95.8 % / 88.6 % at 50 / 20 / 10 %; window 83.8 %",
 }
 
 
@@ -54,8 +53,9 @@ def _header(results: list[dict], command: str) -> list[str]:
         f"Triton {env.get('triton', '?')}, cuDNN {env.get('cudnn', '?')}, Python {env.get('python', '?')}; "
         f"date {env.get('date', '?')}. Ceilings measured in the same run: {_f(env.get('matmul_tflops', '?'), 0)} "
         f"TFLOP/s (8192³ bf16 matmul), {_f(env.get('copy_tbs', '?'))} TB/s (copy).",
-        "Times are `triton.testing.do_bench` medians, bf16, hd128, one run unless said otherwise; earlier "
-        "runs on these machines varied by up to ~10 % between runs.",
+        "Times are `triton.testing.do_bench` medians, bf16, hd128. The GPU's speed drifts by up to ~10 % "
+        "within and between runs, so the timed calls of one shape run in 5 interleaved rounds and each ratio "
+        "is the median of its per-round ratios.",
         "",
     ]
 
@@ -89,12 +89,12 @@ def _acceptance(results: list[dict]) -> list[str]:
                        f"(+blocks {r['k2_blocks_over_k1']:.2f})" for r in stats)
     ent_txt = ", ".join(f"{r['k1_ent_dist_over_k1']:.2f}" for r in stats)
     ed_txt = "; ".join(f"{'causal' if r['causal'] else 'non-causal'}: bias+scale {r['bias_headscale_over_base']:.3f}×, "
-                       f"ACT {r['act_over_base']:.3f}× of the Gluon base ({r.get('act_over_triton_base', float('nan')):.3f}× "
-                       "of the Triton K1 that runs it)" for r in edits)
+                       f"ACT {r['act_over_base']:.3f}× (the Triton K1's ACT: "
+                       f"{r.get('triton_act_over_triton_base', float('nan')):.3f}× its own base)" for r in edits)
     out = [
         "## Acceptance figures",
         "",
-        "| target | goal | before (Triton K1, TMA) | this run | verdict |",
+        "| target | goal | before (previous run) | this run | verdict |",
         "|---|---|---|---|---|",
         f"| K1 (+LSE) vs SDPA cuDNN, N ≥ 4k | ≥ {K1_GOAL}× throughput | {BEFORE['k1_over_cudnn']} | {k1_txt} | "
         f"{_verdict(k1, K1_GOAL, True)} |",
@@ -149,28 +149,35 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
-* **K1 in Gluon for Hopper** (`probe/kernels/gluon_k1.py`, dispatched for bf16/fp16 hd128 with
-  128x128 tiles and no ACT). Triton's pipeliner only keeps a `tl.dot` asynchronous when its
-  result feeds another dot's accumulator, so in the Triton K1 the tensor cores wait while the
-  softmax runs. Gluon exposes the wgmma issue/wait pair: each iteration issues S_t = Q·K_tᵀ and
-  O += P_{t-1}·V_{t-1}, waits for S_t alone, runs the softmax of S_t while the P·V product is
-  still on the tensor cores, then waits for it and rescales O (FlashAttention-3's intra-warpgroup
-  overlap). K/V arrive by TMA into a 2-stage ring with one mbarrier per buffer. Same block-table
-  walk, statistics, key bias and head scale as the Triton K1; on sparse tables its outputs equal
-  the Triton K1's bit for bit in the checks. 205 registers (255 with entropy+distance+bias), no spills.
-* Variants measured with `benchmarks/kernels/bench_gluon.py` (logs in `benchmarks/kernels/runs/`):
-  64-row programs (one warpgroup, two programs per SM) 0.61–0.87× cuDNN, no better than 128
-  rows; 64-key steps 0.71–0.81×; 3 K/V stages within run-to-run spread of 2; issuing S_{t+1}
-  before the softmax of S_t (FA3's order) 0.46–0.67×, so the kernel keeps the order above.
-  At hd64 the kernel measured 0.85–0.92× cuDNN against the Triton K1's 0.89–0.93×, so hd64 stays
-  on Triton; ACT stays on Triton (epilogue gather), which is why ACT is 1.2–1.4× the Gluon base.
-* Earlier: TMA tensor descriptors for the Triton K1/K2, tutorial-order softmax arithmetic,
-  distance as Σ p·(j − j0), ACT's single-accumulator epilogue, K2 block statistics from the
-  per-key partials.
+* **ACT in the Gluon K1's epilogue** (`_act_epilogue` in `probe/kernels/gluon_k1.py`). ACT ran on
+  the Triton K1 only, so an ACT call lost the Gluon kernel's speed on top of the edit's own cost
+  (1.3–1.4× the Gluon base in the previous run). The Gluon epilogue now does the same algebra
+  (`out·l = c·acc + (β − c)·P_S V_S`) with CUDA-core dot products in the accumulator's layout:
+  Q once from shared memory, each selected key's K and V row by a gather, two passes over the
+  selected keys. Dispatch sends ACT with at most 64 selected keys per head to it (sink sets are a
+  few keys); larger sets keep the Triton K1, whose epilogue uses the tensor cores.
+* **ACT's key lists built once per `ActScale`** (`ActScale.kernel_lists`), not per call: the sort
+  and the device sync that sized the list cost ~0.3–0.5 ms per call, a third of a 4k forward.
+* **Key bias and each step's first key loaded one step ahead** in the Gluon K1, while S is on the
+  tensor cores; **distance** sums `p·c` with the column offsets `c` converted to float once
+  before the loop (converting 32 key positions per thread per step shared the slow pipe with
+  the exponentials). Scratch comparison on the lent H100 (same session, two interleaved passes):
+  distance alone 1.07× → 1.04×, bias alone 1.10× → 1.09×; loading at the top of the step
+  instead measured no better and spilled with every statistic on.
+* **Benchmark method**: the timed calls of each shape run in 5 interleaved rounds and ratios are
+  medians of per-round ratios. Single timings of the same kernel had drifted by up to 10 %
+  within one run (e.g. 2.13–2.32 ms for one 16k causal K1), as large as the overheads measured.
+* Earlier (previous runs): the Gluon K1 itself (async wgmma; softmax of S_t overlapping
+  P_{t−1}V_{t−1}; TMA 2-stage ring); rejected variants: 64-row programs 0.61–0.87× cuDNN, 64-key
+  steps 0.71–0.81×, 3 stages within spread, FA3's S_{t+1}-first order 0.46–0.67×, hd64 on Gluon
+  0.85–0.92× vs the Triton K1's 0.89–0.93× (logs in `benchmarks/kernels/runs/`).
 
 ## Not done
 * No warp specialisation or inter-warpgroup ping-pong in the Gluon K1 (FA3 has both); both
-  warpgroups meet at a CTA barrier each iteration before a buffer is refilled.
+  warpgroups meet at a CTA barrier each iteration before a buffer is refilled (Gluon 3.6's
+  `mbarrier.arrive` is issued by thread 0 of the CTA only, so one warpgroup cannot release a
+  buffer alone without partitions).
+* The column pass K2 is still the Triton kernel (no async wgmma).
 * ACT scaling together with statistics in one call still falls back to the reference backend.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """

@@ -18,7 +18,8 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        ACT scaling with redistribution and head scaling inside the kernel), then K2 for
        attention received and block statistics. ACT with a :class:`SinkRule` first runs
        K1 (log-sum-exp) + K2 (received mean) to detect the sinks. On Hopper, K1 at head dim
-       128 without ACT is the Gluon kernel (:mod:`probe.kernels.gluon_k1`, async wgmma);
+       128 (with ACT on up to 64 keys per head) is the Gluon kernel
+       (:mod:`probe.kernels.gluon_k1`, async wgmma);
        otherwise the Triton kernel (:func:`probe.kernels.launch.flash_forward` decides).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the

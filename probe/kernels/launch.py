@@ -98,10 +98,34 @@ class ActScale:
     Attributes:
         selected: ``[batch, head, key]``, the keys whose attention is scaled.
         factor: ``[head]``, the scale (beta); the freed mass goes to the other keys.
+
+    The kernels take the selected keys as per-(batch, head) index lists. They are built on
+    first use and kept on the object (one device sync), so build an ActScale once and reuse it
+    across calls, e.g. every generation step of an edited model. Do not change ``selected`` in
+    place afterwards.
     """
 
     selected: Bool[Tensor, "batch head key"]
     factor: Float[Tensor, " head"]
+
+    @property
+    def max_selected(self) -> int:
+        """The largest number of selected keys of any (batch, head)."""
+        if "_max_selected" not in self.__dict__:  # frozen: cache through __dict__
+            self.__dict__["_max_selected"] = int(self.selected.sum(-1).max())
+        return self.__dict__["_max_selected"]
+
+    def kernel_lists(self, batch: int, heads: int, n_kv: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """``(beta [head], counts [batch, head], indices [batch, head, width])``, cached per shape.
+
+        ``indices`` lists each (batch, head)'s selected keys in ascending order, padded with -1
+        to a multiple of ``SEL_BLOCK``.
+        """
+        cache = self.__dict__.setdefault("_lists", {})
+        key = (batch, heads, n_kv, str(device))
+        if key not in cache:
+            cache[key] = _act_lists(self, batch, heads, n_kv, device)
+        return cache[key]
 
 
 @dataclass(frozen=True)
@@ -128,23 +152,25 @@ def flash_forward(
 ) -> K1Result:
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
-    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, no ACT, no explicit
-    ``config``) run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton
+    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, ACT on at most 64 keys
+    per head, no explicit ``config``) run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton
     kernel of :mod:`probe.kernels.triton_kernels`. Both give the same outputs.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)
     if config is None and gluon_eligible(query, key, value, table, act):
         return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
-                                   entropy=entropy, distance=distance, head_scale=head_scale)
+                                   entropy=entropy, distance=distance, head_scale=head_scale, act=act)
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     cfg = config or k1_config(head_dim, table.rule.causal)
     block_n = min(cfg.block_n, table.block_kv)
     block_d = triton.next_power_of_2(head_dim)
-    tma = use_tma(query, key, value)
-    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d), _desc(value, block_n, block_d))
-            if tma else (query, key, value))
+    # ACT: the loop reads the values with the selected keys' rows zeroed (see _act_exact)
+    loop_value = values_without(value, act, batch, heads) if act is not None else value
+    tma = use_tma(query, key, loop_value)
+    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d),
+             _desc(loop_value, block_n, block_d)) if tma else (query, key, loop_value))
     dev = query.device
     out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
@@ -157,7 +183,7 @@ def flash_forward(
     _k1_kernel[grid](
         *srcs, key, value, out, lse, ent, dist, bias, beta, hscale, window, sink,
         full_n, full_i, part_n, part_i, sel_num, sel_idx,
-        *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
+        *query.stride()[:3], *key.stride()[:3], *loop_value.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2),
         *bias_strides,
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
@@ -167,8 +193,9 @@ def flash_forward(
         table.rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
-        LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
-        ACT=act is not None, HEAD_SCALE=head_scale is not None, TMA=tma, SEL_BLOCK=SEL_BLOCK,
+        LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy,
+        DISTANCE=distance, ACT=act is not None, V_PER_HEAD=act is not None, HEAD_SCALE=head_scale is not None,
+        TMA=tma, SEL_BLOCK=SEL_BLOCK,
         WS=tma and os.environ.get("HEADSCOPE_K1_WS") == "1",  # experimental: warp-specialised full-block loop
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
@@ -268,22 +295,42 @@ def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> t
     return bias, (bias.stride(0), bias.stride(1))
 
 
+def values_without(value: Float[Tensor, "batch kv_head k d"], act: ActScale, batch: int,
+                   heads: int) -> Float[Tensor, "batch head k d"]:
+    """The values per query head (GQA groups expanded) with ACT's selected keys' rows zeroed.
+
+    One elementwise pass into a fresh contiguous tensor; the GQA expansion is a broadcast view.
+    """
+    kv_heads, n_kv, d = value.shape[1:]
+    group = heads // kv_heads
+    keep = ~act.selected.to(value.device).expand(batch, heads, n_kv)
+    src = value[:, :, None].expand(batch, kv_heads, group, n_kv, d)
+    out = torch.empty(batch, kv_heads, group, n_kv, d, device=value.device, dtype=value.dtype)
+    torch.mul(src, keep.reshape(batch, kv_heads, group, n_kv, 1), out=out)
+    return out.view(batch, heads, n_kv, d)
+
+
 def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Tensor, Tensor]:
     """Broadcast a table's leading (1, 1) dims to (batch, heads) as stride-0 views."""
     return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)
 
 
 def _act_args(act: ActScale | None, batch: int, heads: int, n_kv: int, dev):
-    """Factors and, per (batch, head), the ascending list of selected keys padded with -1.
-
-    K1 gathers only these keys in its epilogue, ``SEL_BLOCK`` at a time.
-    """
+    """Factors, selected-key counts and lists for the kernels (dummies without ACT)."""
     if act is None:
         dummy = torch.zeros(1, 1, 1, device=dev, dtype=torch.int32)
         return dummy.float(), dummy[..., 0], dummy
+    return act.kernel_lists(batch, heads, n_kv, dev)
+
+
+def _act_lists(act: ActScale, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, Tensor, Tensor]:
+    """Per (batch, head), the ascending list of selected keys padded with -1 (see ``kernel_lists``).
+
+    K1 gathers only these keys in its epilogue.
+    """
     flags = act.selected.to(device=dev).expand(batch, heads, n_kv)
     counts = flags.sum(-1, dtype=torch.int32)  # (B, H)
-    width = max(SEL_BLOCK, triton.cdiv(int(counts.max()), SEL_BLOCK) * SEL_BLOCK)
+    width = max(SEL_BLOCK, triton.cdiv(act.max_selected, SEL_BLOCK) * SEL_BLOCK)
     order = torch.sort((~flags).to(torch.int8), dim=-1, stable=True).indices[..., :width]  # selected first
     keep = torch.arange(order.shape[-1], device=dev) < counts[..., None]
     sel_idx = torch.where(keep, order, -1).to(torch.int32)

@@ -46,20 +46,32 @@ def test_row_view_refuses_other_layouts():
     assert _row_view(t) is None
 
 
-def test_not_eligible_off_hopper_or_with_act():
+def test_not_eligible_off_hopper():
     q = torch.randn(1, 2, 256, 128, dtype=torch.bfloat16)
     table = dense_table(256, block_q=128, block_kv=128)
     assert not gluon_eligible(q, q, q, table, None)  # CPU tensors
-    assert not gluon_eligible(q, q, q, table, act=object())
 
 
-def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int) -> str:
+def test_act_goes_to_gluon_only_with_few_selected_keys():
+    from probe.kernels.launch import ActScale
+
+    limit = gluon_launch.GLUON_ACT_MAX_KEYS
+    selected = torch.zeros(2, 3, 500, dtype=torch.bool)
+    selected[1, 2, :limit] = True
+    assert gluon_launch._act_fits(None)
+    assert gluon_launch._act_fits(ActScale(selected, torch.ones(3)))
+    selected[0, 0, :limit + 1] = True
+    assert not gluon_launch._act_fits(ActScale(selected, torch.ones(3)))
+
+
+def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, act: bool = False) -> str:
     """Build one launch for sm_90a (no GPU needed) and return its PTX."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
     from probe.kernels import gluon_k1
+    from probe.kernels.launch import ActScale
 
     built = {}
     kernel = gluon_k1._k1_gluon_kernel
@@ -79,20 +91,23 @@ def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int) -> str:
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128)
     key_bias = torch.zeros(1, 2, n) if bias else None
+    act_scale = ActScale(torch.ones(1, 2, n, dtype=torch.bool), torch.ones(2)) if act else None
     gluon_k1._k1_gluon_kernel = Capture()
     try:
         flash_forward_gluon(q, q, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy,
-                            distance=entropy, head_scale=torch.ones(2) if bias else None)
+                            distance=entropy, head_scale=torch.ones(2) if bias else None, act=act_scale)
     finally:
         gluon_k1._k1_gluon_kernel = kernel
     return built["k"].asm["ptx"]
 
 
 @pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
-@pytest.mark.parametrize("entropy,causal,bias,head_dim", [(False, False, False, 128), (True, True, True, 128),
-                                                          (True, True, False, 64)])
-def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, head_dim):
-    ptx = _sm90_ptx(entropy, causal, bias, head_dim)
+@pytest.mark.parametrize("entropy,causal,bias,head_dim,act", [(False, False, False, 128, False),
+                                                              (True, True, True, 128, False),
+                                                              (False, True, True, 128, True),
+                                                              (True, True, False, 64, False)])
+def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, head_dim, act):
+    ptx = _sm90_ptx(entropy, causal, bias, head_dim, act)
     assert ptx.count("wgmma.mma_async") > 0 and "cp.async.bulk.tensor" in ptx  # tensor cores + TMA
     assert "wgmma.wait_group.sync.aligned 1" in ptx  # S waited for while P.V is still in flight
     (tmp_path / "k.ptx").write_text(ptx)
@@ -135,3 +150,61 @@ def test_gluon_equals_triton_on_a_sliding_window(monkeypatch):
     monkeypatch.setenv("HEADSCOPE_GLUON", "0")
     t = launch.flash_forward(q, k, v, table, scaling=d**-0.5, entropy=True)
     assert rel_err(g.output, t.output) < 1e-2 and rel_err(g.lse, t.lse) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel", ["gluon", "triton"])
+def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monkeypatch):
+    """bf16, sinks holding most of the attention: both K1s' ACT epilogues against float32."""
+    from probe.kernels.launch import ActScale, flash_forward
+
+    n, heads, kv_heads, d = 1000, 8, 2, 128
+    q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
+    bias = torch.randn(1, heads, n, device="cuda") * 0.5
+    bias[..., :2] += 5.0  # make the first two keys sinks that hold a large share of the attention
+    selected = torch.zeros(1, heads, n, dtype=torch.bool, device="cuda")
+    selected[..., :2] = True
+    selected[0, 3, [17, 640, n - 1]] = True  # a late key: causal rows before it must not see it
+    act = ActScale(selected, torch.full((heads,), 0.3, device="cuda"))
+    assert gluon_eligible(q, k, v, table, act)
+    if kernel == "triton":
+        monkeypatch.setenv("HEADSCOPE_GLUON", "0")
+    stats = kernel == "triton" or causal  # both row-statistics paths of each kernel
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, act=act, entropy=stats, distance=stats)
+    out, _ = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, scale_keys=selected,
+                                    scale_factor=act.factor, dtype=torch.float32)
+    plain, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
+    assert rel_err(r.output, out) < 1e-2
+    assert rel_err(plain, out) > 5e-2  # the edit changes the output well beyond the tolerance
+    assert rel_err(r.lse, ref["lse"]) < 1e-5  # the statistics are the unedited attention's
+    if stats:
+        assert rel_err(r.entropy, ref["entropy"]) < 1e-3 and rel_err(r.distance, ref["distance"]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+def test_gluon_bias_with_padding_matches_materialised_on_gpu():
+    n, heads, kv_heads, d = 4097, 8, 2, 128
+    q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    table = dense_table(n, causal=True, block_q=128, block_kv=128, device="cuda")
+    bias = torch.randn(1, heads, n, device="cuda") * 3
+    bias[..., 100:200] = -1.0e30  # padded keys
+    r = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, key_bias=bias)
+    out, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
+    assert rel_err(r.output, out) < 1e-2 and rel_err(r.lse, ref["lse"]) < 1e-5
+
+
+def test_values_without_zeroes_the_selected_keys_per_query_head():
+    from probe.kernels.launch import ActScale, values_without
+
+    value = torch.randn(2, 2, 7, 4)
+    selected = torch.zeros(2, 4, 7, dtype=torch.bool)
+    selected[0, 1, 3] = selected[1, 2, 0] = True
+    out = values_without(value, ActScale(selected, torch.ones(4)), 2, 4)
+    expect = value.repeat_interleave(2, dim=1) * (~selected)[..., None]
+    assert out.is_contiguous() and torch.equal(out, expect)

@@ -54,6 +54,29 @@ def test_k1_act_scaling_with_redistribution(density):
     assert rel_err(r.output, out) < TOL
 
 
+def test_k1_act_with_strong_sinks_keeps_unedited_statistics():
+    """Sinks holding ~99 % of the attention (where ACT matters most), rows that see only sinks
+    (causal row 0), and the row statistics of the unedited attention in the same call."""
+    batch, heads, kv_heads, n, d = 1, 2, 1, 45, 16
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    bias = torch.randn(batch, heads, n, device=DEVICE) * 0.3
+    bias[..., :2] += 6.0
+    selected = torch.zeros(batch, heads, n, dtype=torch.bool, device=DEVICE)
+    selected[..., :2] = True
+    selected[0, 1, 30] = True
+    factor = torch.tensor([0.3, 0.6], device=DEVICE)
+    table = dense_table(n, causal=True, block_q=16, block_kv=16, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True, distance=True,
+                      act=ActScale(selected, factor))
+    allowed = causal_allowed(n, n)
+    out, _ = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu(), scale_keys=selected.cpu(),
+                                    scale_factor=factor.cpu())
+    plain, ref = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu())
+    assert rel_err(r.output, out) < TOL and rel_err(plain, out) > 1e-2
+    for name, got in (("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)):
+        assert rel_err(got, ref[name]) < TOL, name
+
+
 def test_backend_kernel_path_with_padding_gqa_edits_matches_reference():
     batch, heads, kv_heads, n, d = 2, 6, 2, 67, 16
     q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
