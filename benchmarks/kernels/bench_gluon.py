@@ -63,7 +63,7 @@ def check_dense() -> None:
                     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
                     bias = torch.randn(1, 8, n, device=DEV) * 0.5
                     hs = torch.rand(8, device=DEV) + 0.5
-                    assert gluon_eligible(q, k, v, table, None), "not eligible"
+                    assert gluon_eligible(q, k, v, table), "not eligible"
                     res = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True,
                                               distance=True, head_scale=hs)
                     allowed = table.allowed_rows(0, n, 8)

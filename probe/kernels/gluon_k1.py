@@ -25,17 +25,12 @@ Context:
     It walks the same :class:`~probe.kernels.blocks.BlockTable` lists as the Triton K1 (full
     blocks unmasked, then partial blocks through the token predicate) and writes the same
     outputs: O, the log-sum-exp and, when asked, entropy and mean distance, with the key bias
-    and per-head output scale, and ACT's sink scaling in the epilogue (:func:`_act_epilogue`).
+    and per-head output scale (ACT runs as a pass after it, :mod:`probe.kernels.act_pass`).
     The kernel takes head dims 64 and 128; dispatch (:func:`probe.kernels.launch.flash_forward`)
     sends it hd128 only, because the Triton K1 measured as fast at hd64 (notes/kernels.md).
 
     Measured on the lent H100 (bf16, hd128, 4k-32k): 0.78-0.91x cuDNN's throughput, against
     0.64-0.84x for the Triton K1 in the same runs.
-
-    ACT (sink scaling with redistribution) keeps the main loop as it is: the loop reads values
-    ``V'`` with the selected keys' rows zeroed (per query head, ``V_PER_HEAD``), so its
-    accumulator holds the other keys only, while its row sum holds every key. The epilogue
-    (:func:`_act_epilogue`) computes the selected keys' mass exactly and adds them back.
 
     Units and masking follow the Triton K1: base-2 logits, masked logits at ``NEG`` (finite).
 
@@ -154,19 +149,18 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
 @no_type_check
 @gluon.jit
 def _k1_gluon_kernel(
-    q_desc, k_desc, v_desc, KP, VP, O, LSE, ENT, DIST, BIAS, HSCALE, BETA, WINDOW, SINK,
-    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, SEL_NUM, SEL_IDX,
-    q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch, k_rs, v_rs,
+    q_desc, k_desc, v_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
+    q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch,
     stride_ob, stride_om, stride_oh,
     stride_bias_b, stride_bias_h,
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
-    stride_sn_b, stride_sn_h, stride_si_b, stride_si_h,
-    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, TABLE_BQ: gl.constexpr, BLOCK_N: gl.constexpr,
     SUB: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
     HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr,
-    HEAD_SCALE: gl.constexpr, ACT: gl.constexpr, num_warps: gl.constexpr,
+    HEAD_SCALE: gl.constexpr, V_MAP: gl.constexpr, num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = q_desc.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -205,9 +199,10 @@ def _k1_gluon_kernel(
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + t_row * stride_pi_m
     kv_row = b * k_rb + kvh * k_rh
     kv_col = kvh * k_ch
-    if ACT:  # V' (selected rows zeroed) is per query head
-        v_row = b * v_rb + h * v_rh
-        v_col = h * v_ch
+    if V_MAP:  # V has its own heads or memory layout (ACT's values are per query head)
+        vh = h // v_group
+        v_row = b * v_rb + vh * v_rh
+        v_col = vh * v_ch
     else:  # V shares K's coordinates (one less live register pair in the loop)
         v_row = kv_row
         v_col = kv_col
@@ -241,15 +236,7 @@ def _k1_gluon_kernel(
         mbarrier.invalidate(v_bar.index(i))
 
     l_safe = gl.where(l_i > 0.0, l_i, 1.0)
-    if ACT:
-        out = _act_epilogue(
-            acc, q_smem, gl.convert_layout(m_i, row_o), gl.convert_layout(l_i, row_o), KP, VP,
-            kv_row, kv_col, k_rs, v_rs, bias_base,
-            SEL_IDX + b * stride_si_b + h * stride_si_h, gl.load(SEL_NUM + b * stride_sn_b + h * stride_sn_h),
-            gl.load(BETA + h), row0, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, o_layout,
-            BLOCK_M, HEAD_DIM, CAUSAL, LOCAL, HAS_BIAS)
-    else:
-        out = acc / gl.convert_layout(l_safe, row_o)[:, None]
+    out = acc / gl.convert_layout(l_safe, row_o)[:, None]
     if HEAD_SCALE:
         out = out * gl.load(HSCALE + h)
     _store_rows(out.to(O.dtype.element_ty), O, b, h, row0, n_q, stride_ob, stride_om, stride_oh,
@@ -329,94 +316,6 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
     acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
     acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
     return acc, m_i, l_i, u_i, w_i
-
-
-@no_type_check
-@gluon.jit
-def _act_epilogue(acc, q_smem, m_i, l_i, KP, VP, kv_row, kv_col, k_rs, v_rs, bias_base, sel_base, n_sel, beta,
-                  row0, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, o_layout: gl.constexpr,
-                  BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
-                  HAS_BIAS: gl.constexpr):
-    """ACT on the finished rows, exactly; returns the edited output (normalised).
-
-    The loop read V with the selected keys' rows zeroed, so ``acc`` holds the other keys only,
-    while its row sum ``l_i`` holds every key. With ``l_S`` the selected keys' mass (same row
-    max ``m_i``, float32 throughout), ``l_rest = l_i - l_S`` and ``p_S = l_S / l_i``, ACT's
-    redistribution is
-
-        out = (1 - beta p_S) acc / l_rest + beta P_S V_S / l_i
-
-    and rows with ``p_S`` within 1e-6 of 1 stay unedited, as in the reference. Only float32 row
-    sums are subtracted (error ~1e-6 / (1 - p_S) relative). Removing P_S V_S from a full bf16
-    accumulator instead multiplied its rounding by (1 - beta p_S) / (1 - p_S), 25x at p_S = 0.97.
-
-    The selected keys are few (sinks), so each is handled with CUDA-core dot products in the
-    accumulator's own layout: Q once from shared memory, each key's K and V row by a gather.
-    """
-    row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
-    offs_m = row0 + gl.arange(0, BLOCK_M, layout=row_l)
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    q = q_smem.load(o_layout)  # kept 16-bit (half the registers), widened per use
-    # Each key's rows are loaded one key ahead of their use, so gathers overlap the arithmetic.
-    idx = gl.load(sel_base, mask=n_sel > 0, other=0)
-    k = _row(KP, kv_row, kv_col, k_rs, idx, offs_d)
-    l_s = gl.zeros([BLOCK_M], gl.float32, layout=row_l)
-    for t in range(0, n_sel):
-        idx_next = gl.load(sel_base + t + 1, mask=t + 1 < n_sel, other=0)
-        k_next = _row(KP, kv_row, kv_col, k_rs, idx_next, offs_d)
-        l_s += _sel_prob(q, k, m_i, idx, offs_m, bias_base, h, diag, kv_offset, n_kv, qk_scale, window_ptr,
-                         sink_ptr, CAUSAL, LOCAL, HAS_BIAS)
-        idx = idx_next
-        k = k_next
-    l_rest = gl.maximum(l_i - l_s, 0.0)
-    edit = l_rest > 1e-6 * l_i
-    l_safe = gl.where(l_i > 0.0, l_i, 1.0)
-    rest_w = gl.where(edit, (1.0 - beta * l_s / l_safe) / gl.where(edit, l_rest, 1.0), 1.0 / l_safe)
-    sel_w = gl.where(edit, beta, 1.0) / l_safe
-    out = acc * rest_w[:, None]
-    idx = gl.load(sel_base, mask=n_sel > 0, other=0)
-    k = _row(KP, kv_row, kv_col, k_rs, idx, offs_d)
-    v = _row(VP, kv_row, kv_col, v_rs, idx, offs_d)
-    for t in range(0, n_sel):
-        idx_next = gl.load(sel_base + t + 1, mask=t + 1 < n_sel, other=0)
-        k_next = _row(KP, kv_row, kv_col, k_rs, idx_next, offs_d)
-        v_next = _row(VP, kv_row, kv_col, v_rs, idx_next, offs_d)
-        p = _sel_prob(q, k, m_i, idx, offs_m, bias_base, h, diag, kv_offset, n_kv, qk_scale, window_ptr,
-                      sink_ptr, CAUSAL, LOCAL, HAS_BIAS)
-        out += (p * sel_w)[:, None] * v.to(gl.float32)[None, :]
-        idx = idx_next
-        k = k_next
-        v = v_next
-    return out
-
-
-@no_type_check
-@gluon.jit
-def _row(base, row0, col0, row_stride, idx, offs_d):
-    """Row ``idx`` of one head of a K or V row view (16-bit), in the accumulator's column layout.
-
-    Loaded as 16-byte vectors (8 elements per thread) and then redistributed: reading it in the
-    accumulator's layout directly took 32 two-byte loads per thread.
-    """
-    HEAD_DIM: gl.constexpr = offs_d.shape[0]
-    vec: gl.constexpr = gl.BlockedLayout(size_per_thread=[8], threads_per_warp=[32], warps_per_cta=[gl.num_warps()],
-                                         order=[0])
-    cols = gl.arange(0, HEAD_DIM, layout=vec)
-    start = gl.multiple_of((row0 + idx).to(gl.int64) * row_stride + col0, 8)  # rows are 16-byte aligned views
-    row = gl.load(base + start + cols)
-    return gl.convert_layout(row, offs_d.type.layout)
-
-
-@no_type_check
-@gluon.jit
-def _sel_prob(q, k, m_i, idx, offs_m, bias_base, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
-              CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr):
-    """Unnormalised probability (the loop's final row max) of selected key ``idx`` (row ``k``) per row."""
-    s = gl.sum(q.to(gl.float32) * k.to(gl.float32)[None, :], 1) * qk_scale
-    if HAS_BIAS:
-        s += gl.load(bias_base + idx)
-    ok = _allowed(offs_m, idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr, CAUSAL, LOCAL)
-    return gl.where(ok, gl.exp2(s - m_i), 0.0)
 
 
 @no_type_check

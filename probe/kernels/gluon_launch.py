@@ -1,7 +1,7 @@
 """Host side of the Gluon K1 (:mod:`probe.kernels.gluon_k1`): eligibility, descriptors, launch.
 
 :func:`gluon_eligible` says whether a call can take the Hopper kernel (CUDA sm_90, bf16/fp16,
-head dim 128, 128x128 tiles, ACT with at most 64 selected keys per head); :func:`flash_forward_gluon` has the same outputs as
+head dim 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
 :func:`probe.kernels.launch.flash_forward`, which dispatches to it. ``HEADSCOPE_GLUON=0`` turns
 the path off (benchmarks use it to time the Triton K1).
 
@@ -24,9 +24,6 @@ from probe.kernels.blocks import BlockTable
 
 GLUON_HEAD_DIMS = (128,)  # dispatched; the kernel itself also takes 64
 BLOCK_M = 128
-# ACT's epilogue handles selected keys one at a time on CUDA cores (gluon_k1._act_epilogue); sink
-# sets are a few keys per head. Larger sets run the Triton K1, whose epilogue uses the tensor cores.
-GLUON_ACT_MAX_KEYS = 64
 
 
 @dataclass(frozen=True)
@@ -51,10 +48,10 @@ def gluon_config(head_dim: int) -> GluonConfig:
     return GluonConfig(block_n=128, stages=2) if head_dim == 128 else GluonConfig(block_n=128, stages=3)
 
 
-def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable, act: object,
+def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable,
                    head_dims: tuple[int, ...] = GLUON_HEAD_DIMS) -> bool:
     """True when :func:`flash_forward_gluon` can run this call (and ``HEADSCOPE_GLUON`` is not 0)."""
-    if os.environ.get("HEADSCOPE_GLUON", "1") == "0" or not query.is_cuda or not _act_fits(act):
+    if os.environ.get("HEADSCOPE_GLUON", "1") == "0" or not query.is_cuda:
         return False
     if torch.cuda.get_device_capability(query.device)[0] != 9:
         return False
@@ -69,17 +66,9 @@ def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable,
     )
 
 
-def _act_fits(act) -> bool:
-    """No ACT, or at most :data:`GLUON_ACT_MAX_KEYS` selected keys per (batch, head)."""
-    if act is None:
-        return True
-    return act.max_selected <= GLUON_ACT_MAX_KEYS
-
-
 def _views_fit(query: Tensor, key: Tensor, value: Tensor) -> bool:
-    """Every operand has a 2-D row view, and K and V share one coordinate map."""
-    q, k, v = (_row_view(t) for t in (query, key, value))
-    return q is not None and k is not None and v is not None and k[1:] == v[1:]
+    """Every operand has a 2-D row view."""
+    return all(_row_view(t) is not None for t in (query, key, value))
 
 
 def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
@@ -112,7 +101,7 @@ def _descriptor(view: Tensor, rows: int, head_dim: int):
 def flash_forward_gluon(
     query: Float[Tensor, "batch head q d"],
     key: Float[Tensor, "batch kv_head k d"],
-    value: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch v_head k d"],
     table: BlockTable,
     *,
     scaling: float,
@@ -120,14 +109,10 @@ def flash_forward_gluon(
     entropy: bool = False,
     distance: bool = False,
     head_scale: Float[Tensor, " head"] | None = None,
-    act=None,
 ):
     """K1 through the Gluon kernel; returns :class:`probe.kernels.launch.K1Result`.
 
-    ``act`` is a :class:`probe.kernels.launch.ActScale` (at most :data:`GLUON_ACT_MAX_KEYS`
-    selected keys per head, see :func:`gluon_eligible`); the kernel then reads the values with
-    the selected keys' rows zeroed (:func:`probe.kernels.launch.values_without`) and adds those keys back in its
-    epilogue. Row statistics stay those of the unedited attention, as in the Triton K1.
+    ``value`` may have its own head count and memory layout (ACT passes values per query head).
     """
     from probe.kernels import launch
     from probe.kernels.gluon_k1 import _k1_gluon_kernel
@@ -136,36 +121,32 @@ def flash_forward_gluon(
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     cfg = gluon_config(head_dim)
-    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch), (vo, *_) = (_row_view(t) for t in (query, key, value))
+    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch), (vv, v_rb, v_rh, v_ch) = (
+        _row_view(t) for t in (query, key, value))
+    v_map = (v_rb, v_rh, v_ch) != (k_rb, k_rh, k_ch) or value.shape[1] != key.shape[1]
     dev = query.device
     out, lse, ent, dist, hscale = launch._k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = launch._bias_args(key_bias, batch, heads, n_kv, dev)
-    beta, sel_num, sel_idx = launch._act_args(act, batch, heads, n_kv, dev)
-    if act is not None:
-        vv, v_rb, v_rh, v_ch = _row_view(launch.values_without(value, act, batch, heads))
-    else:
-        vv, v_rb, v_rh, v_ch = vo, k_rb, k_rh, k_ch
     full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
     _k1_gluon_kernel[grid](
         _descriptor(qv, cfg.block_m, head_dim), _descriptor(kv, cfg.block_n, head_dim),
-        _descriptor(vv, cfg.block_n, head_dim), kv, vo,
-        out, lse, ent, dist, bias, hscale, beta,
+        _descriptor(vv, cfg.block_n, head_dim),
+        out, lse, ent, dist, bias, hscale,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
-        full_n, full_i, part_n, part_i, sel_num, sel_idx,
-        q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch, kv.stride(0), vo.stride(0),
+        full_n, full_i, part_n, part_i,
+        q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch,
         out.stride(0), out.stride(1), out.stride(2),
         *bias_strides,
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
-        sel_num.stride(0), sel_num.stride(1), sel_idx.stride(0), sel_idx.stride(1),
-        heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
+        heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, BLOCK_N=cfg.block_n,
         SUB=table.block_kv // cfg.block_n, STAGES=cfg.stages,
         CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
-        ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None, ACT=act is not None,
+        ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None, V_MAP=v_map,
         num_warps=cfg.num_warps,
     )
     return launch.K1Result(out, lse, ent if entropy else None, dist if distance else None)

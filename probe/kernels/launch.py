@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable
+from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
 from probe.kernels.gluon_launch import flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
@@ -48,7 +49,6 @@ K1_CONFIGS: dict[tuple[bool, bool], KernelConfig] = {
     (False, False): KernelConfig(block_n=128, num_warps=8, num_stages=2),
     (False, True): KernelConfig(block_n=128, num_warps=8, num_stages=2),
 }
-SEL_BLOCK = 16  # ACT: selected keys gathered per step in K1's epilogue
 
 
 def k1_config(head_dim: int, causal: bool = False) -> KernelConfig:
@@ -139,7 +139,7 @@ class K1Result:
 def flash_forward(
     query: Float[Tensor, "batch head q d"],
     key: Float[Tensor, "batch kv_head k d"],
-    value: Float[Tensor, "batch kv_head k d"],
+    value: Float[Tensor, "batch v_head k d"],
     table: BlockTable,
     *,
     scaling: float,
@@ -152,54 +152,64 @@ def flash_forward(
 ) -> K1Result:
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
-    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, ACT on at most 64 keys
-    per head, no explicit ``config``) run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton
-    kernel of :mod:`probe.kernels.triton_kernels`. Both give the same outputs.
+    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, no explicit ``config``)
+    run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton kernel of
+    :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
+    the selected keys' rows zeroed, then :func:`probe.kernels.act_pass.act_pass`; the row
+    statistics are those of the unedited attention.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)
-    if config is None and gluon_eligible(query, key, value, table, act):
+    if act is not None:
+        return _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config)
+    if config is None and gluon_eligible(query, key, value, table):
         return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
-                                   entropy=entropy, distance=distance, head_scale=head_scale, act=act)
+                                   entropy=entropy, distance=distance, head_scale=head_scale)
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     cfg = config or k1_config(head_dim, table.rule.causal)
     block_n = min(cfg.block_n, table.block_kv)
     block_d = triton.next_power_of_2(head_dim)
-    # ACT: the loop reads the values with the selected keys' rows zeroed (see _act_exact)
-    loop_value = values_without(value, act, batch, heads) if act is not None else value
-    tma = use_tma(query, key, loop_value)
-    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d),
-             _desc(loop_value, block_n, block_d)) if tma else (query, key, loop_value))
+    tma = use_tma(query, key, value)
+    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d), _desc(value, block_n, block_d))
+            if tma else (query, key, value))
     dev = query.device
     out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
-    beta, sel_num, sel_idx = _act_args(act, batch, heads, n_kv, dev)
     window = table.rule.window_tensor(heads, dev)
     sink = table.rule.sink_tensor(heads, dev)
     full_n, full_i = _expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = _expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, table.block_q), batch * heads)
     _k1_kernel[grid](
-        *srcs, key, value, out, lse, ent, dist, bias, beta, hscale, window, sink,
-        full_n, full_i, part_n, part_i, sel_num, sel_idx,
-        *query.stride()[:3], *key.stride()[:3], *loop_value.stride()[:3], *value.stride()[:3],
+        *srcs, key, out, lse, ent, dist, bias, hscale, window, sink,
+        full_n, full_i, part_n, part_i,
+        *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2),
         *bias_strides,
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
-        sel_num.stride(0), sel_num.stride(1), sel_idx.stride(0), sel_idx.stride(1),
-        heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
-        table.rule.kv_offset, scaling * LOG2E,
+        heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv,
+        table.rule.q_offset - table.rule.kv_offset, table.rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
-        LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy,
-        DISTANCE=distance, ACT=act is not None, V_PER_HEAD=act is not None, HEAD_SCALE=head_scale is not None,
-        TMA=tma, SEL_BLOCK=SEL_BLOCK,
+        LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
+        HEAD_SCALE=head_scale is not None, TMA=tma,
         WS=tma and os.environ.get("HEADSCOPE_K1_WS") == "1",  # experimental: warp-specialised full-block loop
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return K1Result(out, lse, ent if entropy else None, dist if distance else None)
+
+
+def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config) -> K1Result:
+    """K1 over the unselected keys' values, then ACT's pass rewrites the output (and head scale)."""
+    batch, heads = query.shape[:2]
+    r = flash_forward(query, key, values_without(value, act, batch, heads), table, scaling=scaling,
+                      key_bias=key_bias, entropy=entropy, distance=distance, config=config)
+    bias, bias_strides = _bias_args(key_bias, batch, heads, key.shape[2], query.device)
+    act_pass(r.output, query, key, value, r.lse, act, table.rule, scaling=scaling, bias=bias,
+             bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale)
+    return r
 
 
 def column_stats(
@@ -295,38 +305,15 @@ def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> t
     return bias, (bias.stride(0), bias.stride(1))
 
 
-def values_without(value: Float[Tensor, "batch kv_head k d"], act: ActScale, batch: int,
-                   heads: int) -> Float[Tensor, "batch head k d"]:
-    """The values per query head (GQA groups expanded) with ACT's selected keys' rows zeroed.
-
-    One elementwise pass into a fresh contiguous tensor; the GQA expansion is a broadcast view.
-    """
-    kv_heads, n_kv, d = value.shape[1:]
-    group = heads // kv_heads
-    keep = ~act.selected.to(value.device).expand(batch, heads, n_kv)
-    src = value[:, :, None].expand(batch, kv_heads, group, n_kv, d)
-    out = torch.empty(batch, kv_heads, group, n_kv, d, device=value.device, dtype=value.dtype)
-    torch.mul(src, keep.reshape(batch, kv_heads, group, n_kv, 1), out=out)
-    return out.view(batch, heads, n_kv, d)
-
-
 def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Tensor, Tensor]:
     """Broadcast a table's leading (1, 1) dims to (batch, heads) as stride-0 views."""
     return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)
 
 
-def _act_args(act: ActScale | None, batch: int, heads: int, n_kv: int, dev):
-    """Factors, selected-key counts and lists for the kernels (dummies without ACT)."""
-    if act is None:
-        dummy = torch.zeros(1, 1, 1, device=dev, dtype=torch.int32)
-        return dummy.float(), dummy[..., 0], dummy
-    return act.kernel_lists(batch, heads, n_kv, dev)
-
-
 def _act_lists(act: ActScale, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, Tensor, Tensor]:
     """Per (batch, head), the ascending list of selected keys padded with -1 (see ``kernel_lists``).
 
-    K1 gathers only these keys in its epilogue.
+    ACT's pass gathers only these keys.
     """
     flags = act.selected.to(device=dev).expand(batch, heads, n_kv)
     counts = flags.sum(-1, dtype=torch.int32)  # (B, H)

@@ -13,12 +13,9 @@ Context:
     K1 (``_k1_kernel``), one program per (query block, batch x head):
         online softmax over the listed key blocks, accumulating O, l, m and, when asked,
         ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (j - j0)`` (distance, converted to
-        ``i - j`` in the epilogue). With ACT (one selected key set per head) the loop reads values
-        with the selected keys' rows zeroed (per query head), so its accumulator holds the other
-        keys only while its row sum and statistics hold every key; the epilogue
-        (:func:`_act_exact`) gathers the selected keys (``SEL_BLOCK`` at a time) and adds them
-        back edited: the two-part form of kernels.md section 3.1, with the sink part computed
-        in the epilogue instead of a second accumulator. A per-head output scale comes last.
+        ``i - j`` in the epilogue). A per-head output scale comes last. V may have its own head
+        count (``v_group``): ACT (:mod:`probe.kernels.act_pass`) runs K1 on values with the
+        selected keys' rows zeroed, one copy per query head.
 
     K2 (``_k2_kernel``), one program per (key block, batch x head):
         the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
@@ -152,88 +149,21 @@ def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, s
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
-               h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
-               HEAD_DIM: tl.constexpr, SEL_BLOCK: tl.constexpr, CAUSAL: tl.constexpr,
-               LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """ACT: probabilities (the loop's final row max) of selected keys ``t .. t+SEL_BLOCK``.
-
-    Returns ``p`` (BM, SEL_BLOCK) and the key indices (SEL_BLOCK,), -1 past the list. The dot
-    has the loop's precision, so ``p`` matches the loop's own terms for these keys to ~1e-6.
-    """
-    offs_s = t + tl.arange(0, SEL_BLOCK)
-    idx = tl.load(sel_base + offs_s, mask=offs_s < n_sel, other=-1)  # (S,)
-    valid = idx >= 0
-    kk = tl.load(kp_base + idx[:, None] * stride_kn + offs_d[None, :],
-                 mask=valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (S, D)
-    s = tl.dot(q, tl.trans(kk)) * qk_scale  # (BM, S)
-    if HAS_BIAS:
-        s += tl.load(bias_base + idx, mask=valid, other=0.0)[None, :]
-    ok = _allowed(offs_m[:, None], idx[None, :], h, diag, kv_offset, n_kv,
-                  window_ptr, sink_ptr, CAUSAL, LOCAL) & valid[None, :]
-    p = tl.where(ok, tl.math.exp2(s - m_i[:, None]), 0.0)
-    return p, idx
-
-
-@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
-@triton.jit
-def _act_exact(acc, l_i, m_i, q, kp_base, vp_base, bias_base, sel_base, n_sel, beta,
-               offs_m, offs_d, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
-               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, SEL_BLOCK: tl.constexpr,
-               CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """ACT on the finished rows, exactly; returns the edited output (normalised).
-
-    The loop read V with the selected keys' rows zeroed, so ``acc`` holds the other keys only,
-    while its row sum ``l_i`` (and the row statistics) hold every key. Pass 1 sums the selected
-    keys' mass ``l_S`` (float32), ``l_rest = l_i - l_S``, ``p_S = l_S / l_i``; pass 2 builds
-
-        out = (1 - beta p_S) acc / l_rest + beta P_S V_S / l_i
-
-    and rows with ``p_S`` within 1e-6 of 1 stay unedited, as in the reference. Only float32 row
-    sums are subtracted (error ~1e-6 / (1 - p_S) relative); removing P_S V_S from a full bf16
-    accumulator instead multiplied its rounding by (1 - beta p_S) / (1 - p_S), 25x at p_S = 0.97.
-    """
-    l_s = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for t in range(0, n_sel, SEL_BLOCK):
-        p, idx = _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
-                            h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
-                            HEAD_DIM, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
-        l_s += tl.sum(p, 1)
-    l_rest = tl.maximum(l_i - l_s, 0.0)
-    edit = l_rest > 1e-6 * l_i
-    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
-    rest_w = tl.where(edit, (1.0 - beta * l_s / l_safe) / tl.where(edit, l_rest, 1.0), 1.0 / l_safe)
-    sel_w = tl.where(edit, beta, 1.0) / l_safe
-    out = acc * rest_w[:, None]
-    for t in range(0, n_sel, SEL_BLOCK):
-        p, idx = _sel_probs(q, kp_base, bias_base, sel_base, t, n_sel, m_i, offs_m, offs_d, stride_kn,
-                            h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr,
-                            HEAD_DIM, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
-        vv = tl.load(vp_base + idx[:, None] * stride_vn + offs_d[None, :],
-                     mask=(idx[:, None] >= 0) & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (S, D)
-        out = tl.dot((p * sel_w[:, None]).to(vv.dtype), vv, out)
-    return out
-
-
-@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
-@triton.jit
 def _k1_kernel(
-    Q, K, V, KP, VP, O, LSE, ENT, DIST, BIAS, BETA, HSCALE, WINDOW, SINK,
-    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, SEL_NUM, SEL_IDX,
+    Q, K, V, KP, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
-    stride_pvb, stride_pvh, stride_pvn,
     stride_ob, stride_om, stride_oh,
     stride_bias_b, stride_bias_h,
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
-    stride_sn_b, stride_sn_h, stride_si_b, stride_si_h,
-    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, ACT: tl.constexpr, V_PER_HEAD: tl.constexpr,
-    HEAD_SCALE: tl.constexpr, TMA: tl.constexpr, SEL_BLOCK: tl.constexpr, WS: tl.constexpr = False,
+    ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, HEAD_SCALE: tl.constexpr, TMA: tl.constexpr,
+    WS: tl.constexpr = False,
 ):
     # Heaviest (last, under causal) query blocks first for a better tail.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -245,9 +175,8 @@ def _k1_kernel(
     offs_m = row0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    vh = h if V_PER_HEAD else kvh  # ACT's values (selected rows zeroed) are per query head
+    vh = h // v_group  # V may have its own heads (ACT's values are per query head)
     kp_base = KP + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
-    vp_base = VP + b64 * stride_pvb + kvh.to(tl.int64) * stride_pvh  # the unedited values (ACT's gather)
     if TMA:
         q_src, k_src, v_src = Q, K, V
     else:
@@ -284,14 +213,7 @@ def _k1_kernel(
                 HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE, TMA)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
-    if ACT:
-        out = _act_exact(
-            acc, l_i, m_i, q, kp_base, vp_base, bias_base,
-            SEL_IDX + b * stride_si_b + h * stride_si_h, tl.load(SEL_NUM + b * stride_sn_b + h * stride_sn_h),
-            tl.load(BETA + h), offs_m, offs_d, stride_kn, stride_pvn, h, diag, kv_offset, n_kv, qk_scale,
-            WINDOW, SINK, HEAD_DIM, BLOCK_M, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
-    else:
-        out = acc / l_safe[:, None]
+    out = acc / l_safe[:, None]
     if HEAD_SCALE:
         out = out * tl.load(HSCALE + h)
 

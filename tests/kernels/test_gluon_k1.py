@@ -49,29 +49,16 @@ def test_row_view_refuses_other_layouts():
 def test_not_eligible_off_hopper():
     q = torch.randn(1, 2, 256, 128, dtype=torch.bfloat16)
     table = dense_table(256, block_q=128, block_kv=128)
-    assert not gluon_eligible(q, q, q, table, None)  # CPU tensors
+    assert not gluon_eligible(q, q, q, table)  # CPU tensors
 
 
-def test_act_goes_to_gluon_only_with_few_selected_keys():
-    from probe.kernels.launch import ActScale
-
-    limit = gluon_launch.GLUON_ACT_MAX_KEYS
-    selected = torch.zeros(2, 3, 500, dtype=torch.bool)
-    selected[1, 2, :limit] = True
-    assert gluon_launch._act_fits(None)
-    assert gluon_launch._act_fits(ActScale(selected, torch.ones(3)))
-    selected[0, 0, :limit + 1] = True
-    assert not gluon_launch._act_fits(ActScale(selected, torch.ones(3)))
-
-
-def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, act: bool = False) -> str:
+def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, gqa_values: bool = False) -> str:
     """Build one launch for sm_90a (no GPU needed) and return its PTX."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
     from probe.kernels import gluon_k1
-    from probe.kernels.launch import ActScale
 
     built = {}
     kernel = gluon_k1._k1_gluon_kernel
@@ -91,23 +78,23 @@ def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, act: bool 
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128)
     key_bias = torch.zeros(1, 2, n) if bias else None
-    act_scale = ActScale(torch.ones(1, 2, n, dtype=torch.bool), torch.ones(2)) if act else None
+    k = torch.empty(1, 1, n, head_dim, dtype=torch.bfloat16) if gqa_values else q  # V per query head, as ACT's
     gluon_k1._k1_gluon_kernel = Capture()
     try:
-        flash_forward_gluon(q, q, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy,
-                            distance=entropy, head_scale=torch.ones(2) if bias else None, act=act_scale)
+        flash_forward_gluon(q, k, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy,
+                            distance=entropy, head_scale=torch.ones(2) if bias else None)
     finally:
         gluon_k1._k1_gluon_kernel = kernel
     return built["k"].asm["ptx"]
 
 
 @pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
-@pytest.mark.parametrize("entropy,causal,bias,head_dim,act", [(False, False, False, 128, False),
-                                                              (True, True, True, 128, False),
-                                                              (False, True, True, 128, True),
-                                                              (True, True, False, 64, False)])
-def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, head_dim, act):
-    ptx = _sm90_ptx(entropy, causal, bias, head_dim, act)
+@pytest.mark.parametrize("entropy,causal,bias,head_dim,gqa_values", [(False, False, False, 128, False),
+                                                                     (True, True, True, 128, False),
+                                                                     (False, True, True, 128, True),
+                                                                     (True, True, False, 64, False)])
+def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, head_dim, gqa_values):
+    ptx = _sm90_ptx(entropy, causal, bias, head_dim, gqa_values)
     assert ptx.count("wgmma.mma_async") > 0 and "cp.async.bulk.tensor" in ptx  # tensor cores + TMA
     assert "wgmma.wait_group.sync.aligned 1" in ptx  # S waited for while P.V is still in flight
     (tmp_path / "k.ptx").write_text(ptx)
@@ -129,7 +116,7 @@ def test_gluon_matches_materialised_on_gpu(causal, memory):
     q, k, v = make(heads), make(kv_heads), make(kv_heads)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
     bias = torch.randn(1, heads, n, device="cuda")
-    assert gluon_eligible(q, k, v, table, None)
+    assert gluon_eligible(q, k, v, table)
     r = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True, distance=True)
     out, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
     assert rel_err(r.output, out) < 1e-2
@@ -157,7 +144,7 @@ def test_gluon_equals_triton_on_a_sliding_window(monkeypatch):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("kernel", ["gluon", "triton"])
 def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monkeypatch):
-    """bf16, sinks holding most of the attention: both K1s' ACT epilogues against float32."""
+    """bf16, sinks holding most of the attention: ACT after each K1, against float32."""
     from probe.kernels.launch import ActScale, flash_forward
 
     n, heads, kv_heads, d = 1000, 8, 2, 128
@@ -170,7 +157,7 @@ def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monke
     selected[..., :2] = True
     selected[0, 3, [17, 640, n - 1]] = True  # a late key: causal rows before it must not see it
     act = ActScale(selected, torch.full((heads,), 0.3, device="cuda"))
-    assert gluon_eligible(q, k, v, table, act)
+    assert gluon_eligible(q, k, v, table)
     if kernel == "triton":
         monkeypatch.setenv("HEADSCOPE_GLUON", "0")
     stats = kernel == "triton" or causal  # both row-statistics paths of each kernel
@@ -200,7 +187,8 @@ def test_gluon_bias_with_padding_matches_materialised_on_gpu():
 
 
 def test_values_without_zeroes_the_selected_keys_per_query_head():
-    from probe.kernels.launch import ActScale, values_without
+    from probe.kernels.act_pass import values_without
+    from probe.kernels.launch import ActScale
 
     value = torch.randn(2, 2, 7, 4)
     selected = torch.zeros(2, 4, 7, dtype=torch.bool)

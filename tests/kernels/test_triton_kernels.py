@@ -72,7 +72,9 @@ def test_k1_act_with_strong_sinks_keeps_unedited_statistics():
     out, _ = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu(), scale_keys=selected.cpu(),
                                     scale_factor=factor.cpu())
     plain, ref = materialised_attention(q.cpu(), k.cpu(), v.cpu(), allowed, key_bias=bias.cpu())
-    assert rel_err(r.output, out) < TOL and rel_err(plain, out) > 1e-2
+    # ACT itself is ill-conditioned as p_S -> 1: the rest's factor (1 - beta p_S) / (1 - p_S) turns
+    # float32 rounding of p_S (~1e-7) into ~1e-7 / (1 - p_S); early rows here have 1 - p_S ~ 1e-3.
+    assert rel_err(r.output, out) < 1e-3 and rel_err(plain, out) > 1e-2
     for name, got in (("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)):
         assert rel_err(got, ref[name]) < TOL, name
 
