@@ -149,36 +149,43 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
-* **ACT in the Gluon K1's epilogue** (`_act_epilogue` in `probe/kernels/gluon_k1.py`). ACT ran on
-  the Triton K1 only, so an ACT call lost the Gluon kernel's speed on top of the edit's own cost
-  (1.3–1.4× the Gluon base in the previous run). The Gluon epilogue now does the same algebra
-  (`out·l = c·acc + (β − c)·P_S V_S`) with CUDA-core dot products in the accumulator's layout:
-  Q once from shared memory, each selected key's K and V row by a gather, two passes over the
-  selected keys. Dispatch sends ACT with at most 64 selected keys per head to it (sink sets are a
-  few keys); larger sets keep the Triton K1, whose epilogue uses the tensor cores.
-* **ACT's key lists built once per `ActScale`** (`ActScale.kernel_lists`), not per call: the sort
-  and the device sync that sized the list cost ~0.3–0.5 ms per call, a third of a 4k forward.
-* **Key bias and each step's first key loaded one step ahead** in the Gluon K1, while S is on the
-  tensor cores; **distance** sums `p·c` with the column offsets `c` converted to float once
-  before the loop (converting 32 key positions per thread per step shared the slow pipe with
-  the exponentials). Scratch comparison on the lent H100 (same session, two interleaved passes):
-  distance alone 1.07× → 1.04×, bias alone 1.10× → 1.09×; loading at the top of the step
-  instead measured no better and spilled with every statistic on.
-* **Benchmark method**: the timed calls of each shape run in 5 interleaved rounds and ratios are
-  medians of per-round ratios. Single timings of the same kernel had drifted by up to 10 %
-  within one run (e.g. 2.13–2.32 ms for one 16k causal K1), as large as the overheads measured.
-* Earlier (previous runs): the Gluon K1 itself (async wgmma; softmax of S_t overlapping
-  P_{t−1}V_{t−1}; TMA 2-stage ring); rejected variants: 64-row programs 0.61–0.87× cuDNN, 64-key
-  steps 0.71–0.81×, 3 stages within spread, FA3's S_{t+1}-first order 0.46–0.67×, hd64 on Gluon
-  0.85–0.92× vs the Triton K1's 0.89–0.93× (logs in `benchmarks/kernels/runs/`).
+* **ACT is exact, and runs as a pass after K1** (`probe/kernels/act_pass.py`, both K1s). Before,
+  K1's epilogue removed `P_S V_S` from the full accumulator, which multiplies the accumulator's
+  bf16 rounding by `(1 − β p_S)/(1 − p_S)`: with sinks holding 97 % of a row and β = 0.3 that is
+  25×, and a bf16 GPU test with such sinks failed (output error > 1e-2). Now K1 reads values
+  whose selected rows are zeroed (a copy, then only those rows zeroed), so its accumulator holds
+  the other keys and its log-sum-exp and row statistics stay those of the unedited attention;
+  the pass gathers the selected keys, takes their probabilities from the log-sum-exp and writes
+  `out = (1 − β p_S)/(1 − p_S) · O_rest + β P_S V_S`. Nothing is subtracted from a bf16 sum; the
+  remaining sensitivity is ACT's own conditioning (fp32 rounding of p_S over 1 − p_S).
+* How the ACT cost came down, measured on the lent GPU (16k, 16 heads, same session): the old
+  path ran on the Triton K1 (1.31–1.41× the Gluon base); an ACT epilogue inside the Gluon K1
+  cost 1.07–1.10× even with no key selected (the loop got slower) and 1.11–1.12× with 5 keys;
+  masking every value element cost 0.14 ms per call against 0.053 ms for copy-and-zero-rows.
+  `ActScale` now builds its key lists once (a sort and a device sync per call before).
+* **Tried and dropped: folding the key bias into the values** (`w_j = exp(b_j)` in `V' = wV`
+  and in the row sum, max over unbiased logits). It measured 1.13–1.18× against 1.08–1.12× for
+  the bias in the logits, so the bias stays an add per logit.
+* **Key bias and each step's first key loaded one step ahead**, and distance's column
+  offsets converted to float once before the loop (32 int-to-float conversions per thread per
+  step shared the slow pipe with the exponentials): distance alone 1.07× → 1.04× in a scratch
+  comparison; loading at the top of each step spilled with every statistic on.
+* **Benchmark method**: each shape's timed calls run in 5 interleaved rounds and every ratio is
+  the median of per-round ratios; single timings of one kernel had drifted by up to 10 % within
+  a run, as much as the overheads being measured.
+* Earlier runs: the Gluon K1 (async wgmma, softmax of S_t overlapping P_{t−1}V_{t−1}, TMA
+  2-stage ring); rejected variants: 64-row programs 0.61–0.87× cuDNN, 64-key steps 0.71–0.81×,
+  3 stages within spread, FA3's S_{t+1}-first order 0.46–0.67×, hd64 on Gluon 0.85–0.92× vs the
+  Triton K1's 0.89–0.93× (logs in `benchmarks/kernels/runs/`).
 
 ## Not done
-* No warp specialisation or inter-warpgroup ping-pong in the Gluon K1 (FA3 has both); both
-  warpgroups meet at a CTA barrier each iteration before a buffer is refilled (Gluon 3.6's
-  `mbarrier.arrive` is issued by thread 0 of the CTA only, so one warpgroup cannot release a
-  buffer alone without partitions).
-* The column pass K2 is still the Triton kernel (no async wgmma).
-* ACT scaling together with statistics in one call still falls back to the reference backend.
+* No warp specialisation or inter-warpgroup ping-pong in the Gluon K1. In Triton 3.6 Gluon's
+  `mbarrier.arrive` lowers to a CTA-wide `bar.sync` followed by an arrive from thread 0 (checked
+  in the PTX), and each `mbarrier.expect` also brings a CTA barrier, so the two warpgroups run in
+  lockstep; releasing a buffer per warpgroup needs `gl.warp_specialize` partitions.
+* The column pass K2 is still the Triton kernel. K1 + K2 ≤ 1.6× SDPA would need K1 at about
+  cuDNN's speed and K2 at about 0.45× of it at once (its Q·Kᵀ alone is half of K1's matrix work).
+* ACT scaling together with statistics in one backend call still falls back to the reference.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
 

@@ -14,13 +14,13 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        with statistics, or block statistics with a block size that is not 16/32/64/128.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
-    3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias,
-       ACT scaling with redistribution and head scaling inside the kernel), then K2 for
-       attention received and block statistics. ACT with a :class:`SinkRule` first runs
-       K1 (log-sum-exp) + K2 (received mean) to detect the sinks. On Hopper, K1 at head dim
-       128 (with ACT on up to 64 keys per head) is the Gluon kernel
-       (:mod:`probe.kernels.gluon_k1`, async wgmma);
-       otherwise the Triton kernel (:func:`probe.kernels.launch.flash_forward` decides).
+    3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
+       head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
+       it, :mod:`probe.kernels.act_pass`), then K2 for attention received and block
+       statistics. ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
+       mean) to detect the sinks. On Hopper, K1 at head dim 128 is the Gluon kernel
+       (:mod:`probe.kernels.gluon_k1`, async wgmma); otherwise the Triton kernel
+       (:func:`probe.kernels.launch.flash_forward` decides).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
     kernels' token rule, and its padding becomes a key bias of -1e30 plus NaN statistics at
