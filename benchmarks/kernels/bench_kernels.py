@@ -397,11 +397,11 @@ def section_e2e_model(n: int):
         model = LlamaModel(cfg)
     torch.set_default_dtype(torch.float32)
     model.eval()
-    ids = torch.randint(0, cfg.vocab_size, (1, n), device=DEV)
+    ids = torch.randint(0, cfg.vocab_size, (1, 4 * n), device=DEV)
     weights_gib = torch.cuda.memory_allocated() / 2**30
     for impl in ("hs_triton", "eager"):
         model.config._attn_implementation = impl
-        for length in ((n,) if impl == "hs_triton" else (4096, 8192, n)):
+        for length in ((n, 4 * n) if impl == "hs_triton" else (4096, 8192, n)):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             try:

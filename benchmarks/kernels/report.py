@@ -116,6 +116,27 @@ def _acceptance(results: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _e2e(results: list[dict]) -> list[str]:
+    """Llama-3-8B-shaped end-to-end records (``--sections ...,e2e``), if this run has them."""
+    model, layers = _rows(results, "e2e-model"), _rows(results, "e2e-attention-layers")
+    if not model and not layers:
+        return ["## End to end", "", "Not in this run (add `e2e` to `--sections`).", ""]
+    out = ["## End to end (Llama-3-8B shapes: 32 layers, 32 query / 8 KV heads, hd128, random weights, bf16)", "",
+           "| what | N | time | peak memory | note |", "|---|---|---|---|---|"]
+    for r in model:
+        what = ("whole model, our backend with entropy + attention received in every layer" if r["impl"] == "hs_triton"
+                else "whole model, HF eager attention (output_attentions)")
+        time_txt = f"{r['seconds']:.2f} s" if "seconds" in r else r.get("result", "?")
+        weights = f" (weights {r['weights_gib']:.1f})" if "weights_gib" in r else ""
+        out.append(f"| {what} | {r['n']} | {time_txt} | {r['peak_gib']:.1f} GiB{weights} | "
+                   f"{'statistics kept for ' + str(r.get('layers_with_stats')) + ' layers' if 'layers_with_stats' in r and r['impl'] == 'hs_triton' else ''} |")
+    for r in layers:
+        out.append(f"| attention only, {r['layers']} layers, entropy + received kept | {r['n']} | {r['seconds']:.2f} s | "
+                   f"+{r['peak_extra_gib']:.2f} GiB | statistics {r['stats_gib']:.2f} GiB; eager would need "
+                   f"{r['eager_pattern_gib_per_layer']:.0f} GiB per layer for the pattern |")
+    return out + [""]
+
+
 def _tuning(results: list[dict]) -> list[str]:
     out = ["## Tuning sweep (16k, B1; hd128 H16, hd64 H32)", "",
            "| kernel | hd | causal | load path | config (block_n, warps, stages) | ms | TFLOP/s |", "|---|---|---|---|---|---|---|"]
@@ -191,6 +212,6 @@ NOTES = """## What changed in this version, and why
 
 
 def render(results: list[dict], command: str) -> str:
-    lines = (_header(results, command) + _correctness(results) + _acceptance(results) + _tuning(results)
+    lines = (_header(results, command) + _correctness(results) + _acceptance(results) + _e2e(results) + _tuning(results)
              + [NOTES] + _raw(results))
     return "\n".join(lines) + "\n"
