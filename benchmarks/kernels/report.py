@@ -94,7 +94,7 @@ def _acceptance(results: list[dict]) -> list[str]:
     out = [
         "## Acceptance figures",
         "",
-        "| target | goal | before (previous run) | this run | verdict |",
+        "| target | goal | before (previous run: lent H100, single timings) | this run | verdict |",
         "|---|---|---|---|---|",
         f"| K1 (+LSE) vs SDPA cuDNN, N ≥ 4k | ≥ {K1_GOAL}× throughput | {BEFORE['k1_over_cudnn']} | {k1_txt} | "
         f"{_verdict(k1, K1_GOAL, True)} |",
