@@ -24,7 +24,7 @@ from triton.runtime.jit import mangle_type
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from probe.kernels import launch, triton_kernels  # noqa: E402
+from probe.kernels import act_pass, launch, triton_kernels  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -52,8 +52,9 @@ def compile_sm90(kernel, args, kwargs) -> dict:
             "tma": compiled.asm["ptx"].count("cp.async.bulk.tensor")}
 
 
-def report(label: str, fn, kernel_name: str) -> None:
-    kernel = getattr(triton_kernels, kernel_name)
+def report(label: str, fn, kernel_name: str, module=launch) -> None:
+    """Compile the launch of ``module.kernel_name`` that ``fn`` makes, and print its resources."""
+    kernel = getattr(triton_kernels if module is launch else module, kernel_name)
     seen = {}
 
     class Capture:
@@ -62,15 +63,15 @@ def report(label: str, fn, kernel_name: str) -> None:
                 seen["r"] = compile_sm90(kernel, args, dict(kwargs))
             return launch_
 
-    original = getattr(launch, kernel_name)
-    setattr(launch, kernel_name, Capture())
+    original = getattr(module, kernel_name)
+    setattr(module, kernel_name, Capture())
     try:
         fn()
         print(f"{label:55s} {seen['r']}", flush=True)
     except Exception as e:  # report and go on to the next variant
         print(f"{label:55s} FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
     finally:
-        setattr(launch, kernel_name, original)
+        setattr(module, kernel_name, original)
 
 
 def main() -> None:
@@ -92,7 +93,10 @@ def main() -> None:
                                                                         distance=True), "_k1_kernel")
                 report(f"{tag} bias+hs", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias,
                                                                        head_scale=torch.ones(h)), "_k1_kernel")
-                report(f"{tag} act", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5, act=act), "_k1_kernel")
+                out = torch.empty(1, n, h, d, dtype=torch.bfloat16)
+                report("ACT pass (after K1)", lambda: act_pass.act_pass(
+                    out, q, k, v, torch.zeros(1, h, n), act, t.rule, scaling=d**-0.5, bias=bias, bias_strides=(0, n),
+                    has_bias=True, head_scale=None), "_act_pass_kernel", act_pass)
     lse = torch.zeros(1, h, n)
     for bq in (64, 128):
         t = dense_table(n, causal=True, block_q=bq, block_kv=128)
