@@ -203,7 +203,10 @@ NOTES = """## What changed in this version, and why
 * No warp specialisation or inter-warpgroup ping-pong in the Gluon K1. In Triton 3.6 Gluon's
   `mbarrier.arrive` lowers to a CTA-wide `bar.sync` followed by an arrive from thread 0 (checked
   in the PTX), and each `mbarrier.expect` also brings a CTA barrier, so the two warpgroups run in
-  lockstep; releasing a buffer per warpgroup needs `gl.warp_specialize` partitions.
+  lockstep. Inside `gl.warp_specialize` partitions the same arrive is scoped to the partition
+  (`bar.sync 0, 128` and `tid & 127 == 0`, checked in the PTX of a 2-partition kernel), so FA3's
+  layout (a TMA producer warp, one 64-row consumer partition per warpgroup, per-partition
+  "buffer free" arrivals on count-2 barriers) can be written in Gluon 3.6: the next step.
 * The column pass K2 is still the Triton kernel. K1 + K2 ≤ 1.6× SDPA would need K1 at about
   cuDNN's speed and K2 at about 0.45× of it at once (its Q·Kᵀ alone is half of K1's matrix work).
 * ACT scaling together with statistics in one backend call still falls back to the reference.
