@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from probe.attention.mask import LazyMask  # noqa: E402
-from probe.attention.spec import KeyScale, LayerEdit, StatRequest  # noqa: E402
+from probe.attention.spec import StatRequest  # noqa: E402
 from probe.kernels import backend, launch  # noqa: E402
 from probe.kernels.backend import triton_attention  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402

@@ -174,19 +174,20 @@ def table_from_kinds(
 ) -> BlockTable:
     """Build the index lists (both orientations) from a per-tile SKIP/PARTIAL/FULL map."""
     kinds = kinds.to(torch.int8)
-    part_n, part_i = _lists(kinds == PARTIAL)
-    full_n, full_i = _lists(kinds == FULL)
+    part_n, part_i = selected_lists(kinds == PARTIAL)
+    full_n, full_i = selected_lists(kinds == FULL)
     t_kinds = kinds.transpose(-1, -2)
-    tpart_n, tpart_i = _lists(t_kinds == PARTIAL)
-    tfull_n, tfull_i = _lists(t_kinds == FULL)
+    tpart_n, tpart_i = selected_lists(t_kinds == PARTIAL)
+    tfull_n, tfull_i = selected_lists(t_kinds == FULL)
     return BlockTable(
         part_n, part_i, full_n, full_i, tpart_n, tpart_i, tfull_n, tfull_i,
         block_q, block_kv, q_len, kv_len, rule, kinds,
     )
 
 
-def _lists(selected: Bool[Tensor, "*lead c"]) -> tuple[Int[Tensor, "*lead"], Int[Tensor, "*lead w"]]:
-    """Per row: how many columns are selected and their indices, ascending (int32)."""
+def selected_lists(selected: Bool[Tensor, "*lead c"]) -> tuple[Int[Tensor, "*lead"], Int[Tensor, "*lead w"]]:
+    """Per row: how many columns are selected and their indices, ascending (int32); entries past
+    a row's count are 0. One device sync (the width)."""
     cols = selected.shape[-1]
     num = selected.sum(-1, dtype=torch.int32)
     width = max(1, int(num.max())) if num.numel() else 1

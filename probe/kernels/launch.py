@@ -25,7 +25,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from probe.kernels.blocks import BlockTable
+from probe.kernels.blocks import BlockTable, selected_lists
 from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
 from probe.kernels.gluon_launch import flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
@@ -108,20 +108,13 @@ class ActScale:
     selected: Bool[Tensor, "batch head key"]
     factor: Float[Tensor, " head"]
 
-    @property
-    def max_selected(self) -> int:
-        """The largest number of selected keys of any (batch, head)."""
-        if "_max_selected" not in self.__dict__:  # frozen: cache through __dict__
-            self.__dict__["_max_selected"] = int(self.selected.sum(-1).max())
-        return self.__dict__["_max_selected"]
-
     def kernel_lists(self, batch: int, heads: int, n_kv: int, device) -> tuple[Tensor, Tensor, Tensor]:
         """``(beta [head], counts [batch, head], indices [batch, head, width])``, cached per shape.
 
         ``indices`` lists each (batch, head)'s selected keys in ascending order, padded with -1
         to a multiple of ``SEL_BLOCK``.
         """
-        cache = self.__dict__.setdefault("_lists", {})
+        cache = self.__dict__.setdefault("_lists", {})  # frozen: cache through __dict__
         key = (batch, heads, n_kv, str(device))
         if key not in cache:
             cache[key] = _act_lists(self, batch, heads, n_kv, device)
@@ -315,13 +308,9 @@ def _act_lists(act: ActScale, batch: int, heads: int, n_kv: int, dev) -> tuple[T
 
     ACT's pass gathers only these keys.
     """
-    flags = act.selected.to(device=dev).expand(batch, heads, n_kv)
-    counts = flags.sum(-1, dtype=torch.int32)  # (B, H)
-    width = max(SEL_BLOCK, triton.cdiv(act.max_selected, SEL_BLOCK) * SEL_BLOCK)
-    order = torch.sort((~flags).to(torch.int8), dim=-1, stable=True).indices[..., :width]  # selected first
-    keep = torch.arange(order.shape[-1], device=dev) < counts[..., None]
-    sel_idx = torch.where(keep, order, -1).to(torch.int32)
-    if sel_idx.shape[-1] < width:
-        sel_idx = torch.nn.functional.pad(sel_idx, (0, width - sel_idx.shape[-1]), value=-1)
+    counts, idx = selected_lists(act.selected.to(device=dev).expand(batch, heads, n_kv))
+    width = triton.cdiv(idx.shape[-1], SEL_BLOCK) * SEL_BLOCK
+    keep = torch.arange(idx.shape[-1], device=dev) < counts[..., None]
+    sel_idx = torch.nn.functional.pad(torch.where(keep, idx, -1), (0, width - idx.shape[-1]), value=-1)
     beta = act.factor.to(device=dev, dtype=torch.float32).contiguous()
     return beta, counts.contiguous(), sel_idx.contiguous()
