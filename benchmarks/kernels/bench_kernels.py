@@ -283,6 +283,7 @@ def section_dense_and_stats():
                 "sdpa": lambda: sdpa(q, k, v, causal),
                 "k1": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
                 "triton": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
+                "gluon1": lambda: _single_partition(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
                 "k1s": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True),
                 "k2": lambda: column_stats(q, k, lse, t2, scaling=d**-0.5),
                 "k2b": lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True),
@@ -292,13 +293,23 @@ def section_dense_and_stats():
             record("dense", n=n, b=b, causal=causal, cudnn_ms=t_cudnn, sdpa_ms=t_sdpa, k1_ms=t_k1,
                    k1_tflops=f / t_k1 / 1e9, cudnn_tflops=f / t_cudnn / 1e9,
                    k1_over_cudnn_throughput=1 / ratio(tm, "k1", "cudnn"), triton_k1_ms=t_triton,
-                   triton_k1_over_cudnn_throughput=1 / ratio(tm, "triton", "cudnn"))
+                   triton_k1_over_cudnn_throughput=1 / ratio(tm, "triton", "cudnn"),
+                   gluon_single_over_cudnn_throughput=1 / ratio(tm, "gluon1", "cudnn"))
             record("stats", n=n, causal=causal, k1_ent_dist_over_k1=ratio(tm, "k1s", "k1"),
                    k2_over_k1=ratio(tm, "k2", "k1"), k2_blocks_over_k1=ratio(tm, "k2b", "k1"),
                    all_stats_backend_ms=median(tm["all"]), all_stats_over_sdpa=ratio(tm, "all", "sdpa"),
                    k1s_plus_k2b_over_sdpa=median([(a + c) / s_ for a, c, s_ in zip(tm["k1s"], tm["k2b"], tm["sdpa"])]))
         del q, k, v
         torch.cuda.empty_cache()
+
+
+def _single_partition(fn):
+    """Run ``fn`` with the single-partition Gluon K1 (the warp-specialised one turned off)."""
+    os.environ["HEADSCOPE_GLUON_WS"] = "0"
+    try:
+        return fn()
+    finally:
+        os.environ.pop("HEADSCOPE_GLUON_WS")
 
 
 def _triton_only(fn):

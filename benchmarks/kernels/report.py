@@ -82,7 +82,8 @@ def _acceptance(results: list[dict]) -> list[str]:
     bias = [r["bias_headscale_over_base"] for r in edits]
     act = [r["act_over_base"] for r in edits]
     k1_txt = "; ".join(f"{r['n'] // 1024}k {'causal' if r['causal'] else 'non-causal'} {r['k1_over_cudnn_throughput']:.2f}× "
-                       f"({r['k1_tflops']:.0f} vs {r['cudnn_tflops']:.0f} TFLOP/s; Triton K1 "
+                       f"({r['k1_tflops']:.0f} vs {r['cudnn_tflops']:.0f} TFLOP/s; single-partition Gluon K1 "
+                       f"{r.get('gluon_single_over_cudnn_throughput', float('nan')):.2f}×, Triton K1 "
                        f"{r.get('triton_k1_over_cudnn_throughput', float('nan')):.2f}×)" for r in dense)
     st_txt = "; ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} {r['all_stats_over_sdpa']:.2f}×" for r in stats)
     k2_txt = "; ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} {r['k2_over_k1']:.2f} "

@@ -1,9 +1,11 @@
 """Host side of the Gluon K1 (:mod:`probe.kernels.gluon_k1`): eligibility, descriptors, launch.
 
-:func:`gluon_eligible` says whether a call can take the Hopper kernel (CUDA sm_90, bf16/fp16,
+:func:`gluon_eligible` says whether a call can take the Hopper kernels (CUDA sm_90, bf16/fp16,
 head dim 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
-:func:`probe.kernels.launch.flash_forward`, which dispatches to it. ``HEADSCOPE_GLUON=0`` turns
-the path off (benchmarks use it to time the Triton K1).
+:func:`probe.kernels.launch.flash_forward`, which dispatches to it. It runs the
+warp-specialised kernel (:mod:`probe.kernels.gluon_k1_ws`); ``HEADSCOPE_GLUON_WS=0`` runs the
+single-partition one (:mod:`probe.kernels.gluon_k1`) instead, and ``HEADSCOPE_GLUON=0`` turns
+the Gluon path off (benchmarks use both to time the kernels it replaced).
 
 The kernel also compiles and is correct at head dim 64, but there the Triton K1 measured as
 fast or faster on the lent H100 (0.90-0.93x cuDNN against 0.85-0.92x; notes/kernels.md), so
@@ -24,6 +26,7 @@ from probe.kernels.blocks import BlockTable
 
 GLUON_HEAD_DIMS = (128,)  # dispatched; the kernel itself also takes 64
 BLOCK_M = 128
+WS_ROWS = 64  # query rows per consumer warpgroup of the warp-specialised kernel
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,11 @@ def flash_forward_gluon(
     bias, bias_strides = launch._bias_args(key_bias, batch, heads, n_kv, dev)
     full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
-    grid = (triton.cdiv(n_q, cfg.block_m), batch * heads)
-    _k1_gluon_kernel[grid](
-        _descriptor(qv, cfg.block_m, head_dim), _descriptor(kv, cfg.block_n, head_dim),
+    # Warp-specialised kernel (probe/kernels/gluon_k1_ws.py) for 128-row tiles; HEADSCOPE_GLUON_WS=0 turns it off.
+    ws = os.environ.get("HEADSCOPE_GLUON_WS", "1") != "0" and cfg.block_m == BLOCK_M
+    q_rows = WS_ROWS if ws else cfg.block_m
+    args = (
+        _descriptor(qv, q_rows, head_dim), _descriptor(kv, cfg.block_n, head_dim),
         _descriptor(vv, cfg.block_n, head_dim),
         out, lse, ent, dist, bias, hscale,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
@@ -143,10 +148,15 @@ def flash_forward_gluon(
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
         heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, BLOCK_N=cfg.block_n,
-        SUB=table.block_kv // cfg.block_n, STAGES=cfg.stages,
-        CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
-        ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None, V_MAP=v_map,
-        num_warps=cfg.num_warps,
     )
+    consts = dict(HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, SUB=table.block_kv // cfg.block_n, STAGES=cfg.stages,
+                  CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
+                  ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None)
+    if ws:
+        from probe.kernels.gluon_k1_ws import _k1_ws_kernel
+
+        _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args, **consts, num_warps=4)
+    else:
+        _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
+            *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)
     return launch.K1Result(out, lse, ent if entropy else None, dist if distance else None)
