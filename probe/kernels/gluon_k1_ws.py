@@ -104,19 +104,16 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
             n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
-        start_n = _block_start(1, n_full, full_base, part_base, n_tot > 1, BLOCK_N, SUB)
-        if HAS_BIAS:  # each step's bias is loaded a step ahead, as in the single-partition kernel
-            bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
         for t in range(1, n_tot):
             stage = t % STAGES
             prev = (t - 1) % STAGES
+            start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
+            if HAS_BIAS:
+                bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
             mbarrier.wait(k_full.index(stage), (t // STAGES) & 1)
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index(prev), ((t - 1) // STAGES) & 1)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-            start_next = _block_start(t + 1, n_full, full_base, part_base, t + 1 < n_tot, BLOCK_N, SUB)
-            if HAS_BIAS:
-                bias_next = _load_bias(bias_base, start_next, n_kv, s_layout, BLOCK_N)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
             mbarrier.arrive(k_empty.index(stage))
             p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
@@ -127,9 +124,6 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
             mbarrier.arrive(v_empty.index(prev))
             acc = acc * gl.convert_layout(alpha, row_o)[:, None]
             p_op = gl.convert_layout(p.to(dtype), p_layout)
-            start_n = start_next
-            if HAS_BIAS:
-                bias = bias_next
         last = (n_tot - 1) % STAGES
         mbarrier.wait(v_full.index(last), ((n_tot - 1) // STAGES) & 1)
         acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
