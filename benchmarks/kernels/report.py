@@ -171,6 +171,18 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
+* **The Gluon K1 is warp-specialised** (`probe/kernels/gluon_k1_ws.py`, now the default on
+  Hopper; `HEADSCOPE_GLUON_WS=0` runs the single-partition kernel). One producer warp issues the
+  TMA loads of Q, K and V; each warpgroup is its own consumer partition with 64 query rows and
+  releases a K/V stage (an arrive on a count-2 "empty" barrier) as soon as its own products have
+  read it. Outside partitions Gluon 3.6's `mbarrier.arrive` and `mbarrier.expect` each bring a
+  CTA-wide barrier (checked in the PTX), which kept the two warpgroups in lockstep; inside
+  partitions they are scoped to the partition, so one warpgroup's softmax overlaps the other's
+  products. Worker partitions receive no compile-time arguments in Triton 3.6, so the consumers
+  read their switches from types (tile sizes from the ring's shapes, flags from the length of a
+  tiny shared allocation). Its outputs, log-sum-exp and entropy equal the single-partition
+  kernel's bit for bit (distance to 1e-6: offsets count from each warpgroup's first row). The
+  "single-partition Gluon K1" column below is the previous kernel in the same run.
 * **ACT is exact, and runs as a pass after K1** (`probe/kernels/act_pass.py`, both K1s). Before,
   K1's epilogue removed `P_S V_S` from the full accumulator, which multiplies the accumulator's
   bf16 rounding by `(1 − β p_S)/(1 − p_S)`: with sinks holding 97 % of a row and β = 0.3 that is
@@ -201,15 +213,14 @@ NOTES = """## What changed in this version, and why
   Triton K1's 0.89–0.93× (logs in `benchmarks/kernels/runs/`).
 
 ## Not done
-* No warp specialisation or inter-warpgroup ping-pong in the Gluon K1. In Triton 3.6 Gluon's
-  `mbarrier.arrive` lowers to a CTA-wide `bar.sync` followed by an arrive from thread 0 (checked
-  in the PTX), and each `mbarrier.expect` also brings a CTA barrier, so the two warpgroups run in
-  lockstep. Inside `gl.warp_specialize` partitions the same arrive is scoped to the partition
-  (`bar.sync 0, 128` and `tid & 127 == 0`, checked in the PTX of a 2-partition kernel), so FA3's
-  layout (a TMA producer warp, one 64-row consumer partition per warpgroup, per-partition
-  "buffer free" arrivals on count-2 barriers) can be written in Gluon 3.6: the next step.
-* The column pass K2 is still the Triton kernel. K1 + K2 ≤ 1.6× SDPA would need K1 at about
-  cuDNN's speed and K2 at about 0.45× of it at once (its Q·Kᵀ alone is half of K1's matrix work).
+* Overheads over the faster warp-specialised base grew: the key bias (an add per logit, its tile
+  loaded at the top of each step) and entropy + distance (the all-statistics variant spills ~124
+  bytes per thread in the sm_90a build). In absolute time both are still faster than on the
+  single-partition kernel. A variant that loads the bias a step ahead compiles without spills but
+  could not be run on a GPU this session, so it is not in.
+* The column pass K2 is still the Triton kernel, now 0.75–1.02× the K1's time. K1 + K2 ≤ 1.6×
+  SDPA needs K2 at about 0.6× of cuDNN's forward time (its Q·Kᵀ alone is half of K1's matrix
+  work): a K2 written like the warp-specialised K1 is the next step.
 * ACT scaling together with statistics in one backend call still falls back to the reference.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
