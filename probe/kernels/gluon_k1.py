@@ -30,7 +30,9 @@ Context:
     sends it hd128 only, because the Triton K1 measured as fast at hd64 (notes/kernels.md).
 
     Measured on the lent H100 (bf16, hd128, 4k-32k): 0.78-0.91x cuDNN's throughput, against
-    0.64-0.84x for the Triton K1 in the same runs.
+    0.64-0.84x for the Triton K1 in the same runs. On Hopper the warp-specialised version of
+    this loop (:mod:`probe.kernels.gluon_k1_ws`, 0.95-1.11x) is the default; this kernel runs
+    with ``HEADSCOPE_GLUON_WS=0`` or 64-row tiles, and its helpers serve both.
 
     Units and masking follow the Triton K1: base-2 logits, masked logits at ``NEG`` (finite).
 

@@ -14,9 +14,10 @@ Context:
     values), so the consumers read their switches from types: tile sizes from the ring's
     shapes, flags from the length of a tiny shared allocation (``cfg_smem``).
 
-    Measured on the lent H100 (bf16, hd128, interleaved rounds): 1.00-1.10x cuDNN's throughput
-    at 4k-32k, against 0.73-0.86x for the single-partition Gluon K1 in the same run
-    (benchmarks/kernels/bench_gluon_ws.py). ``HEADSCOPE_GLUON_WS=0`` turns it off.
+    Measured on the lent H100 (bf16, hd128, interleaved rounds): 0.95-1.11x cuDNN's throughput
+    at 4k-32k, against 0.78-0.89x for the single-partition Gluon K1 in the same run
+    (notes/kernels.md; benchmarks/kernels/bench_gluon_ws.py compares the two directly).
+    ``HEADSCOPE_GLUON_WS=0`` turns it off.
 """
 
 from __future__ import annotations
