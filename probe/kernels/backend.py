@@ -18,8 +18,8 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
        it, :mod:`probe.kernels.act_pass`), then K2 for attention received and block
        statistics. ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
-       mean) to detect the sinks. On Hopper, K1 at head dim 128 is the Gluon kernel
-       (:mod:`probe.kernels.gluon_k1`, async wgmma); otherwise the Triton kernel
+       mean) to detect the sinks. On Hopper, K1 at head dim 128 is the warp-specialised Gluon
+       kernel (:mod:`probe.kernels.gluon_k1_ws`); otherwise the Triton kernel
        (:func:`probe.kernels.launch.flash_forward` decides).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the

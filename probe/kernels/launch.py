@@ -146,7 +146,8 @@ def flash_forward(
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
     On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, no explicit ``config``)
-    run the Gluon kernel of :mod:`probe.kernels.gluon_k1`; the rest run the Triton kernel of
+    run the warp-specialised Gluon kernel of :mod:`probe.kernels.gluon_k1_ws`; the rest run the
+    Triton kernel of
     :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
     the selected keys' rows zeroed, then :func:`probe.kernels.act_pass.act_pass`; the row
     statistics are those of the unedited attention.
