@@ -9,7 +9,6 @@ timing.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import interleaved, median, ratio  # noqa: E402
+from benchmarks.kernels.bench_kernels import interleaved, median, ratio, with_env  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.gluon_launch import flash_forward_gluon  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
@@ -33,14 +32,8 @@ def rel(a, b) -> float:
 
 
 def with_ws(flag: str, fn):
-    """``fn`` run with HEADSCOPE_GLUON_WS set to ``flag`` ("1": warp-specialised, "0": single partition)."""
-    def run():
-        os.environ["HEADSCOPE_GLUON_WS"] = flag
-        try:
-            return fn()
-        finally:
-            os.environ.pop("HEADSCOPE_GLUON_WS")
-    return run
+    """``fn`` as a call with HEADSCOPE_GLUON_WS set to ``flag`` ("1": warp-specialised, "0": single partition)."""
+    return lambda: with_env("HEADSCOPE_GLUON_WS", flag, fn)
 
 
 def check() -> None:

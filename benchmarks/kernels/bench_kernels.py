@@ -303,22 +303,23 @@ def section_dense_and_stats():
         torch.cuda.empty_cache()
 
 
-def _single_partition(fn):
-    """Run ``fn`` with the single-partition Gluon K1 (the warp-specialised one turned off)."""
-    os.environ["HEADSCOPE_GLUON_WS"] = "0"
+def with_env(var: str, value: str, fn):
+    """``fn()`` with the environment variable ``var`` set to ``value`` for the call only."""
+    os.environ[var] = value
     try:
         return fn()
     finally:
-        os.environ.pop("HEADSCOPE_GLUON_WS")
+        os.environ.pop(var)
+
+
+def _single_partition(fn):
+    """Run ``fn`` with the single-partition Gluon K1 (the warp-specialised one turned off)."""
+    return with_env("HEADSCOPE_GLUON_WS", "0", fn)
 
 
 def _triton_only(fn):
     """Run ``fn`` with the Gluon K1 turned off (to time the Triton K1 it replaced)."""
-    os.environ["HEADSCOPE_GLUON"] = "0"
-    try:
-        return fn()
-    finally:
-        os.environ.pop("HEADSCOPE_GLUON")
+    return with_env("HEADSCOPE_GLUON", "0", fn)
 
 
 # -------------------------------------------------------------------------------------- sparse
