@@ -171,7 +171,6 @@ def _k1_gluon_kernel(
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
 
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # heaviest causal blocks first
     bh = gl.program_id(1)
@@ -194,11 +193,9 @@ def _k1_gluon_kernel(
         mbarrier.init(k_bar.index(i), count=1)
         mbarrier.init(v_bar.index(i), count=1)
 
-    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + t_row)
-    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + t_row)
-    n_tot = (n_full + n_part) * SUB  # steps of BLOCK_N keys
-    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + t_row * stride_fi_m
-    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + t_row * stride_pi_m
+    n_full, n_tot, full_base, part_base = _table_row(
+        FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
+        stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
     kv_row = b * k_rb + kvh * k_rh
     kv_col = kvh * k_ch
     if V_MAP:  # V has its own heads or memory layout (ACT's values are per query head)
@@ -237,20 +234,9 @@ def _k1_gluon_kernel(
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    l_safe = gl.where(l_i > 0.0, l_i, 1.0)
-    out = acc / gl.convert_layout(l_safe, row_o)[:, None]
-    if HEAD_SCALE:
-        out = out * gl.load(HSCALE + h)
-    _store_rows(out.to(O.dtype.element_ty), O, b, h, row0, n_q, stride_ob, stride_om, stride_oh,
-                BLOCK_M, HEAD_DIM, num_warps)
-    row_ok = offs_m < n_q
-    stat_off = bh.to(gl.int64) * n_q + offs_m
-    log2_l = gl.log2(l_safe)
-    gl.store(LSE + stat_off, (m_i + log2_l) * LN2, mask=row_ok)
-    if ENTROPY:
-        gl.store(ENT + stat_off, LN2 * (log2_l - u_i / l_safe), mask=row_ok)
-    if DISTANCE:
-        gl.store(DIST + stat_off, (offs_m - row0 + diag).to(gl.float32) - w_i / l_safe, mask=row_ok)
+    _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+                 stride_ob, stride_om, stride_oh, o_layout, BLOCK_M, HEAD_DIM, ENTROPY, DISTANCE, HEAD_SCALE,
+                 num_warps)
 
 
 @no_type_check
@@ -318,6 +304,42 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
     acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
     acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
     return acc, m_i, l_i, u_i, w_i
+
+
+@no_type_check
+@gluon.jit
+def _table_row(FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b, stride_fn_h, stride_fi_b,
+               stride_fi_h, stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
+               SUB: gl.constexpr):
+    """Row ``t_row`` of (b, h)'s block table: full blocks, steps of BLOCK_N keys, both list bases."""
+    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + t_row)
+    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + t_row)
+    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + t_row * stride_fi_m
+    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + t_row * stride_pi_m
+    return n_full, (n_full + n_part) * SUB, full_base, part_base
+
+
+@no_type_check
+@gluon.jit
+def _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+                 stride_ob, stride_om, stride_oh, o_layout: gl.constexpr, ROWS: gl.constexpr,
+                 HEAD_DIM: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr,
+                 HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr):
+    """Normalise and store ``ROWS`` output rows (head scale last), their log-sum-exp and statistics."""
+    l_safe = gl.where(l_i > 0.0, l_i, 1.0)
+    out = acc / gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))[:, None]
+    if HEAD_SCALE:
+        out = out * gl.load(HSCALE + h)
+    _store_rows(out.to(O.dtype.element_ty), O, b, h, row0, n_q, stride_ob, stride_om, stride_oh,
+                ROWS, HEAD_DIM, num_warps)
+    row_ok = offs_m < n_q
+    stat_off = bh.to(gl.int64) * n_q + offs_m
+    log2_l = gl.log2(l_safe)
+    gl.store(LSE + stat_off, (m_i + log2_l) * LN2, mask=row_ok)
+    if ENTROPY:
+        gl.store(ENT + stat_off, LN2 * (log2_l - u_i / l_safe), mask=row_ok)
+    if DISTANCE:
+        gl.store(DIST + stat_off, (offs_m - row0 + diag).to(gl.float32) - w_i / l_safe, mask=row_ok)
 
 
 @no_type_check

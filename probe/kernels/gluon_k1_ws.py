@@ -28,7 +28,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from probe.kernels.gluon_k1 import LN2, NEG, _block_start, _issue_kv, _load_bias, _softmax_step, _store_rows
+from probe.kernels.gluon_k1 import NEG, _block_start, _finish_rows, _issue_kv, _load_bias, _softmax_step, _table_row
 
 ROWS = gl.constexpr(64)  # query rows per consumer warpgroup
 
@@ -129,19 +129,8 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
         mbarrier.wait(v_full.index(last), ((n_tot - 1) // STAGES) & 1)
         acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
         acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
-    l_safe = gl.where(l_i > 0.0, l_i, 1.0)
-    out = acc / gl.convert_layout(l_safe, row_o)[:, None]
-    if HEAD_SCALE:
-        out = out * gl.load(HSCALE + h)
-    _store_rows(out.to(O.dtype.element_ty), O, b, h, row0, n_q, stride_ob, stride_om, stride_oh, ROWS, HEAD_DIM, 4)
-    row_ok = offs_m < n_q
-    stat_off = bh.to(gl.int64) * n_q + offs_m
-    log2_l = gl.log2(l_safe)
-    gl.store(LSE + stat_off, (m_i + log2_l) * LN2, mask=row_ok)
-    if ENTROPY:
-        gl.store(ENT + stat_off, LN2 * (log2_l - u_i / l_safe), mask=row_ok)
-    if DISTANCE:
-        gl.store(DIST + stat_off, (offs_m - row0 + diag).to(gl.float32) - w_i / l_safe, mask=row_ok)
+    _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+                 stride_ob, stride_om, stride_oh, o_layout, ROWS, HEAD_DIM, ENTROPY, DISTANCE, HEAD_SCALE, 4)
 
 
 @no_type_check
@@ -184,11 +173,9 @@ def _k1_ws_kernel(
         mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
         mbarrier.init(v_empty.index(i), count=2)
 
-    n_full = gl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
-    n_part = gl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
-    n_tot = (n_full + n_part) * SUB
-    full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_m * stride_fi_m
-    part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
+    n_full, n_tot, full_base, part_base = _table_row(
+        FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_m, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
+        stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
 
     code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + ENTROPY * 8 + DISTANCE * 16 + HEAD_SCALE * 32
                           + (SUB - 1) * 64)
