@@ -18,9 +18,10 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
        it, :mod:`probe.kernels.act_pass`), then K2 for attention received and block
        statistics. ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
-       mean) to detect the sinks. On Hopper, K1 at head dim 128 is the warp-specialised Gluon
-       kernel (:mod:`probe.kernels.gluon_k1_ws`); otherwise the Triton kernel
-       (:func:`probe.kernels.launch.flash_forward` decides).
+       mean) to detect the sinks. On Hopper at head dim 128, K1 and K2 are the warp-specialised
+       Gluon kernels (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`);
+       otherwise the Triton kernels (:func:`probe.kernels.launch.flash_forward` and
+       :func:`~probe.kernels.launch.column_stats` decide).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
     kernels' token rule, and its padding becomes a key bias of -1e30 plus NaN statistics at
@@ -46,6 +47,7 @@ from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatReque
 from probe.kernels.blocks import TokenRule, rule_table
 
 try:
+    from probe.kernels.gluon_launch import gluon_k2_operands
     from probe.kernels.launch import ActScale, column_stats, flash_forward
 
     HAVE_TRITON = True
@@ -54,7 +56,7 @@ except ImportError:  # CPU-only installs without Triton still get the backend (a
 
 NEG_BIAS = -1.0e30
 K1_BLOCK = 128
-K2_BLOCK = (64, 128)  # (queries per step, keys per program)
+K2_BLOCK = (64, 128)  # (queries per step, keys per program) of the Triton K2
 STAT_BLOCKS = (16, 32, 64, 128)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -219,7 +221,10 @@ def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1) -> dict[str, 
 def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_size: int | None) -> dict[str, Tensor]:
     """K2 over the column table; ``lse`` must be NaN at padding queries."""
     n_q, n_kv = c.query.shape[2], c.key.shape[2]
-    block_q, block_kv = (block_size, block_size) if block_size is not None else K2_BLOCK
+    if block_size is not None:
+        block_q = block_kv = block_size
+    else:  # the Gluon K2 takes 128-query tiles; the Triton K2 was tuned on 64
+        block_q, block_kv = (128, 128) if gluon_k2_operands(c.query, c.key) else K2_BLOCK
     table = rule_table(rule, n_q, n_kv, block_q, block_kv, c.query.device)
     cols = column_stats(c.query, c.key, lse, table, scaling=c.scaling, key_bias=bias,
                         block_stats=block_size is not None)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, selected_lists
 from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
-from probe.kernels.gluon_launch import flash_forward_gluon, gluon_eligible
+from probe.kernels.gluon_launch import column_stats_gluon, flash_forward_gluon, gluon_eligible, gluon_k2_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 128
@@ -221,7 +221,9 @@ def column_stats(
 
     Returns ``received_sum``, ``received_max``, ``count`` (queries that see each key,
     ``[batch, head, key]``) and, with ``block_stats``, ``block_sum`` / ``block_max`` over the
-    table's ``block_q x block_kv`` tiles.
+    table's ``block_q x block_kv`` tiles. On Hopper, eligible calls (bf16/fp16, head dim 128,
+    128-key blocks, no explicit ``config``) run the warp-specialised Gluon K2 of
+    :mod:`probe.kernels.gluon_k2_ws`; the rest run the Triton kernel.
     """
     query, key = _last_dim_contiguous(query), _last_dim_contiguous(key)
     batch, heads, n_q, head_dim = query.shape
@@ -232,10 +234,14 @@ def column_stats(
     lse2 = torch.where(torch.isfinite(lse), lse * LOG2E, torch.inf).float().contiguous()
     col = lambda: torch.empty(batch, heads, n_kv, device=dev, dtype=torch.float32)  # noqa: E731
     col_sum, col_max, count = col(), col(), col()
+    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    if config is None and gluon_k2_eligible(query, key, table):
+        return column_stats_gluon(query, key, lse2, table, qk_scale=scaling * LOG2E, bias=bias,
+                                  bias_strides=bias_strides, has_bias=key_bias is not None,
+                                  block_stats=block_stats, outputs=(col_sum, col_max, count))
     tiles = (batch, heads, triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, table.block_kv))
     bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum
-    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
     block_d = triton.next_power_of_2(head_dim)
     tma = use_tma(query, key)
     srcs = (_desc(query, table.block_q, block_d), _desc(key, table.block_kv, block_d)) if tma else (query, key)

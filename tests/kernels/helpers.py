@@ -56,3 +56,33 @@ def rel_err(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None = None)
     return float(num / den) if den > 0 else float(num)
 
 
+
+
+def build_for_sm90(module, name: str, call) -> str:
+    """PTX of the Gluon kernel ``module.name`` as ``call()`` would launch it, built for sm_90a
+    without a GPU (the launch is captured and compiled instead of run)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    kernel = getattr(module, name)
+    built = {}
+
+    class Capture:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                values = dict(zip(kernel.arg_names, args), **kwargs)
+                constexprs = {p.name: values[p.name] for p in kernel.params if p.is_constexpr}
+                signature = {n: "constexpr" if n in constexprs else mangle_type(values[n]) for n in kernel.arg_names}
+                built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
+                                            target=GPUTarget("cuda", 90, 32),
+                                            options={"num_warps": kwargs["num_warps"]})
+            return launch
+
+    setattr(module, name, Capture())
+    try:
+        call()
+    finally:
+        setattr(module, name, kernel)
+    return built["k"].asm["ptx"]

@@ -21,7 +21,7 @@ from probe.kernels import gluon_launch  # noqa: E402
 from probe.kernels.blocks import dense_table, sliding_window_table  # noqa: E402
 from probe.kernels.gluon_launch import _row_view, flash_forward_gluon, gluon_eligible  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
-from tests.kernels.helpers import rel_err  # noqa: E402
+from tests.kernels.helpers import build_for_sm90, rel_err  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
@@ -55,43 +55,23 @@ def test_not_eligible_off_hopper():
 def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, gqa_values: bool = False,
               ws: bool = False) -> str:
     """Build one launch for sm_90a (no GPU needed) and return its PTX."""
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.runtime.jit import mangle_type
-
     import os
 
     from probe.kernels import gluon_k1, gluon_k1_ws
 
     module, name = (gluon_k1_ws, "_k1_ws_kernel") if ws else (gluon_k1, "_k1_gluon_kernel")
-    built = {}
-    kernel = getattr(module, name)
-
-    class Capture:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                values = dict(zip(kernel.arg_names, args), **kwargs)
-                constexprs = {p.name: values[p.name] for p in kernel.params if p.is_constexpr}
-                signature = {n: "constexpr" if n in constexprs else mangle_type(values[n]) for n in kernel.arg_names}
-                built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
-                                            target=GPUTarget("cuda", 90, 32),
-                                            options={"num_warps": kwargs["num_warps"]})
-            return launch
-
     n = 1024
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128)
     key_bias = torch.zeros(1, 2, n) if bias else None
     k = torch.empty(1, 1, n, head_dim, dtype=torch.bfloat16) if gqa_values else q  # V per query head, as ACT's
-    setattr(module, name, Capture())
     os.environ["HEADSCOPE_GLUON_WS"] = "1" if ws else "0"
     try:
-        flash_forward_gluon(q, k, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy,
-                            distance=entropy, head_scale=torch.ones(2) if bias else None)
+        return build_for_sm90(module, name, lambda: flash_forward_gluon(
+            q, k, q, table, scaling=head_dim**-0.5, key_bias=key_bias, entropy=entropy, distance=entropy,
+            head_scale=torch.ones(2) if bias else None))
     finally:
-        setattr(module, name, kernel)
         os.environ.pop("HEADSCOPE_GLUON_WS")
-    return built["k"].asm["ptx"]
 
 
 def _ptxas(tmp_path, ptx: str) -> str:
