@@ -36,6 +36,7 @@ from probe.attention.spec import StatRequest  # noqa: E402
 from probe.kernels import backend, launch  # noqa: E402
 from probe.kernels.backend import triton_attention  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402
+from probe.kernels.gluon_launch import gluon_k2_operands  # noqa: E402
 from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
 
@@ -127,10 +128,11 @@ def section_check():
                     h = kvh * ratio
                     q, k, v = rand(1, h, n, d), rand(1, kvh, n, d), rand(1, kvh, n, d)
                     mask = LazyMask(1, n, n, device=DEV, causal=causal)
-                    want = StatRequest(received=True, entropy=True, distance=True, block_size=64)
+                    block = 128 if d == 128 else 64  # hd128: the Gluon K2 on Hopper; else the Triton K2
+                    want = StatRequest(received=True, entropy=True, distance=True, block_size=block)
                     got = triton_attention(q, k, v, mask, want=want)
                     allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).to(DEV)
-                    out, ref = materialised_attention(q, k, v, allowed, block_size=64, dtype=torch.float32)
+                    out, ref = materialised_attention(q, k, v, allowed, block_size=block, dtype=torch.float32)
                     errs = {"output": rel(got.output, out)}
                     for name in ("lse", "entropy", "distance", "received_sum", "received_max", "received_mean",
                                  "block_sum", "block_max"):
@@ -274,7 +276,11 @@ def section_dense_and_stats():
             t = dense_table(n, causal=causal, device=DEV)
             f = flops(b, h, n, d, causal)
             lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
-            t2 = dense_table(n, causal=causal, block_q=backend.K2_BLOCK[0], block_kv=backend.K2_BLOCK[1], device=DEV)
+            # K2's tiles as the backend picks them (128-query tiles for the Gluon K2), and the Triton K2's own.
+            t2 = dense_table(n, causal=causal, block_q=128 if gluon_k2_operands(q, k) else backend.K2_BLOCK[0],
+                             block_kv=128, device=DEV)
+            t2_triton = dense_table(n, causal=causal, block_q=backend.K2_BLOCK[0], block_kv=backend.K2_BLOCK[1],
+                                    device=DEV)
             tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
             mask = LazyMask(b, n, n, device=DEV, causal=causal)
             want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
@@ -287,6 +293,8 @@ def section_dense_and_stats():
                 "k1s": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True),
                 "k2": lambda: column_stats(q, k, lse, t2, scaling=d**-0.5),
                 "k2b": lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True),
+                "k2_triton": lambda: _triton_k2(lambda: column_stats(q, k, lse, t2_triton, scaling=d**-0.5)),
+                "k2b_triton": lambda: _triton_k2(lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True)),
                 "all": lambda: triton_attention(q, k, v, mask, want=want),
             })
             t_cudnn, t_sdpa, t_k1, t_triton = (median(tm[x]) for x in ("cudnn", "sdpa", "k1", "triton"))
@@ -297,6 +305,7 @@ def section_dense_and_stats():
                    gluon_single_over_cudnn_throughput=1 / ratio(tm, "gluon1", "cudnn"))
             record("stats", n=n, causal=causal, k1_ent_dist_over_k1=ratio(tm, "k1s", "k1"),
                    k2_over_k1=ratio(tm, "k2", "k1"), k2_blocks_over_k1=ratio(tm, "k2b", "k1"),
+                   triton_k2_over_k1=ratio(tm, "k2_triton", "k1"), triton_k2_blocks_over_k1=ratio(tm, "k2b_triton", "k1"),
                    all_stats_backend_ms=median(tm["all"]), all_stats_over_sdpa=ratio(tm, "all", "sdpa"),
                    k1s_plus_k2b_over_sdpa=median([(a + c) / s_ for a, c, s_ in zip(tm["k1s"], tm["k2b"], tm["sdpa"])]))
         del q, k, v
@@ -315,6 +324,11 @@ def with_env(var: str, value: str, fn):
 def _single_partition(fn):
     """Run ``fn`` with the single-partition Gluon K1 (the warp-specialised one turned off)."""
     return with_env("HEADSCOPE_GLUON_WS", "0", fn)
+
+
+def _triton_k2(fn):
+    """Run ``fn`` with the Gluon K2 turned off (to time the Triton K2 it replaced)."""
+    return with_env("HEADSCOPE_GLUON_K2", "0", fn)
 
 
 def _triton_only(fn):
