@@ -142,6 +142,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
     LOCAL: gl.constexpr = (CODE & 2) != 0
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
     BLOCK_STATS: gl.constexpr = (CODE & 8) != 0
+    K_IN_REGISTERS: gl.constexpr = (CODE & 16) != 0
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_Q, 16])
     row: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -156,8 +157,12 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
     s = gl.zeros([KEYS, BLOCK_Q], gl.float32, layout=s_layout)
     if n_tot > 0:
         mbarrier.wait(k_bar, 0)
+        if K_IN_REGISTERS:  # the products read only Q from shared memory
+            a = k.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        else:
+            a = k
         mbarrier.wait(q_full.index(0), 0)
-        tok = warpgroup_mma(k, q_smem.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
+        tok = warpgroup_mma(a, q_smem.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
         neg_lse = lse_smem.index(0).load(col)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
         mbarrier.arrive(q_empty.index(0))
@@ -170,7 +175,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
                 HAS_BIAS, BLOCK_STATS)
             mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
             # S_{t-1} is dead: its registers take S_t (use_acc=False ignores their values).
-            tok = warpgroup_mma(k, q_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
+            tok = warpgroup_mma(a, q_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
             neg_lse = lse_smem.index(stage).load(col)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
             mbarrier.arrive(q_empty.index(stage))
@@ -200,7 +205,7 @@ def _k2_ws_kernel(
     n_heads, group, n_q_pad, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
-    num_warps: gl.constexpr,
+    K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads); the heaviest (first) key blocks start first
     under causality.
@@ -236,7 +241,7 @@ def _k2_ws_kernel(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_n, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n, 1)
 
-    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8
+    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
     # + 64 * j) // 128, at slot 4 * (half within that block) + warp.

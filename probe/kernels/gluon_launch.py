@@ -248,7 +248,8 @@ def column_stats_gluon(query: Tensor, key: Tensor, lse2: Tensor, table: BlockTab
         heads, heads // key.shape[1], neg_lse.shape[1], n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, qk_scale,
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
-        LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats, num_warps=4,
+        LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
+        K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:
