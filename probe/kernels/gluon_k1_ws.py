@@ -10,6 +10,11 @@ Context:
     two consumers drift apart freely, so one's softmax can overlap the other's products.
 
     Same block-table walk, outputs and statistics as the Gluon K1 (its helpers are reused).
+    The key bias comes with K: the producer copies each step's bias tile by TMA onto K's
+    barrier (from a ``[batch*head, keys]`` copy padded to whole steps), and a consumer reads it
+    from shared memory once its S product is done. Loading it from global memory in the
+    consumers cost 1.22-1.32x the unbiased kernel on the lent H100 (address and mask arithmetic
+    per element, and the all-statistics variant spilled ~124 bytes); this way no variant spills.
     Worker partitions receive no compile-time arguments in Triton 3.6 (they arrive as runtime
     values), so the consumers read their switches from types: tile sizes from the ring's
     shapes, flags from the length of a tiny shared allocation (``cfg_smem``).
@@ -28,19 +33,22 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from probe.kernels.gluon_k1 import NEG, _block_start, _finish_rows, _issue_kv, _load_bias, _softmax_step, _table_row
+from probe.kernels.gluon_k1 import NEG, _block_start, _finish_rows, _issue_kv, _softmax_step, _table_row
 
 ROWS = gl.constexpr(64)  # query rows per consumer warpgroup
 
 
 @no_type_check
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
-              n_tot, n_full, full_base, part_base, q_row, q_col, kv_row, kv_col, v_row, v_col):
-    """One warp: Q once (both halves), then K and V of every step into the ring once a stage is free."""
+def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty,
+              v_empty, cfg_smem, n_tot, n_full, full_base, part_base, q_row, q_col, kv_row, kv_col, v_row, v_col,
+              bias_row):
+    """One warp: Q once (both halves), then K (with its key-bias tile) and V of every step into the
+    ring once a stage is free."""
     STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[1]
     CODE: gl.constexpr = cfg_smem.shape[0] - 1
+    HAS_BIAS: gl.constexpr = (CODE & 4) != 0
     SUB: gl.constexpr = ((CODE >> 6) & 1) + 1
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_smem.index(0))
@@ -49,8 +57,15 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_f
         stage = t % STAGES
         free_phase = ((t // STAGES) & 1) ^ 1  # the previous use of this stage was released
         mbarrier.wait(k_empty.index(stage), free_phase, pred=t >= STAGES)
-        _issue_kv(k_desc, k_smem.index(stage), k_full.index(stage), t, n_tot, n_full, full_base, part_base,
-                  kv_row, kv_col, BLOCK_N, SUB)
+        if HAS_BIAS:  # the step's key bias rides on K's barrier
+            start = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
+            bar = k_full.index(stage)
+            mbarrier.expect(bar, k_desc.block_type.nbytes + bias_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row + start, kv_col], bar, k_smem.index(stage))
+            tma.async_copy_global_to_shared(bias_desc, [bias_row + start], bar, bias_smem.index(stage))
+        else:
+            _issue_kv(k_desc, k_smem.index(stage), k_full.index(stage), t, n_tot, n_full, full_base, part_base,
+                      kv_row, kv_col, BLOCK_N, SUB)
         mbarrier.wait(v_empty.index(stage), free_phase, pred=t >= STAGES)
         _issue_kv(v_desc, v_smem.index(stage), v_full.index(stage), t, n_tot, n_full, full_base, part_base,
                   v_row, v_col, BLOCK_N, SUB)
@@ -58,8 +73,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_f
 
 @no_type_check
 @gluon.jit
-def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
-              O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, bias_base, b, h, bh, row0, n_tot, n_full, full_base,
+def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
+              O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh, row0, n_tot, n_full, full_base,
               part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale):
     """One warpgroup, ROWS query rows (from ``row0``, Q tile ``q``): the Gluon K1's loop with
     per-warpgroup stage releases. Compile-time switches come from shapes (worker partitions
@@ -95,11 +110,11 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
         mbarrier.wait(q_bar, 0)
         start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
         bias = 0.0
-        if HAS_BIAS:
-            bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
         mbarrier.wait(k_full.index(0), 0)
         s_tok = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
+        if HAS_BIAS:
+            bias = bias_smem.index(0).load(gl.SliceLayout(0, s_layout))
         mbarrier.arrive(k_empty.index(0))
         p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
@@ -109,13 +124,13 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
             stage = t % STAGES
             prev = (t - 1) % STAGES
             start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
-            if HAS_BIAS:
-                bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
             mbarrier.wait(k_full.index(stage), (t // STAGES) & 1)
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index(prev), ((t - 1) // STAGES) & 1)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
+            if HAS_BIAS:  # the step's bias tile, read before the stage is released
+                bias = bias_smem.index(stage).load(gl.SliceLayout(0, s_layout))
             mbarrier.arrive(k_empty.index(stage))
             p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
                 s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
@@ -136,14 +151,14 @@ def _consumer(q, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_sm
 @no_type_check
 @gluon.jit
 def _k1_ws_kernel(
-    q_desc, k_desc, v_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    q_desc, k_desc, v_desc, bias_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch,
     stride_ob, stride_om, stride_oh,
     stride_bias_b, stride_bias_h,
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
-    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
+    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale, bias_row_len,
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
     DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr,
@@ -156,11 +171,11 @@ def _k1_ws_kernel(
     kvh = h // group
     vh = h // v_group
     tile_row0 = pid_m * (2 * ROWS)
-    bias_base = BIAS + b.to(gl.int64) * stride_bias_b + h.to(gl.int64) * stride_bias_h
 
     q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    bias_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_N], bias_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -180,13 +195,14 @@ def _k1_ws_kernel(
     code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + ENTROPY * 8 + DISTANCE * 16 + HEAD_SCALE * 32
                           + (SUB - 1) * 64)
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    rest = (O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, bias_base, b, h, bh)
+    rest = (O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh)
     loop = (n_tot, n_full, full_base, part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale)
-    ring = (k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem)
+    ring = (k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem)
     gl.warp_specialize([
         (_consumer, (q_smem.index(0), ) + ring + rest + (tile_row0, ) + loop),
         (_consumer, (q_smem.index(1), ) + ring + rest + (tile_row0 + ROWS, ) + loop),
-        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
-                     n_tot, n_full, full_base, part_base, b * q_rb + h * q_rh + tile_row0, h * q_ch,
-                     b * k_rb + kvh * k_rh, kvh * k_ch, b * v_rb + vh * v_rh, vh * v_ch)),
+        (_producer, (q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_smem, q_bar, k_full, v_full,
+                     k_empty, v_empty, cfg_smem, n_tot, n_full, full_base, part_base,
+                     b * q_rb + h * q_rh + tile_row0, h * q_ch, b * k_rb + kvh * k_rh, kvh * k_ch,
+                     b * v_rb + vh * v_rh, vh * v_ch, bh * bias_row_len)),
     ], [4, 1], [240, 24])

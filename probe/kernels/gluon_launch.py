@@ -92,6 +92,20 @@ def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
     return None
 
 
+def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: int, dev):
+    """A 1-D descriptor over the base-2 key bias as ``[batch*head, n_kv padded to block_n]`` rows
+    (zero padding), so the producer brings each step's bias tile with K; a one-tile dummy when
+    there is no bias. Returns ``(descriptor, row length)``."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    row_len = triton.cdiv(n_kv, block_n) * block_n
+    rows = torch.zeros(batch * heads if bias is not None else 1, row_len, device=dev)
+    if bias is not None:
+        rows[:, :n_kv] = bias.expand(batch, heads, n_kv).reshape(batch * heads, n_kv)
+    return TensorDescriptor.from_tensor(rows.view(-1), [block_n], gl.NVMMASharedLayout(0, 32, rank=1)), row_len
+
+
 def _descriptor(view: Tensor, rows: int, head_dim: int):
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -155,7 +169,10 @@ def flash_forward_gluon(
     if ws:
         from probe.kernels.gluon_k1_ws import _k1_ws_kernel
 
-        _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args, **consts, num_warps=4)
+        bias_desc, bias_row_len = _bias_rows(bias if key_bias is not None else None, batch, heads, n_kv, cfg.block_n,
+                                             dev)
+        _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
+                                                                  **consts, num_warps=4)
     else:
         _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
             *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)
