@@ -141,6 +141,10 @@ def _e2e(results: list[dict]) -> list[str]:
 
 
 def _tuning(results: list[dict]) -> list[str]:
+    if not any(r["section"].startswith("tune") for r in results):
+        return ["## Tuning sweep", "", "Not rerun in this run (the `tune` section was not asked for); the last sweep is in "
+                "this file's git history. The Gluon K2's variants were compared with "
+                "`benchmarks/kernels/bench_gluon_k2.py` (`benchmarks/kernels/runs/gluon_k2_h100.txt`).", ""]
     out = ["## Tuning sweep (16k, B1; hd128 H16, hd64 H32)", "",
            "| kernel | hd | causal | load path | config (block_n, warps, stages) | ms | TFLOP/s |", "|---|---|---|---|---|---|---|"]
     for r in _rows(results, "tune-k1"):
@@ -173,56 +177,48 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
-* **The Gluon K1 is warp-specialised** (`probe/kernels/gluon_k1_ws.py`, now the default on
-  Hopper; `HEADSCOPE_GLUON_WS=0` runs the single-partition kernel). One producer warp issues the
-  TMA loads of Q, K and V; each warpgroup is its own consumer partition with 64 query rows and
-  releases a K/V stage (an arrive on a count-2 "empty" barrier) as soon as its own products have
-  read it. Outside partitions Gluon 3.6's `mbarrier.arrive` and `mbarrier.expect` each bring a
-  CTA-wide barrier (checked in the PTX), which kept the two warpgroups in lockstep; inside
-  partitions they are scoped to the partition, so one warpgroup's softmax overlaps the other's
-  products. Worker partitions receive no compile-time arguments in Triton 3.6, so the consumers
-  read their switches from types (tile sizes from the ring's shapes, flags from the length of a
-  tiny shared allocation). Its outputs, log-sum-exp and entropy equal the single-partition
-  kernel's bit for bit (distance to 1e-6: offsets count from each warpgroup's first row). The
-  "single-partition Gluon K1" column below is the previous kernel in the same run.
-* **ACT is exact, and runs as a pass after K1** (`probe/kernels/act_pass.py`, both K1s). Before,
-  K1's epilogue removed `P_S V_S` from the full accumulator, which multiplies the accumulator's
-  bf16 rounding by `(1 − β p_S)/(1 − p_S)`: with sinks holding 97 % of a row and β = 0.3 that is
-  25×, and a bf16 GPU test with such sinks failed (output error > 1e-2). Now K1 reads values
-  whose selected rows are zeroed (a copy, then only those rows zeroed), so its accumulator holds
-  the other keys and its log-sum-exp and row statistics stay those of the unedited attention;
-  the pass gathers the selected keys, takes their probabilities from the log-sum-exp and writes
-  `out = (1 − β p_S)/(1 − p_S) · O_rest + β P_S V_S`. Nothing is subtracted from a bf16 sum; the
-  remaining sensitivity is ACT's own conditioning (fp32 rounding of p_S over 1 − p_S).
-* How the ACT cost came down, measured on the lent GPU (16k, 16 heads, same session): the old
-  path ran on the Triton K1 (1.31–1.41× the Gluon base); an ACT epilogue inside the Gluon K1
-  cost 1.07–1.10× even with no key selected (the loop got slower) and 1.11–1.12× with 5 keys;
-  masking every value element cost 0.14 ms per call against 0.053 ms for copy-and-zero-rows.
-  `ActScale` now builds its key lists once (a sort and a device sync per call before).
-* **Tried and dropped: folding the key bias into the values** (`w_j = exp(b_j)` in `V' = wV`
-  and in the row sum, max over unbiased logits). It measured 1.13–1.18× against 1.08–1.12× for
-  the bias in the logits, so the bias stays an add per logit.
-* **Key bias and each step's first key loaded one step ahead**, and distance's column
-  offsets converted to float once before the loop (32 int-to-float conversions per thread per
-  step shared the slow pipe with the exponentials): distance alone 1.07× → 1.04× in a scratch
-  comparison; loading at the top of each step spilled with every statistic on.
+* **K2 is now a warp-specialised Gluon kernel on Hopper** (`probe/kernels/gluon_k2_ws.py`;
+  `HEADSCOPE_GLUON_K2=0` runs the Triton K2). One producer warp loads the program's keys once
+  and then every visited query tile by TMA, with that tile's negated log-sum-exp on the same
+  barrier; each consumer warpgroup owns 64 or 128 keys, computes `S^T = K Q^T` with wgmma and
+  reduces rows (sum, max; counts only in masked tiles, full tiles' counts gathered once at the
+  end from a per-tile count of seen queries). A full tile costs one FMA, one exponential, one add
+  and one max per logit. Block statistics are per-warp partials (shuffles only) added on the host.
+  Rule tables (dense, causal, window, sinks) run 128 keys per consumer at 256-key blocks;
+  block-sparse tables run 64 keys per consumer with the key tile in registers. Results equal the
+  Triton K2's and the materialised reference's (GPU tests, 48-case sweep).
+* **How far it got, and where it stops** (`benchmarks/kernels/runs/gluon_k2_h100.txt`): 0.58–0.85×
+  K1's time in this run against 0.74–0.98× for the Triton K2. Measured and dropped on the way:
+  issuing the next tile's product before reducing the current one, FA3's ping-pong between the two
+  consumers (both within ±5 % of the plain loop), 2 or 4 query stages. A diagnostic build with the
+  exponential and the max removed still took 0.51–0.55× K1's time, so the exponentials are not
+  the limit; halving the query bytes per product (128 keys per consumer) and reading the key tile
+  from registers gained a few percent each. What does bind it is not found yet (no profiler on
+  the lent machine); the ≤ 0.55× target and the ≤ 1.6× all-statistics target stay missed.
+* **The key bias comes by TMA with K** in the warp-specialised K1: the producer copies each step's
+  bias tile (from a `[batch*head, keys]` copy padded to whole steps) onto K's barrier and the
+  consumer reads it from shared memory after its S product. Loading it from global memory in the
+  consumers cost address and mask arithmetic per element; the all-statistics variant no longer
+  spills (it spilled ~124 bytes). Bias + head scale: 1.11× causal (was 1.32×), 1.21× non-causal
+  (was 1.22×), where the bias's extra add per logit over the lean unmasked path remains.
+* **Kept from the previous version**: the warp-specialised K1 (producer warp, two consumer
+  warpgroups releasing K/V stages through count-2 barriers, switches read from shared-allocation
+  shapes since worker partitions get no compile-time arguments in Triton 3.6); ACT as an exact
+  pass after K1 over values with the selected rows zeroed (`probe/kernels/act_pass.py`), because
+  subtracting `P_S V_S` from a bf16 accumulator amplified its rounding 25× for strong sinks.
 * **Benchmark method**: each shape's timed calls run in 5 interleaved rounds and every ratio is
-  the median of per-round ratios; single timings of one kernel had drifted by up to 10 % within
-  a run, as much as the overheads being measured.
-* Earlier runs: the Gluon K1 (async wgmma, softmax of S_t overlapping P_{t−1}V_{t−1}, TMA
-  2-stage ring); rejected variants: 64-row programs 0.61–0.87× cuDNN, 64-key steps 0.71–0.81×,
-  3 stages within spread, FA3's S_{t+1}-first order 0.46–0.67×, hd64 on Gluon 0.85–0.92× vs the
-  Triton K1's 0.89–0.93× (logs in `benchmarks/kernels/runs/`).
+  the median of per-round ratios; single timings had drifted by up to 10 % within a run.
+* Earlier rejected variants (logs in `benchmarks/kernels/runs/`): an ACT epilogue inside the Gluon
+  K1 (1.07–1.12×), the key bias folded into the values (1.13–1.18×), 64-row Gluon programs
+  (0.61–0.87× cuDNN), 64-key steps (0.71–0.81×), FA3's S_{t+1}-first order (0.46–0.67×), hd64 on
+  Gluon (0.85–0.92× vs the Triton K1's 0.89–0.93×).
 
 ## Not done
-* Overheads over the faster warp-specialised base grew: the key bias (an add per logit, its tile
-  loaded at the top of each step) and entropy + distance (the all-statistics variant spills ~124
-  bytes per thread in the sm_90a build). In absolute time both are still faster than on the
-  single-partition kernel. A variant that loads the bias a step ahead compiles without spills but
-  could not be run on a GPU this session, so it is not in.
-* The column pass K2 is still the Triton kernel, now 0.75–1.02× the K1's time. K1 + K2 ≤ 1.6×
-  SDPA needs K2 at about 0.6× of cuDNN's forward time (its Q·Kᵀ alone is half of K1's matrix
-  work): a K2 written like the warp-specialised K1 is the next step.
+* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.71–1.83× at 16k–32k, 2.38× at 4k causal (where
+  ~0.2 ms of host-side work and small launches sit on a 0.5 ms forward). It needs K2 near 0.5×
+  K1, below what the Gluon K2 reaches.
+* Entropy + distance ≤ 1.10× (up to 1.16×), key bias ≤ 1.10× non-causal (1.21×), ACT causal
+  ≤ 1.10× (1.12×, the value copy and the pass).
 * ACT scaling together with statistics in one backend call still falls back to the reference.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
@@ -232,3 +228,12 @@ def render(results: list[dict], command: str) -> str:
     lines = (_header(results, command) + _correctness(results) + _acceptance(results) + _e2e(results) + _tuning(results)
              + [NOTES] + _raw(results))
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    # Re-render notes from a stored run: python3 benchmarks/kernels/report.py RESULTS.jsonl "COMMAND" > notes/kernels.md
+    import json
+    import sys
+
+    records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    sys.stdout.write(render(records, command=sys.argv[2]))
