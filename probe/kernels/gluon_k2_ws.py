@@ -20,12 +20,15 @@ Context:
 
     Why 128 keys per consumer (256 per program) where the table allows it: with 64, the
     column pass ran at 0.62-0.69x K1's time on the lent H100 and still at 0.51-0.55x with the
-    exponentials and maxima removed (a diagnostic build), i.e. bound by streaming the query
-    tiles through L2 (32 KB per 128 x 128 tile, the bytes per cycle K1 moves for twice the
-    products). Twice the keys per program halve the query bytes per product. 128 keys per
+    exponentials and maxima removed (a diagnostic build), so the loop is bound by something other
+    than the exponentials; the suspect was streaming the query tiles (32 KB per 128 x 128 tile,
+    the bytes per cycle K1 moves for twice the products). Twice the keys per program halve the
+    query bytes per product; it gained a few percent (0.58-0.69x at 16k-32k in the full run),
+    so that was not the whole story either. 128 keys per
     consumer need a table whose tiles follow its token rule (dense, causal, sliding window,
     sinks): the program's 256-key block is then described by the same rule. Block-sparse
-    tables with skipped tiles inside the rule keep 64 keys per consumer.
+    tables with skipped tiles inside the rule keep 64 keys per consumer, and hold their key tile
+    in registers (32 per thread), so the products read only the query tile from shared memory.
     Schedules measured and dropped (64 keys, H100): issuing the next tile's product before
     reducing the current one (0.64-0.84x), and FA3's ping-pong between the consumers
     (0.63-0.84x), against 0.62-0.83x for this plain loop.

@@ -1,4 +1,5 @@
-"""Host side of the Gluon K1 (:mod:`probe.kernels.gluon_k1`): eligibility, descriptors, launch.
+"""Host side of the Gluon kernels (K1: :mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k1`;
+K2: :mod:`probe.kernels.gluon_k2_ws`): eligibility, descriptors, launch.
 
 :func:`gluon_eligible` says whether a call can take the Hopper kernels (CUDA sm_90, bf16/fp16,
 head dim 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
@@ -7,7 +8,10 @@ warp-specialised kernel (:mod:`probe.kernels.gluon_k1_ws`); ``HEADSCOPE_GLUON_WS
 single-partition one (:mod:`probe.kernels.gluon_k1`) instead, and ``HEADSCOPE_GLUON=0`` turns
 the Gluon path off (benchmarks use both to time the kernels it replaced).
 
-The kernel also compiles and is correct at head dim 64, but there the Triton K1 measured as
+:func:`gluon_k2_eligible` and :func:`column_stats_gluon` do the same for the column pass
+(:func:`probe.kernels.launch.column_stats` dispatches; ``HEADSCOPE_GLUON_K2=0`` turns it off).
+
+The K1 also compiles and is correct at head dim 64, but there the Triton K1 measured as
 fast or faster on the lent H100 (0.90-0.93x cuDNN against 0.85-0.92x; notes/kernels.md), so
 dispatch keeps 64 on Triton.
 """
