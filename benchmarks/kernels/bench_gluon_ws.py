@@ -69,7 +69,24 @@ def timing() -> None:
         del q, k, v
 
 
+def bias_timing() -> None:
+    """The key bias added by the S product (default) against the softmax add, over the unbiased kernel."""
+    for causal in (True, False):
+        n = 16384
+        q, k, v = (torch.randn(1, 16, n, 128, device=DEV, dtype=BF16) for _ in range(3))
+        t = dense_table(n, causal=causal, device=DEV)
+        bias = torch.randn(1, 16, n, device=DEV)
+        run = lambda key_bias: lambda: flash_forward_gluon(q, k, v, t, scaling=128**-0.5, key_bias=key_bias)  # noqa: E731
+        tm = interleaved({"base": run(None), "product": lambda: with_env("HEADSCOPE_BIAS_IN_PRODUCT", "1", run(bias)),
+                          "softmax": lambda: with_env("HEADSCOPE_BIAS_IN_PRODUCT", "0", run(bias))})
+        print(f"bias n={n} causal={causal} base_ms={median(tm['base']):.3f} product/base={ratio(tm, 'product', 'base'):.3f} "
+              f"softmax/base={ratio(tm, 'softmax', 'base'):.3f}", flush=True)
+
+
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), flush=True)
     check()
-    timing()
+    if "--bias" in sys.argv:
+        bias_timing()
+    else:
+        timing()

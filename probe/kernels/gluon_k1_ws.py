@@ -50,6 +50,7 @@ def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_sm
     CODE: gl.constexpr = cfg_smem.shape[0] - 1
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
     SUB: gl.constexpr = ((CODE >> 6) & 1) + 1
+    IN_PRODUCT: gl.constexpr = (CODE & 128) != 0
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_smem.index(0))
     tma.async_copy_global_to_shared(q_desc, [q_row + ROWS, q_col], q_bar, q_smem.index(1))
@@ -62,7 +63,10 @@ def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_sm
             bar = k_full.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + bias_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [kv_row + start, kv_col], bar, k_smem.index(stage))
-            tma.async_copy_global_to_shared(bias_desc, [bias_row + start], bar, bias_smem.index(stage))
+            if IN_PRODUCT:  # [keys, 16] operand tile of the product
+                tma.async_copy_global_to_shared(bias_desc, [bias_row + start, 0], bar, bias_smem.index(stage))
+            else:
+                tma.async_copy_global_to_shared(bias_desc, [bias_row + start], bar, bias_smem.index(stage))
         else:
             _issue_kv(k_desc, k_smem.index(stage), k_full.index(stage), t, n_tot, n_full, full_base, part_base,
                       kv_row, kv_col, BLOCK_N, SUB)
@@ -91,6 +95,8 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
     DISTANCE: gl.constexpr = (CODE & 16) != 0
     HEAD_SCALE: gl.constexpr = (CODE & 32) != 0
     SUB: gl.constexpr = ((CODE >> 6) & 1) + 1
+    IN_PRODUCT: gl.constexpr = (CODE & 128) != 0  # the bias is added by the S product itself
+    SOFTMAX_BIAS: gl.constexpr = HAS_BIAS and not IN_PRODUCT
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -106,19 +112,27 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     cols_f = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout)).to(gl.float32)
+    if IN_PRODUCT:  # A operand [1, 1, 0, ...] per row: S += 1 * bias_hi + 1 * bias_lo
+        ones_layout: gl.constexpr = gl.BlockedLayout([1, 16], [32, 1], [4, 1], [1, 0])
+        first_two = gl.arange(0, 16, layout=gl.SliceLayout(0, ones_layout)) < 2
+        ones = gl.where(first_two[None, :], gl.full([ROWS, 16], 1.0, dtype, ones_layout),
+                        gl.zeros([ROWS, 16], dtype, ones_layout))
+        ones = gl.convert_layout(ones, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
     if n_tot > 0:
         mbarrier.wait(q_bar, 0)
         start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
         bias = 0.0
         mbarrier.wait(k_full.index(0), 0)
         s_tok = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        if IN_PRODUCT:
+            s_tok = warpgroup_mma(ones, bias_smem.index(0).permute((1, 0)), s_tok, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-        if HAS_BIAS:
+        if SOFTMAX_BIAS:
             bias = bias_smem.index(0).load(gl.SliceLayout(0, s_layout))
         mbarrier.arrive(k_empty.index(0))
         p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
-            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
+            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         for t in range(1, n_tot):
             stage = t % STAGES
@@ -126,15 +140,17 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
             start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
             mbarrier.wait(k_full.index(stage), (t // STAGES) & 1)
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            if IN_PRODUCT:
+                s_tok = warpgroup_mma(ones, bias_smem.index(stage).permute((1, 0)), s_tok, is_async=True)
             mbarrier.wait(v_full.index(prev), ((t - 1) // STAGES) & 1)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-            if HAS_BIAS:  # the step's bias tile, read before the stage is released
+            if SOFTMAX_BIAS:  # the step's bias tile, read before the stage is released
                 bias = bias_smem.index(stage).load(gl.SliceLayout(0, s_layout))
             mbarrier.arrive(k_empty.index(stage))
             p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
                 s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
-                kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY,
+                kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY,
                 DISTANCE)
             acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
             mbarrier.arrive(v_empty.index(prev))
@@ -161,7 +177,7 @@ def _k1_ws_kernel(
     n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale, bias_row_len,
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
-    DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr,
+    DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr, BIAS_IN_PRODUCT: gl.constexpr = False,
 ):
     dtype: gl.constexpr = q_desc.dtype
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # heaviest causal blocks first
@@ -175,7 +191,10 @@ def _k1_ws_kernel(
     q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
-    bias_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_N], bias_desc.layout)
+    if BIAS_IN_PRODUCT:  # [keys, 16] tiles: (bias hi, bias lo, 0, ...) / qk_scale in the input dtype
+        bias_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, 16], bias_desc.layout)
+    else:
+        bias_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_N], bias_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -193,7 +212,7 @@ def _k1_ws_kernel(
         stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
 
     code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + ENTROPY * 8 + DISTANCE * 16 + HEAD_SCALE * 32
-                          + (SUB - 1) * 64)
+                          + (SUB - 1) * 64 + BIAS_IN_PRODUCT * 128)
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     rest = (O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh)
     loop = (n_tot, n_full, full_base, part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale)

@@ -110,6 +110,25 @@ def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: 
     return TensorDescriptor.from_tensor(rows.view(-1), [block_n], gl.NVMMASharedLayout(0, 32, rank=1)), row_len
 
 
+def _bias_columns(bias: Tensor, batch: int, heads: int, n_kv: int, block_n: int, qk_scale: float, dtype):
+    """The key bias as a second operand of the S product: per key, ``bias / qk_scale`` split into
+    a high and a low part in the input dtype (columns 0 and 1 of 16; the consumer's A operand is
+    1 there), so ``Q K^T + 1 (hi + lo)`` carries the bias to ~2^-16 of its size without an add
+    per logit. Rows ``[batch*head*keys padded to block_n, 16]``; returns ``(descriptor, keys per row group)``."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    row_len = triton.cdiv(n_kv, block_n) * block_n
+    limit = torch.finfo(dtype).max / 2  # padding's -1e30 stays far below any real logit, as a finite value
+    scaled = (bias.expand(batch, heads, n_kv).reshape(batch * heads, n_kv) / qk_scale).clamp(-limit, limit)
+    hi = scaled.to(dtype)
+    cols = torch.zeros(batch * heads, row_len, 16, device=bias.device, dtype=dtype)
+    cols[:, :n_kv, 0] = hi
+    cols[:, :n_kv, 1] = (scaled - hi.float()).to(dtype)
+    layout = gl.NVMMASharedLayout.get_default_for([block_n, 16], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+    return TensorDescriptor.from_tensor(cols.view(-1, 16), [block_n, 16], layout), row_len
+
+
 def _descriptor(view: Tensor, rows: int, head_dim: int):
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -173,10 +192,14 @@ def flash_forward_gluon(
     if ws:
         from probe.kernels.gluon_k1_ws import _k1_ws_kernel
 
-        bias_desc, bias_row_len = _bias_rows(bias if key_bias is not None else None, batch, heads, n_kv, cfg.block_n,
-                                             dev)
+        in_product = key_bias is not None and os.environ.get("HEADSCOPE_BIAS_IN_PRODUCT", "1") == "1"
+        if in_product:
+            bias_desc, bias_row_len = _bias_columns(bias, batch, heads, n_kv, cfg.block_n, scaling * LOG2E, query.dtype)
+        else:
+            bias_desc, bias_row_len = _bias_rows(bias if key_bias is not None else None, batch, heads, n_kv,
+                                                 cfg.block_n, dev)
         _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
-                                                                  **consts, num_warps=4)
+                                                                  **consts, BIAS_IN_PRODUCT=in_product, num_warps=4)
     else:
         _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
             *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)

@@ -101,8 +101,8 @@ def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, 
 @pytest.mark.parametrize("entropy,causal,bias", [(False, False, False), (False, True, True), (True, True, True)])
 def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias):
     """Producer warp + two consumer warpgroups: registers moved between partitions, stage releases
-    scoped to one warpgroup (a 128-thread named barrier, not the CTA's), the key bias brought by
-    TMA with K (no global loads of it in the consumers), no spills."""
+    scoped to one warpgroup (a 128-thread named barrier, not the CTA's), the key bias added by the
+    tensor cores (its tile brought by TMA with K), no spills."""
     ptx = _sm90_ptx(entropy, causal, bias, 128, ws=True)
     assert re.search(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+24;", ptx)  # the producer warp gives registers up
     assert re.search(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+\d+;", ptx)
@@ -111,14 +111,18 @@ def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias
     report = _ptxas(tmp_path, ptx)
     spills = int(re.search(r"(\d+) bytes spill stores", report).group(1))
     assert spills == 0, report[-2000:]
-    assert ptx.count("cp.async.bulk.tensor.1d") == (1 if bias else 0)  # the bias tile, with K
+    # The key bias enters the S product as one more k16 step (A = ones, B = its [keys, 16] tile):
+    # 2 consumers x (2 S sites x (8 + bias) + 2 P.V sites x 8) products, no add per logit.
+    assert ptx.count("wgmma.mma_async") == 2 * (2 * (128 // 16 + bias) + 2 * (128 // 16))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("memory", ["bhnd", "bnhd"])
-def test_gluon_matches_materialised_on_gpu(causal, memory):
+@pytest.mark.parametrize("in_product", ["0", "1"])
+def test_gluon_matches_materialised_on_gpu(causal, memory, in_product, monkeypatch):
+    monkeypatch.setenv("HEADSCOPE_BIAS_IN_PRODUCT", in_product)
     n, heads, kv_heads, d = 1000, 8, 2, 128
     make = ((lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)) if memory == "bhnd" else
             (lambda h: torch.randn(1, n, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)))
@@ -136,7 +140,11 @@ def test_gluon_matches_materialised_on_gpu(causal, memory):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
 @pytest.mark.parametrize("causal", [False, True])
-def test_warp_specialised_equals_single_partition_on_gpu(causal, monkeypatch):
+@pytest.mark.parametrize("in_product", ["0", "1"])
+def test_warp_specialised_equals_single_partition_on_gpu(causal, in_product, monkeypatch):
+    """Bit for bit with the bias added in the softmax as the single-partition kernel adds it;
+    with the bias in the S product (the default), to the rounding of its bf16 hi/lo split."""
+    monkeypatch.setenv("HEADSCOPE_BIAS_IN_PRODUCT", in_product)
     n, d = 3001, 128
     q = torch.randn(2, 8, n, d, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(2, 2, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
@@ -146,6 +154,11 @@ def test_warp_specialised_equals_single_partition_on_gpu(causal, monkeypatch):
     ws = flash_forward_gluon(q, k, v, table, **kw)
     monkeypatch.setenv("HEADSCOPE_GLUON_WS", "0")
     single = flash_forward_gluon(q, k, v, table, **kw)
+    if in_product == "1":
+        assert rel_err(ws.output, single.output) < 2e-3
+        for name in ("lse", "entropy", "distance"):
+            assert rel_err(getattr(ws, name), getattr(single, name)) < 1e-5, name
+        return
     assert torch.equal(ws.output, single.output)  # same arithmetic in the same order, row by row
     for name in ("lse", "entropy"):
         assert torch.equal(getattr(ws, name), getattr(single, name)), name
@@ -203,10 +216,11 @@ def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monke
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-def test_gluon_bias_with_padding_matches_materialised_on_gpu():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])  # fp16: the padding bias is clamped
+def test_gluon_bias_with_padding_matches_materialised_on_gpu(dtype):
     n, heads, kv_heads, d = 4097, 8, 2, 128
-    q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    q = torch.randn(1, heads, n, d, device="cuda", dtype=dtype)
+    k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=dtype) for _ in range(2))
     table = dense_table(n, causal=True, block_q=128, block_kv=128, device="cuda")
     bias = torch.randn(1, heads, n, device="cuda") * 3
     bias[..., 100:200] = -1.0e30  # padded keys
