@@ -119,14 +119,39 @@ def _bias_columns(bias: Tensor, batch: int, heads: int, n_kv: int, block_n: int,
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     row_len = triton.cdiv(n_kv, block_n) * block_n
-    limit = torch.finfo(dtype).max / 2  # padding's -1e30 stays far below any real logit, as a finite value
-    scaled = (bias.expand(batch, heads, n_kv).reshape(batch * heads, n_kv) / qk_scale).clamp(-limit, limit)
-    hi = scaled.to(dtype)
+    hi, lo = _bias_split(bias.expand(batch, heads, n_kv).reshape(batch * heads, n_kv), qk_scale, dtype)
     cols = torch.zeros(batch * heads, row_len, 16, device=bias.device, dtype=dtype)
     cols[:, :n_kv, 0] = hi
-    cols[:, :n_kv, 1] = (scaled - hi.float()).to(dtype)
+    cols[:, :n_kv, 1] = lo
     layout = gl.NVMMASharedLayout.get_default_for([block_n, 16], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
     return TensorDescriptor.from_tensor(cols.view(-1, 16), [block_n, 16], layout), row_len
+
+
+def _bias_split(bias: Tensor, qk_scale: float, dtype) -> tuple[Tensor, Tensor]:
+    """``bias / qk_scale`` (base-2 bias) as ``hi + lo`` in ``dtype``, clamped to half its range
+    (the backend's -1e30 padding stays far below any real logit, as a finite value)."""
+    limit = torch.finfo(dtype).max / 2
+    scaled = (bias / qk_scale).clamp(-limit, limit)
+    hi = scaled.to(dtype)
+    return hi, (scaled - hi.float()).to(dtype)
+
+
+def bias_in_product(query: Tensor, key: Tensor, value: Tensor, table: BlockTable) -> bool:
+    """Whether :func:`flash_forward_gluon` adds the key bias inside the S product (the
+    warp-specialised kernel's default; ``HEADSCOPE_BIAS_IN_PRODUCT=0`` adds it in the softmax)."""
+    return gluon_eligible(query, key, value, table) and _ws_adds_bias_in_product(gluon_config(query.shape[-1]))
+
+
+def _ws_adds_bias_in_product(cfg: GluonConfig) -> bool:
+    return (cfg.block_m == BLOCK_M and os.environ.get("HEADSCOPE_GLUON_WS", "1") != "0"
+            and os.environ.get("HEADSCOPE_BIAS_IN_PRODUCT", "1") == "1")
+
+
+def bias_as_the_product_adds_it(bias: Tensor, qk_scale: float, dtype) -> Tensor:
+    """The base-2 bias the S product actually adds (``(hi + lo) * qk_scale``): passes that
+    recompute probabilities from K1's log-sum-exp (ACT's) use it to stay consistent with K1."""
+    hi, lo = _bias_split(bias, qk_scale, dtype)
+    return ((hi.float() + lo.float()) * qk_scale).contiguous()
 
 
 def _descriptor(view: Tensor, rows: int, head_dim: int):
@@ -192,7 +217,7 @@ def flash_forward_gluon(
     if ws:
         from probe.kernels.gluon_k1_ws import _k1_ws_kernel
 
-        in_product = key_bias is not None and os.environ.get("HEADSCOPE_BIAS_IN_PRODUCT", "1") == "1"
+        in_product = key_bias is not None and _ws_adds_bias_in_product(cfg)
         if in_product:
             bias_desc, bias_row_len = _bias_columns(bias, batch, heads, n_kv, cfg.block_n, scaling * LOG2E, query.dtype)
         else:

@@ -27,7 +27,14 @@ from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, selected_lists
 from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
-from probe.kernels.gluon_launch import column_stats_gluon, flash_forward_gluon, gluon_eligible, gluon_k2_eligible
+from probe.kernels.gluon_launch import (
+    bias_as_the_product_adds_it,
+    bias_in_product,
+    column_stats_gluon,
+    flash_forward_gluon,
+    gluon_eligible,
+    gluon_k2_eligible,
+)
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 128
@@ -198,9 +205,15 @@ def flash_forward(
 def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config) -> K1Result:
     """K1 over the unselected keys' values, then ACT's pass rewrites the output (and head scale)."""
     batch, heads = query.shape[:2]
-    r = flash_forward(query, key, values_without(value, act, batch, heads), table, scaling=scaling,
-                      key_bias=key_bias, entropy=entropy, distance=distance, config=config)
+    rest = values_without(value, act, batch, heads)
+    r = flash_forward(query, key, rest, table, scaling=scaling, key_bias=key_bias, entropy=entropy,
+                      distance=distance, config=config)
     bias, bias_strides = _bias_args(key_bias, batch, heads, key.shape[2], query.device)
+    if key_bias is not None and config is None and bias_in_product(query, key, rest, table):
+        # Rows whose selected keys hold all of the attention are told apart to 1e-6: the pass
+        # must see the bias exactly as K1's product added it.
+        bias = bias_as_the_product_adds_it(bias, scaling * LOG2E, query.dtype)
+        bias_strides = (bias.stride(0), bias.stride(1))
     act_pass(r.output, query, key, value, r.lse, act, table.rule, scaling=scaling, bias=bias,
              bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale)
     return r
