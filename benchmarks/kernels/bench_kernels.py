@@ -36,7 +36,7 @@ from probe.attention.spec import StatRequest  # noqa: E402
 from probe.kernels import backend, launch  # noqa: E402
 from probe.kernels.backend import triton_attention  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402
-from probe.kernels.gluon_launch import gluon_k2_operands  # noqa: E402
+from probe.kernels.gluon_k2_launch import gluon_k2_operands  # noqa: E402
 from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
 

@@ -47,7 +47,7 @@ from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatReque
 from probe.kernels.blocks import TokenRule, rule_table
 
 try:
-    from probe.kernels.gluon_launch import gluon_k2_operands
+    from probe.kernels.gluon_k2_launch import gluon_k2_operands
     from probe.kernels.launch import ActScale, column_stats, flash_forward
 
     HAVE_TRITON = True

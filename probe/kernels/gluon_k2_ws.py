@@ -54,6 +54,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 
 from probe.kernels.gluon_k1 import _allowed, _block_start, _table_row
 
+
 @no_type_check
 @gluon.jit
 def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem,

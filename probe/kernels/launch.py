@@ -27,14 +27,8 @@ from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, selected_lists
 from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
-from probe.kernels.gluon_launch import (
-    bias_as_the_product_adds_it,
-    bias_in_product,
-    column_stats_gluon,
-    flash_forward_gluon,
-    gluon_eligible,
-    gluon_k2_eligible,
-)
+from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible
+from probe.kernels.gluon_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 128

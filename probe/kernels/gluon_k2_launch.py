@@ -1,0 +1,121 @@
+"""Host side of the Gluon K2 (:mod:`probe.kernels.gluon_k2_ws`): eligibility, the table it walks, launch.
+
+:func:`gluon_k2_eligible` says whether a column-pass call can take the Hopper kernel (the K1's
+operand conditions, 128-key table blocks, 64- or 128-query tiles); :func:`column_stats_gluon`
+has the outputs of :func:`probe.kernels.launch.column_stats`, which dispatches to it
+(``HEADSCOPE_GLUON_K2=0`` turns it off, to time the Triton K2 it replaced).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from jaxtyping import Float
+from torch import Tensor
+
+from probe.kernels.blocks import BlockTable, rule_kinds, rule_table
+from probe.kernels.gluon_launch import GLUON_HEAD_DIMS, WS_ROWS, _descriptor, _row_view, _views_fit
+
+
+def gluon_k2_eligible(query: Tensor, key: Tensor, table: BlockTable) -> bool:
+    """True when :func:`column_stats_gluon` can run this call: K1's operand conditions, 128-key
+    table blocks and 64- or 128-query tiles (``HEADSCOPE_GLUON_K2=0`` turns it off)."""
+    return gluon_k2_operands(query, key) and table.block_kv == 2 * WS_ROWS and table.block_q in (64, 128)
+
+
+def gluon_k2_operands(query: Tensor, key: Tensor) -> bool:
+    """The operand half of :func:`gluon_k2_eligible` (callers use it to pick 128x128 tables)."""
+    if os.environ.get("HEADSCOPE_GLUON_K2", "1") == "0" or not query.is_cuda:
+        return False
+    if torch.cuda.get_device_capability(query.device)[0] != 9:
+        return False
+    return (query.dtype in (torch.bfloat16, torch.float16) and key.dtype == query.dtype
+            and query.shape[-1] in GLUON_HEAD_DIMS and _views_fit(query, key, key))
+
+
+def k2_stages() -> int:
+    """Query tiles in flight in the Gluon K2 (3 x 32 KB beside 32-64 KB of keys); ``HEADSCOPE_K2_STAGES`` overrides."""
+    return int(os.environ.get("HEADSCOPE_K2_STAGES", "3"))
+
+
+def k2_walk(table: BlockTable) -> tuple[BlockTable, int]:
+    """The table the Gluon K2 walks and its keys per consumer.
+
+    A table that is exactly its token rule's table (dense, causal, sliding window, sinks) is
+    walked at 256-key blocks, 128 keys per consumer (the rule decides inside each block); any
+    other table (block-sparse, with skipped tiles the rule allows) as it is, 64 keys per
+    consumer. ``HEADSCOPE_K2_KEYS=64`` forces the narrow walk (benchmarks). Cached on the table.
+    """
+    if os.environ.get("HEADSCOPE_K2_KEYS", "128") == "64":
+        return table, 64
+    cache = table.__dict__.setdefault("_gluon_k2_walk", {})  # frozen: cache through __dict__
+    if "wide" not in cache:
+        exact = torch.equal(table.kinds, rule_kinds(table.rule, table.q_len, table.kv_len, table.block_q,
+                                                    table.block_kv, table.kinds.shape[1], table.device))
+        cache["wide"] = (rule_table(table.rule, table.q_len, table.kv_len, table.block_q, 4 * WS_ROWS, table.device)
+                         if exact else None)
+    return (cache["wide"], 2 * WS_ROWS) if cache["wide"] is not None else (table, WS_ROWS)
+
+
+def column_stats_gluon(
+    query: Float[Tensor, "batch head q d"],
+    key: Float[Tensor, "batch kv_head k d"],
+    lse2: Float[Tensor, "batch head q"],
+    table: BlockTable,
+    *,
+    qk_scale: float,
+    bias: Float[Tensor, "batch head k"],
+    bias_strides: tuple[int, int],
+    has_bias: bool,
+    block_stats: bool,
+    outputs: tuple[Tensor, Tensor, Tensor],
+) -> dict[str, Tensor]:
+    """K2 through :mod:`probe.kernels.gluon_k2_ws`; arguments as prepared by
+    :func:`probe.kernels.launch.column_stats` (base-2 ``lse2`` with +inf for unseen queries,
+    base-2 bias, output buffers). Block statistics are over the table's 128-key tiles."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from probe.kernels import launch
+    from probe.kernels.gluon_k2_ws import _k2_ws_kernel
+
+    batch, heads, n_q, head_dim = query.shape
+    n_kv = key.shape[2]
+    walk, keys = k2_walk(table)
+    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch) = (_row_view(t) for t in (query, key))
+    col_sum, col_max, count = outputs
+    q_blocks, programs = triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, 2 * keys)
+    # Minus the log-sum-exp, -inf for unseen queries and past each head's queries (a query tile
+    # read past n_q, the next head's rows, adds nothing); and each query tile's seen queries.
+    neg_lse = torch.full((batch * heads, q_blocks * table.block_q), -torch.inf, device=query.device)
+    neg_lse[:, :n_q] = -lse2.reshape(batch * heads, n_q)
+    seen = torch.isfinite(neg_lse).view(batch * heads, q_blocks, table.block_q).sum(-1, dtype=torch.float32)
+    lse_desc = TensorDescriptor.from_tensor(neg_lse.view(-1), [table.block_q], gl.NVMMASharedLayout(0, 32, rank=1))
+    k128 = programs * (2 * keys // 128)  # 128-key blocks the programs cover (the last may pass n_kv)
+    part = lambda: torch.zeros(batch, heads, k128, q_blocks, 8, device=query.device)  # noqa: E731
+    bsum, bmax = (part(), part()) if block_stats else (col_sum, col_sum)  # never written without block stats
+    full_n, full_i = launch._expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
+    part_n, part_i = launch._expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
+    _k2_ws_kernel[(programs, batch * heads)](
+        _descriptor(qv, table.block_q, head_dim), _descriptor(kv, keys, head_dim), lse_desc, seen,
+        bias, col_sum, col_max, count, bsum, bmax,
+        table.rule.window_tensor(heads, query.device), table.rule.sink_tensor(heads, query.device),
+        full_n, full_i, part_n, part_i,
+        q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, *bias_strides,
+        full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
+        part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
+        k128 * q_blocks * 8, q_blocks * 8,
+        heads, heads // key.shape[1], neg_lse.shape[1], n_kv, table.rule.q_offset - table.rule.kv_offset,
+        table.rule.kv_offset, qk_scale,
+        HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
+        LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
+        K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
+    )
+    stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
+    if block_stats:
+        k_blocks = triton.cdiv(n_kv, 128)
+        stats.update(block_sum=bsum[:, :, :k_blocks].sum(-1).transpose(-1, -2).contiguous(),
+                     block_max=bmax[:, :, :k_blocks].amax(-1).transpose(-1, -2).contiguous())
+    return stats
