@@ -66,7 +66,7 @@ def column_stats_gluon(
     table: BlockTable,
     *,
     qk_scale: float,
-    bias: Float[Tensor, "batch head k"],
+    bias: Float[Tensor, "..."],  # [batch, head, k], or a 1-element placeholder without a bias
     bias_strides: tuple[int, int],
     has_bias: bool,
     block_stats: bool,
