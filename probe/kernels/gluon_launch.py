@@ -97,8 +97,9 @@ def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
 
 def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: int, dev):
     """A 1-D descriptor over the base-2 key bias as ``[batch*head, n_kv padded to block_n]`` rows
-    (zero padding), so the producer brings each step's bias tile with K; a one-tile dummy when
-    there is no bias. Returns ``(descriptor, row length)``."""
+    (zero padding), for the variant that adds each step's bias tile in the softmax
+    (``HEADSCOPE_BIAS_IN_PRODUCT=0``); a one-tile dummy when there is no bias. Returns
+    ``(descriptor, row length)``."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
