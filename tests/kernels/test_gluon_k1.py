@@ -239,3 +239,25 @@ def test_values_without_zeroes_the_selected_keys_per_query_head():
     out = values_without(value, ActScale(selected, torch.ones(4)), 2, 4)
     expect = value.repeat_interleave(2, dim=1) * (~selected)[..., None]
     assert out.is_contiguous() and torch.equal(out, expect)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bias_split_carries_the_bias_to_its_low_part(dtype):
+    """The S product adds ``hi + lo`` (input dtype) for ``bias / qk_scale``: relative error near
+    2^-16 of the bias for bf16 (finer for fp16), and the -1e30 padding stays a finite, very
+    negative logit in fp16 too."""
+    from probe.kernels.gluon_launch import _bias_split, bias_as_the_product_adds_it
+
+    qk_scale = 128**-0.5 * 1.4426950408889634
+    bias = torch.randn(3, 4, 257) * 8
+    bias[..., :5] = -1.0e30 * 1.4426950408889634  # the backend's padding, base 2
+    hi, lo = _bias_split(bias, qk_scale, dtype)
+    assert hi.dtype == lo.dtype == dtype and torch.isfinite(hi).all() and torch.isfinite(lo).all()
+    real = bias[..., 5:]
+    rel = lambda x: ((x - real).abs() / real.abs().clamp_min(1e-3)).max().item()  # noqa: E731
+    added = bias_as_the_product_adds_it(bias, qk_scale, dtype)
+    hi_only = hi.float() * qk_scale
+    assert rel(added[..., 5:]) < 2.0**-15
+    assert rel(added[..., 5:]) < rel(hi_only[..., 5:]) / 16  # the low part adds at least 4 bits
+    # Padding: far below any real logit (|q.k| * qk_scale is O(10) here), still finite.
+    assert (added[..., :5] < -1000).all() and torch.isfinite(added).all()
