@@ -1,0 +1,107 @@
+"""Where the time of one call goes: its GPU kernels, their durations and the idle gaps between them.
+
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/profile_calls.py [--out DIR]
+
+For the calls whose overhead over the plain K1 is not explained by their kernels' arithmetic
+(ACT's pass, the K2's block statistics, the whole statistics package at 4k), it records a few
+warm calls with ``torch.profiler`` (CUPTI) and prints, per call, every GPU kernel with its time
+and the gap before it, plus the call's wall time from CUDA events. A diagnostic: nothing is
+asserted and no ratio here is a benchmark figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from probe.attention.mask import LazyMask  # noqa: E402
+from probe.attention.spec import StatRequest  # noqa: E402
+from probe.kernels.backend import triton_attention  # noqa: E402
+from probe.kernels.blocks import dense_table  # noqa: E402
+from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
+
+DEV, BF16 = "cuda", torch.bfloat16
+
+
+def event_ms(fn, reps: int = 20) -> float:
+    """Median wall time of ``fn`` between CUDA events, after two warm calls."""
+    fn(), fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def kernel_timeline(name: str, fn) -> None:
+    """Print the GPU kernels of one warm call of ``fn`` with durations and gaps (microseconds)."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    print(f"== {name}: wall {event_ms(fn):.3f} ms (CUDA events, median of 20)")
+    prev_end = None
+    busy = 0.0
+    for e in kernels:
+        start, end = e.time_range.start, e.time_range.end
+        gap = 0.0 if prev_end is None else start - prev_end
+        busy += end - start
+        print(f"   {end - start:9.1f} us  gap {gap:7.1f} us  {e.name[:110]}")
+        prev_end = end
+    if kernels:
+        span = kernels[-1].time_range.end - kernels[0].time_range.start
+        print(f"   kernels {len(kernels)}, busy {busy:.1f} us, first-to-last {span:.1f} us")
+
+
+def act_calls() -> None:
+    b, h, n, d = 1, 16, 16384, 128
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+    sel = torch.zeros(b, h, n, dtype=torch.bool, device=DEV)
+    sel[..., [0, 1, 2, 3, 700]] = True
+    act = ActScale(sel, torch.full((h,), 0.5, device=DEV))
+    for causal in (True, False):
+        t = dense_table(n, causal=causal, device=DEV)
+        kernel_timeline(f"K1 16k causal={causal}", lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+        kernel_timeline(f"K1 + ACT 16k causal={causal}", lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act))
+
+
+def k2_calls() -> None:
+    b, h, n, d = 4, 16, 4096, 128
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+    for causal in (False, True):
+        t = dense_table(n, causal=causal, device=DEV)
+        tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
+        lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
+        kernel_timeline(f"K1 4k b4 causal={causal}", lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+        kernel_timeline(f"K2 4k b4 causal={causal}", lambda: column_stats(q, k, lse, tb, scaling=d**-0.5))
+        kernel_timeline(f"K2 + blocks 4k b4 causal={causal}",
+                        lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True))
+        mask = LazyMask(b, n, n, device=DEV, causal=causal)
+        want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+        kernel_timeline(f"all statistics (backend) 4k b4 causal={causal}",
+                        lambda: triton_attention(q, k, v, mask, want=want))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="k2,act")
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name(), torch.__version__)
+    for part in args.parts.split(","):
+        {"k2": k2_calls, "act": act_calls}[part]()
+
+
+if __name__ == "__main__":
+    main()
