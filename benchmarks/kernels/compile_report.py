@@ -80,7 +80,7 @@ def main() -> None:
     bias = torch.zeros(1, h, n)
     sel = torch.zeros(1, h, n, dtype=torch.bool)
     sel[..., :4] = True
-    act = launch.ActScale(sel, torch.full((h,), 0.5))
+    act = launch.ActScale(sel, torch.full((h,), 0.5)).kernel_lists(1, h, h, n, 'cpu')
     configs = os.environ.get("CONFIGS", "128,8,3").split(";")
     for cfg in configs:
         os.environ["HEADSCOPE_K1_CONFIG"] = cfg

@@ -12,7 +12,9 @@ asserted and no ratio here is a benchmark figure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +45,19 @@ def event_ms(fn, reps: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def host_ms(fn, reps: int = 20) -> float:
+    """Median time the host spends enqueueing one call (the GPU idle before it): if it exceeds
+    the call's GPU time, back-to-back calls are bound by the host."""
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
 def kernel_timeline(name: str, fn) -> None:
     """Print the GPU kernels of one warm call of ``fn`` with durations and gaps (microseconds)."""
     fn(), fn()
@@ -51,7 +66,7 @@ def kernel_timeline(name: str, fn) -> None:
         fn()
         torch.cuda.synchronize()
     kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    print(f"== {name}: wall {event_ms(fn):.3f} ms (CUDA events, median of 20)")
+    print(f"== {name}: wall {event_ms(fn):.3f} ms (CUDA events, median of 20), host {host_ms(fn):.3f} ms")
     prev_end = None
     busy = 0.0
     for e in kernels:
@@ -65,6 +80,17 @@ def kernel_timeline(name: str, fn) -> None:
         print(f"   kernels {len(kernels)}, busy {busy:.1f} us, first-to-last {span:.1f} us")
 
 
+def kernel_us(fn, name: str) -> float:
+    """GPU time of the kernels of one warm call of ``fn`` whose name contains ``name``."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(e.time_range.end - e.time_range.start for e in prof.events()
+               if e.device_type.name == "CUDA" and name in e.name)
+
+
 def act_calls() -> None:
     b, h, n, d = 1, 16, 16384, 128
     q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -75,6 +101,11 @@ def act_calls() -> None:
         t = dense_table(n, causal=causal, device=DEV)
         kernel_timeline(f"K1 16k causal={causal}", lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
         kernel_timeline(f"K1 + ACT 16k causal={causal}", lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act))
+        for tile in ("64,8", "32,4", "128,8", "64,4", "32,8"):
+            os.environ["HEADSCOPE_ACT_TILE"] = tile
+            us = kernel_us(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act), "_act_pass_kernel")
+            print(f"   ACT pass, tile {tile} (rows, warps): {us:.1f} us")
+        os.environ.pop("HEADSCOPE_ACT_TILE")
 
 
 def k2_calls() -> None:

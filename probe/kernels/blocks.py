@@ -64,10 +64,19 @@ class TokenRule:
         return self.window is not None
 
     def window_tensor(self, heads: int, device: torch.device | str) -> Int[Tensor, " head"]:
-        return _per_head(self.window, heads, 2**30, device)
+        return self._per_head_cached("window", heads, 2**30, device)
 
     def sink_tensor(self, heads: int, device: torch.device | str) -> Int[Tensor, " head"]:
-        return _per_head(self.sink, heads, 0, device)
+        return self._per_head_cached("sink", heads, 0, device)
+
+    def _per_head_cached(self, name: str, heads: int, default: int, device) -> Int[Tensor, " head"]:
+        """Built once per (heads, device) and kept on the rule: every kernel launch reads them,
+        and building them took two small launches (a host-to-device copy with windows) per call."""
+        cache = self.__dict__.setdefault("_per_head", {})  # frozen: cache through __dict__
+        key = (name, heads, str(torch.device(device)))
+        if key not in cache:
+            cache[key] = _per_head(getattr(self, name), heads, default, device)
+        return cache[key]
 
     def allowed(self, h: Tensor, q_idx: Tensor, kv_idx: Tensor, heads: int, kv_len: int) -> Tensor:
         """Broadcasting evaluation of the predicate on index tensors (any device)."""

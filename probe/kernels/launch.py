@@ -25,8 +25,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from probe.kernels.blocks import BlockTable, selected_lists
-from probe.kernels.act_pass import SEL_BLOCK, act_pass, values_without
+from probe.kernels.blocks import BlockTable
+from probe.kernels.act_pass import ActLists, act_lists, act_pass, rows_zeroed
 from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible
 from probe.kernels.gluon_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
@@ -109,16 +109,14 @@ class ActScale:
     selected: Bool[Tensor, "batch head key"]
     factor: Float[Tensor, " head"]
 
-    def kernel_lists(self, batch: int, heads: int, n_kv: int, device) -> tuple[Tensor, Tensor, Tensor]:
-        """``(beta [head], counts [batch, head], indices [batch, head, width])``, cached per shape.
-
-        ``indices`` lists each (batch, head)'s selected keys in ascending order, padded with -1
-        to a multiple of ``SEL_BLOCK``.
-        """
+    def kernel_lists(self, batch: int, heads: int, kv_heads: int, n_kv: int, device) -> ActLists:
+        """The lists ACT's pass walks (:func:`probe.kernels.act_pass.act_lists`), cached per shape."""
         cache = self.__dict__.setdefault("_lists", {})  # frozen: cache through __dict__
-        key = (batch, heads, n_kv, str(device))
+        key = (batch, heads, kv_heads, n_kv, str(device))
         if key not in cache:
-            cache[key] = _act_lists(self, batch, heads, n_kv, device)
+            if self.selected.shape[-1] != n_kv:
+                raise ValueError(f"ActScale selects among {self.selected.shape[-1]} keys, the call has {n_kv}")
+            cache[key] = act_lists(self.selected, self.factor, batch, heads, kv_heads, device)
         return cache[key]
 
 
@@ -197,18 +195,20 @@ def flash_forward(
 
 
 def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config) -> K1Result:
-    """K1 over the unselected keys' values, then ACT's pass rewrites the output (and head scale)."""
+    """K1 over values with the selected rows zeroed, then ACT's pass rewrites the output (and head scale)."""
     batch, heads = query.shape[:2]
-    rest = values_without(value, act, batch, heads)
-    r = flash_forward(query, key, rest, table, scaling=scaling, key_bias=key_bias, entropy=entropy,
-                      distance=distance, config=config)
+    lists = act.kernel_lists(batch, heads, value.shape[1], key.shape[2], query.device)
+    with rows_zeroed(value, lists.zero_rows, query, key) as rest:
+        r = flash_forward(query, key, rest, table, scaling=scaling, key_bias=key_bias, entropy=entropy,
+                          distance=distance, config=config)
+        in_product = key_bias is not None and config is None and bias_in_product(query, key, rest, table)
     bias, bias_strides = _bias_args(key_bias, batch, heads, key.shape[2], query.device)
-    if key_bias is not None and config is None and bias_in_product(query, key, rest, table):
+    if in_product:
         # Rows whose selected keys hold all of the attention are told apart to 1e-6: the pass
         # must see the bias exactly as K1's product added it.
         bias = bias_as_the_product_adds_it(bias, scaling * LOG2E, query.dtype)
         bias_strides = (bias.stride(0), bias.stride(1))
-    act_pass(r.output, query, key, value, r.lse, act, table.rule, scaling=scaling, bias=bias,
+    act_pass(r.output, query, key, value, r.lse, lists, table.rule, scaling=scaling, bias=bias,
              bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale)
     return r
 
@@ -315,16 +315,3 @@ def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> t
 def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Tensor, Tensor]:
     """Broadcast a table's leading (1, 1) dims to (batch, heads) as stride-0 views."""
     return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)
-
-
-def _act_lists(act: ActScale, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, Tensor, Tensor]:
-    """Per (batch, head), the ascending list of selected keys padded with -1 (see ``kernel_lists``).
-
-    ACT's pass gathers only these keys.
-    """
-    counts, idx = selected_lists(act.selected.to(device=dev).expand(batch, heads, n_kv))
-    width = triton.cdiv(idx.shape[-1], SEL_BLOCK) * SEL_BLOCK
-    keep = torch.arange(idx.shape[-1], device=dev) < counts[..., None]
-    sel_idx = torch.nn.functional.pad(torch.where(keep, idx, -1), (0, width - idx.shape[-1]), value=-1)
-    beta = act.factor.to(device=dev, dtype=torch.float32).contiguous()
-    return beta, counts.contiguous(), sel_idx.contiguous()

@@ -229,18 +229,6 @@ def test_gluon_bias_with_padding_matches_materialised_on_gpu(dtype):
     assert rel_err(r.output, out) < 1e-2 and rel_err(r.lse, ref["lse"]) < 1e-5
 
 
-def test_values_without_zeroes_the_selected_keys_per_query_head():
-    from probe.kernels.act_pass import values_without
-    from probe.kernels.launch import ActScale
-
-    value = torch.randn(2, 2, 7, 4)
-    selected = torch.zeros(2, 4, 7, dtype=torch.bool)
-    selected[0, 1, 3] = selected[1, 2, 0] = True
-    out = values_without(value, ActScale(selected, torch.ones(4)), 2, 4)
-    expect = value.repeat_interleave(2, dim=1) * (~selected)[..., None]
-    assert out.is_contiguous() and torch.equal(out, expect)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_bias_split_carries_the_bias_to_its_low_part(dtype):
     """The S product adds ``hi + lo`` (input dtype) for ``bias / qk_scale``: relative error near

@@ -54,6 +54,23 @@ def test_k1_act_scaling_with_redistribution(density):
     assert rel_err(r.output, out) < TOL
 
 
+@pytest.mark.parametrize("values", ["own", "the_keys"])  # the_keys: zeroing V in place would zero K
+def test_k1_act_leaves_the_callers_values_unchanged(values):
+    batch, heads, kv_heads, n, d = 1, 4, 2, 50, 16
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    v = k if values == "the_keys" else v
+    before = v.clone()
+    selected = torch.zeros(batch, heads, n, dtype=torch.bool, device=DEVICE)
+    selected[:, 1, [0, 7]] = True  # one head of each group has no selection of its own
+    selected[:, 2, 3] = True
+    factor = torch.tensor([0.5, 0.2, 0.4, 0.9], device=DEVICE)
+    table = dense_table(n, causal=True, block_q=16, block_kv=16, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, act=ActScale(selected, factor))
+    out, _ = materialised_attention(q.cpu(), k.cpu(), v.cpu(), causal_allowed(n, n), scale_keys=selected.cpu(),
+                                    scale_factor=factor.cpu())
+    assert torch.equal(v, before) and rel_err(r.output, out) < TOL
+
+
 def test_k1_act_with_strong_sinks_keeps_unedited_statistics():
     """Sinks holding ~99 % of the attention (where ACT matters most), rows that see only sinks
     (causal row 0), and the row statistics of the unedited attention in the same call."""
