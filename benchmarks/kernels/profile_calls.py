@@ -12,6 +12,9 @@ asserted and no ratio here is a benchmark figure.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import os
 import sys
 import time
@@ -91,6 +94,34 @@ def kernel_us(fn, name: str) -> float:
                if e.device_type.name == "CUDA" and name in e.name)
 
 
+def host_profile(name: str, fn, calls: int = 20) -> None:
+    """cProfile of ``calls`` warm calls (each followed by a synchronize): where the host's time goes."""
+    fn(), fn(), fn()
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        fn()
+        torch.cuda.synchronize()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(22)
+    print(f"== host profile of {calls} calls: {name}")
+    print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+
+
+def host_calls() -> None:
+    b, h, n, d = 4, 16, 4096, 128
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+    t = dense_table(n, causal=True, device=DEV)
+    lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
+    host_profile("K1 4k causal", lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+    host_profile("K2 + blocks 4k causal", lambda: column_stats(q, k, lse, t, scaling=d**-0.5, block_stats=True))
+    mask = LazyMask(b, n, n, device=DEV, causal=True)
+    want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+    host_profile("all statistics (backend) 4k causal", lambda: triton_attention(q, k, v, mask, want=want))
+
+
 def act_calls() -> None:
     b, h, n, d = 1, 16, 16384, 128
     q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -131,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__)
     for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls}[part]()
+        {"k2": k2_calls, "act": act_calls, "host": host_calls}[part]()
 
 
 if __name__ == "__main__":

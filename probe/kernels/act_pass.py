@@ -45,7 +45,9 @@ from probe.kernels.blocks import selected_lists
 from probe.kernels.triton_kernels import LOG2E, _allowed
 
 SEL_BLOCK = 16  # selected keys gathered per step
-ROWS_AND_WARPS = (64, 8)  # query rows per program, warps: 178 registers, no spills (sm_90a build)
+# Query rows per program, warps: 74-76 us at 16k x 16 heads on the lent H100, against 84 for
+# (128, 8), 101-103 for (32, 4), 109-114 for (64, 8) (benchmarks/kernels/profile_calls.py).
+ROWS_AND_WARPS = (64, 4)
 
 
 def _rows_and_warps() -> tuple[int, int]:
@@ -102,17 +104,16 @@ def rows_zeroed(value: Float[Tensor, "batch kv_head key d"], rows: tuple[Tensor,
     the zeros). Otherwise a copy, which costs one read and write of the values. In place, a
     reader of ``value`` on another CUDA stream during the call would see the zeros.
     """
+    zero = torch.zeros((), dtype=value.dtype, device=value.device)  # a Python 0 is a blocking host copy
     if not _safe_to_edit_in_place(value, others):
-        copy = value.clone()
-        copy[rows] = 0
-        yield copy
+        yield value.clone().index_put_(rows, zero)
         return
     saved = value[rows]
-    value[rows] = 0
+    value.index_put_(rows, zero)
     try:
         yield value
     finally:
-        value[rows] = saved
+        value.index_put_(rows, saved)
 
 
 def _safe_to_edit_in_place(value: Tensor, others: tuple[Tensor, ...]) -> bool:
