@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import triton
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -122,6 +123,50 @@ def host_calls() -> None:
     host_profile("all statistics (backend) 4k causal", lambda: triton_attention(q, k, v, mask, want=want))
 
 
+def loop_ms(fn, calls: int = 30) -> float:
+    """Per-call time of ``calls`` back-to-back calls between two CUDA events (no cache flush)."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / calls
+
+
+def busy_us(fn) -> float:
+    """GPU time of all kernels and copies of one warm call."""
+    fn(), fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(e.time_range.end - e.time_range.start for e in prof.events() if e.device_type.name == "CUDA")
+
+
+def edit_calls() -> None:
+    """The edits section's calls four ways: GPU busy time, host time, back-to-back, do_bench."""
+    b, h, n, d = 1, 16, 16384, 128
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+    bias = torch.randn(b, h, n, device=DEV)
+    hs = torch.rand(h, device=DEV)
+    sel = torch.zeros(b, h, n, dtype=torch.bool, device=DEV)
+    sel[..., [0, 1, 2, 3, 700]] = True
+    act = ActScale(sel, torch.full((h,), 0.5, device=DEV))
+    for causal in (True, False):
+        t = dense_table(n, causal=causal, device=DEV)
+        calls = {"base": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
+                 "bias+hs": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs),
+                 "act": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act)}
+        for rnd in range(2):
+            for name, fn in calls.items():
+                print(f"causal={causal} round {rnd} {name:8s} busy {busy_us(fn) / 1e3:.3f} ms, host {host_ms(fn):.3f} ms, "
+                      f"back-to-back {loop_ms(fn):.3f} ms, do_bench {triton.testing.do_bench(fn, rep=40, return_mode='median'):.3f} ms")
+        kernel_timeline(f"bias+hs causal={causal}", calls["bias+hs"])
+
+
 def act_calls() -> None:
     b, h, n, d = 1, 16, 16384, 128
     q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -162,7 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__)
     for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls, "host": host_calls}[part]()
+        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls}[part]()
 
 
 if __name__ == "__main__":
