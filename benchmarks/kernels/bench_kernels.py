@@ -85,6 +85,28 @@ def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return per_round[len(per_round) // 2]
 
 
+def paired(base, other, pairs: int = 40) -> float:
+    """Median over ``pairs`` of ``time(other) / time(base)``, the two called alternately, back to
+    back, each between its own CUDA events (no cache flush, no synchronisation in between).
+
+    For ratios near 1 (edits): neighbours in time share the GPU's clocks, which drift by up to
+    ~10 % over a few seconds, more than the effect measured. Valid while the host enqueues a
+    call faster than the GPU runs it (true at 16k; at 4k the calls are host-bound).
+    """
+    base(), other()
+    torch.cuda.synchronize()
+    events = [[torch.cuda.Event(enable_timing=True) for _ in range(4)] for _ in range(pairs)]
+    for ev in events:
+        ev[0].record()
+        base()
+        ev[1].record()
+        ev[2].record()
+        other()
+        ev[3].record()
+    torch.cuda.synchronize()
+    return median([ev[2].elapsed_time(ev[3]) / ev[0].elapsed_time(ev[1]) for ev in events])
+
+
 def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
@@ -364,15 +386,18 @@ def section_edits():
         sel = torch.zeros(b, h, n, dtype=torch.bool, device=DEV)
         sel[..., [0, 1, 2, 3, 700]] = True
         act = ActScale(sel, torch.full((h,), 0.5, device=DEV))  # built once, reused (its key lists are cached)
-        tm = interleaved({
+        tm_fns = {
             "base": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
             "bias_hs": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs),
             "act": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act),
             "triton_base": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
             "triton_act": lambda: _triton_only(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act)),
-        })
+        }
+        tm = interleaved(tm_fns)
         record("edits", n=n, causal=causal, base_ms=median(tm["base"]),
                bias_headscale_over_base=ratio(tm, "bias_hs", "base"), act_over_base=ratio(tm, "act", "base"),
+               bias_headscale_over_base_paired=paired(tm_fns["base"], tm_fns["bias_hs"]),
+               act_over_base_paired=paired(tm_fns["base"], tm_fns["act"]),
                triton_base_ms=median(tm["triton_base"]), triton_act_over_triton_base=ratio(tm, "triton_act", "triton_base"))
 
 

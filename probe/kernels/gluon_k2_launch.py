@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 
+from typing import no_type_check
+
 import torch
 import triton
+import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
 
@@ -59,10 +62,39 @@ def k2_walk(table: BlockTable) -> tuple[BlockTable, int]:
     return (cache["wide"], 2 * WS_ROWS) if cache["wide"] is not None else (table, WS_ROWS)
 
 
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
+@triton.jit
+def _k2_prep_kernel(LSE, NEG, SEEN, n_heads, stride_b, stride_h, n_q, n_q_pad, q_blocks, BLOCK_Q: tl.constexpr):
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    offs = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    base = LSE + (bh // n_heads).to(tl.int64) * stride_b + (bh % n_heads).to(tl.int64) * stride_h
+    x = tl.load(base + offs, mask=offs < n_q, other=float("nan"))
+    seen = (x == x) & (tl.abs(x) < float("inf"))
+    tl.store(NEG + bh.to(tl.int64) * n_q_pad + offs, tl.where(seen, -x * 1.4426950408889634, float("-inf")))
+    tl.store(SEEN + bh * q_blocks + qb, tl.sum(seen.to(tl.float32), 0))
+
+
+def k2_prep(lse: Float[Tensor, "batch head q"], block_q: int) -> tuple[Tensor, Tensor]:
+    """What the Gluon K2 reads besides Q and K, in one launch: minus the base-2 log-sum-exp,
+    ``[batch*head, q_pad]`` (-inf for non-finite entries, i.e. queries that see nothing, and
+    past ``q`` up to whole query tiles), and each query tile's count of seen queries,
+    ``[batch*head, q_blocks]``. It replaced eight small PyTorch operations, whose host time
+    bound short calls (4k tokens) on the lent H100."""
+    batch, heads, n_q = lse.shape
+    lse = lse if lse.stride(-1) == 1 else lse.contiguous()
+    q_blocks = triton.cdiv(n_q, block_q)
+    neg = torch.empty(batch * heads, q_blocks * block_q, device=lse.device, dtype=torch.float32)
+    seen = torch.empty(batch * heads, q_blocks, device=lse.device, dtype=torch.float32)
+    _k2_prep_kernel[(q_blocks, batch * heads)](lse, neg, seen, heads, lse.stride(0), lse.stride(1), n_q,
+                                              neg.shape[1], q_blocks, BLOCK_Q=block_q)
+    return neg, seen
+
+
 def column_stats_gluon(
     query: Float[Tensor, "batch head q d"],
     key: Float[Tensor, "batch kv_head k d"],
-    lse2: Float[Tensor, "batch head q"],
+    lse: Float[Tensor, "batch head q"],
     table: BlockTable,
     *,
     qk_scale: float,
@@ -73,8 +105,9 @@ def column_stats_gluon(
     outputs: tuple[Tensor, Tensor, Tensor],
 ) -> dict[str, Tensor]:
     """K2 through :mod:`probe.kernels.gluon_k2_ws`; arguments as prepared by
-    :func:`probe.kernels.launch.column_stats` (base-2 ``lse2`` with +inf for unseen queries,
-    base-2 bias, output buffers). Block statistics are over the table's 128-key tiles."""
+    :func:`probe.kernels.launch.column_stats` (natural-log ``lse``, non-finite for queries
+    that see nothing; base-2 bias; output buffers). Block statistics are over the table's
+    128-key tiles."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -89,13 +122,12 @@ def column_stats_gluon(
     q_blocks, programs = triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, 2 * keys)
     # Minus the log-sum-exp, -inf for unseen queries and past each head's queries (a query tile
     # read past n_q, the next head's rows, adds nothing); and each query tile's seen queries.
-    neg_lse = torch.full((batch * heads, q_blocks * table.block_q), -torch.inf, device=query.device)
-    neg_lse[:, :n_q] = -lse2.reshape(batch * heads, n_q)
-    seen = torch.isfinite(neg_lse).view(batch * heads, q_blocks, table.block_q).sum(-1, dtype=torch.float32)
+    neg_lse, seen = k2_prep(lse, table.block_q)
     lse_desc = TensorDescriptor.from_tensor(neg_lse.view(-1), [table.block_q], gl.NVMMASharedLayout(0, 32, rank=1))
     k128 = programs * (2 * keys // 128)  # 128-key blocks the programs cover (the last may pass n_kv)
-    part = lambda: torch.zeros(batch, heads, k128, q_blocks, 8, device=query.device)  # noqa: E731
-    bsum, bmax = (part(), part()) if block_stats else (col_sum, col_sum)  # never written without block stats
+    # Block partials [sum | max, batch, head, query tile, 128-key block, 8 (4 warps x 2 halves)].
+    parts = torch.zeros(2 if block_stats else 1, batch, heads, q_blocks, k128, 8, device=query.device)
+    bsum, bmax = (parts[0], parts[1]) if block_stats else (col_sum, col_sum)  # never written without block stats
     full_n, full_i = launch._expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
     part_n, part_i = launch._expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
     _k2_ws_kernel[(programs, batch * heads)](
@@ -106,7 +138,7 @@ def column_stats_gluon(
         q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, *bias_strides,
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
-        k128 * q_blocks * 8, q_blocks * 8,
+        q_blocks * k128 * 8, k128 * 8,
         heads, heads // key.shape[1], neg_lse.shape[1], n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, qk_scale,
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
@@ -116,6 +148,5 @@ def column_stats_gluon(
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:
         k_blocks = triton.cdiv(n_kv, 128)
-        stats.update(block_sum=bsum[:, :, :k_blocks].sum(-1).transpose(-1, -2).contiguous(),
-                     block_max=bmax[:, :, :k_blocks].amax(-1).transpose(-1, -2).contiguous())
+        stats.update(block_sum=bsum[..., :k_blocks, :].sum(-1), block_max=bmax[..., :k_blocks, :].amax(-1))
     return stats

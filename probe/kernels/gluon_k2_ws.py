@@ -80,12 +80,12 @@ def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_fu
 @no_type_check
 @gluon.jit
 def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
-                 h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
+                 stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
                  BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
                  HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr):
     """Fold one (KEYS, BLOCK_Q) tile of raw ``k.q`` into the per-key sums and maxima (and, in a
     masked tile, the counts; full tiles are counted once at the end, :func:`_seen_in_full_tiles`).
-    Block partials of key rows ``64 * j + 16 * w ...`` go to ``bsum_ptr + 8 * query_tile + 4 * j + w``.
+    Block partials of key rows ``64 * j + 16 * w ...`` go to ``bsum_ptr + stride_bp_q * query_tile + 4 * j + w``.
 
     ``neg_lse`` is minus the base-2 log-sum-exp, -inf for unseen queries: one FMA per logit, and
     unseen queries' terms are exactly 0 without a test.
@@ -110,7 +110,7 @@ def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, co
         warp_max = gl.max(gl.reshape(row_max, [halves, 4, 16]), 2)
         slot = (gl.arange(0, halves, layout=gl.SliceLayout(1, warp_sum.type.layout))[:, None] * 4
                 + gl.arange(0, 4, layout=gl.SliceLayout(0, warp_sum.type.layout))[None, :])
-        offs = (start_q // BLOCK_Q) * 8 + slot
+        offs = (start_q // BLOCK_Q) * stride_bp_q + slot
         gl.store(bsum_ptr + offs, warp_sum)
         gl.store(bmax_ptr + offs, warp_max)
     return col_sum + row_sum, gl.maximum(col_max, row_max), count
@@ -135,7 +135,7 @@ def _seen_in_full_tiles(seen_base, full_base, n_full):
 @no_type_check
 @gluon.jit
 def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM, COL_MAX, COUNT, bsum_ptr, bmax_ptr,
-                 seen_base, WINDOW, SINK, bias_base, h, bh, key0, n_tot, n_full, full_base, part_base,
+                 stride_bp_q, seen_base, WINDOW, SINK, bias_base, h, bh, key0, n_tot, n_full, full_base, part_base,
                  n_kv, diag, kv_offset, qk_scale):
     """One warpgroup: the keys of its tile ``k`` (shared memory), from ``key0``."""
     STAGES: gl.constexpr = q_smem.shape[0]
@@ -175,7 +175,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             stage = t % STAGES
             col_sum, col_max, count = _column_step(
                 s, neg_lse, bias, start_q, t - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
-                h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
+                stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
                 HAS_BIAS, BLOCK_STATS)
             mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
             # S_{t-1} is dead: its registers take S_t (use_acc=False ignores their values).
@@ -186,7 +186,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             start_q = _block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
         col_sum, col_max, count = _column_step(
             s, neg_lse, bias, start_q, n_tot - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
-            h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
+            stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
             HAS_BIAS, BLOCK_STATS)
         count += _seen_in_full_tiles(seen_base, full_base, n_full)
     out = bh.to(gl.int64) * n_kv + offs_k
@@ -205,7 +205,7 @@ def _k2_ws_kernel(
     stride_bias_b, stride_bias_h,
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_n,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n,
-    stride_bp_bh, stride_bp_k,
+    stride_bp_bh, stride_bp_q,
     n_heads, group, n_q_pad, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
@@ -217,9 +217,9 @@ def _k2_ws_kernel(
     ``lse_desc`` reads minus the base-2 log-sum-exp as ``[batch*head*n_q_pad]``, each (b, h)
     padded with -inf to a whole number of query tiles; ``SEEN`` ``[batch*head, q_blocks]``
     counts each query tile's seen queries (finite log-sum-exp). ``BSUM`` / ``BMAX`` are
-    ``[batch, head, 128-key blocks, q_blocks, 8]`` (partials per warp and 64-key half) when
-    ``BLOCK_STATS``; their strides per (b, h) and per 128-key block are ``stride_bp_bh``,
-    ``stride_bp_k``.
+    ``[batch, head, q_blocks, 128-key blocks, 8]`` (partials per warp and 64-key half) when
+    ``BLOCK_STATS``; their strides per (b, h) and per query tile are ``stride_bp_bh``,
+    ``stride_bp_q`` (8 per 128-key block).
     """
     dtype: gl.constexpr = q_desc.dtype
     pid_n = gl.program_id(0)
@@ -249,18 +249,18 @@ def _k2_ws_kernel(
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
     # + 64 * j) // 128, at slot 4 * (half within that block) + warp.
-    part = bh.to(gl.int64) * stride_bp_bh + (pid_n * (KEYS // 64)) * stride_bp_k
+    part = bh.to(gl.int64) * stride_bp_bh + (pid_n * (KEYS // 64)) * 8
     if KEYS == 64:
         part1 = part + 4
     else:
-        part1 = part + stride_bp_k
+        part1 = part + 8
     rest = (COL_SUM, COL_MAX, COUNT)
     loop = (SEEN + bh * (n_q_pad // BLOCK_Q), WINDOW, SINK, bias_base, h, bh)
     tail = (n_tot, n_full, full_base, part_base, n_kv, diag, kv_offset, qk_scale)
     ring = (q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem)
     gl.warp_specialize([
-        (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part) + loop + (key0, ) + tail),
-        (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1) + loop
+        (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail),
+        (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop
          + (key0 + KEYS, ) + tail),
         (_k2_producer, (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem,
                         n_tot, n_full, full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch,

@@ -238,14 +238,14 @@ def column_stats(
     _check(query, key, table)
     cfg = config or k2_config(head_dim)
     dev = query.device
-    lse2 = torch.where(torch.isfinite(lse), lse * LOG2E, torch.inf).float().contiguous()
     col = lambda: torch.empty(batch, heads, n_kv, device=dev, dtype=torch.float32)  # noqa: E731
     col_sum, col_max, count = col(), col(), col()
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
     if config is None and gluon_k2_eligible(query, key, table):
-        return column_stats_gluon(query, key, lse2, table, qk_scale=scaling * LOG2E, bias=bias,
+        return column_stats_gluon(query, key, lse.float(), table, qk_scale=scaling * LOG2E, bias=bias,
                                   bias_strides=bias_strides, has_bias=key_bias is not None,
                                   block_stats=block_stats, outputs=(col_sum, col_max, count))
+    lse2 = torch.where(torch.isfinite(lse), lse * LOG2E, torch.inf).float().contiguous()
     tiles = (batch, heads, triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, table.block_kv))
     bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum

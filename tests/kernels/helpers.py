@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -58,6 +59,39 @@ def rel_err(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor | None = None)
 
 
 
+def _language_objects() -> list:
+    import triton.language as tl
+    import triton.language.core as core
+    from triton.experimental.gluon import language as gl
+
+    return [tl, core, tl.math, tl.standard, gl, core.tensor, core.dtype, core.constexpr]
+
+
+def _language_snapshot() -> dict:
+    return {(id(obj), key): (obj, value) for obj in _language_objects() for key, value in list(vars(obj).items())}
+
+
+# Triton's CPU interpreter patches triton.language for good the first time it runs a kernel; a
+# later sm_90a build in the same process then fails ("ir.value has no attribute dtype"). Taken
+# when this module is imported (collection, before any test runs a kernel).
+_PRISTINE_LANGUAGE = _language_snapshot()
+
+
+@contextlib.contextmanager
+def _pristine_language():
+    """triton.language as it was before any interpreted kernel ran, for the duration."""
+    now = _language_snapshot()
+    changed = {k: v for k, v in _PRISTINE_LANGUAGE.items() if now.get(k, (None, None))[1] is not v[1]}
+    for (_, key), (obj, value) in changed.items():
+        setattr(obj, key, value)
+    try:
+        yield
+    finally:
+        for (_, key), (obj, _) in changed.items():
+            if (id(obj), key) in now:
+                setattr(obj, key, now[(id(obj), key)][1])
+
+
 def build_for_sm90(module, name: str, call) -> str:
     """PTX of the Gluon kernel ``module.name`` as ``call()`` would launch it, built for sm_90a
     without a GPU (the launch is captured and compiled instead of run)."""
@@ -75,9 +109,10 @@ def build_for_sm90(module, name: str, call) -> str:
                 values = dict(zip(kernel.arg_names, args), **kwargs)
                 constexprs = {p.name: values[p.name] for p in kernel.params if p.is_constexpr}
                 signature = {n: "constexpr" if n in constexprs else mangle_type(values[n]) for n in kernel.arg_names}
-                built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
-                                            target=GPUTarget("cuda", 90, 32),
-                                            options={"num_warps": kwargs["num_warps"]})
+                with _pristine_language():
+                    built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
+                                                target=GPUTarget("cuda", 90, 32),
+                                                options={"num_warps": kwargs["num_warps"]})
             return launch
 
     setattr(module, name, Capture())

@@ -18,7 +18,7 @@ triton = pytest.importorskip("triton")
 
 from probe.kernels import gluon_k2_ws  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
-from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible, k2_walk  # noqa: E402
+from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible, k2_prep, k2_walk  # noqa: E402
 from probe.kernels.launch import _bias_args, column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
 from tests.kernels.helpers import build_for_sm90, rel_err  # noqa: E402
@@ -30,6 +30,30 @@ STAT_NAMES = ("received_sum", "received_max", "count", "block_sum", "block_max")
 def test_not_eligible_off_hopper_or_with_other_tiles():
     q = torch.empty(1, 2, 300, 128, dtype=torch.bfloat16)
     assert not gluon_k2_eligible(q, q, dense_table(300, block_q=128, block_kv=128))  # CPU tensors
+
+
+def _prep_reference(lse: torch.Tensor, block_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k2_prep`` in PyTorch: -lse x log2(e), -inf where not finite and past the last query; seen per tile."""
+    batch, heads, n = lse.shape
+    pad = -n % block_q
+    finite = torch.nn.functional.pad(torch.isfinite(lse).reshape(batch * heads, n), (0, pad))
+    neg = torch.nn.functional.pad(-lse.reshape(batch * heads, n) * 1.4426950408889634, (0, pad))
+    return torch.where(finite, neg, float("-inf")), finite.float().view(batch * heads, -1, block_q).sum(-1)
+
+
+def test_k2_prep_negates_the_lse_in_base_2_and_counts_seen_queries_per_tile():
+    """Non-finite entries (NaN padding, -inf for queries that see nothing) and the pad past the
+    last query become -inf and are not counted; a strided lse view is read correctly."""
+    lse = torch.randn(2, 3, 150) * 4
+    lse[0, 1, [3, 70]] = float("nan")
+    lse[1, 2, 149] = float("-inf")
+    lse[1, 0, 5] = float("inf")
+    view = torch.cat([lse, lse], dim=1)[:, ::2]  # strided heads
+    neg, seen = k2_prep(view, 64)
+    expect_neg, expect_seen = _prep_reference(view, 64)
+    assert torch.isinf(expect_neg).sum() == 4 + 6 * 42
+    assert torch.allclose(neg, expect_neg, rtol=1e-6) and torch.equal(torch.isinf(neg), torch.isinf(expect_neg))
+    assert torch.equal(seen, expect_seen)
 
 
 def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int = 128) -> str:
