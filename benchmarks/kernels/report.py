@@ -16,12 +16,12 @@ EDIT_GOAL = 1.10  # edited / unedited K1
 
 # Previous full run (2026-11-21, lent nvidia-h100-x1): warp-specialised Gluon K1, Triton K2, interleaved timings.
 BEFORE = {
-    "k1_over_cudnn": "0.95 / 0.95 / 1.00 / 1.11 / 1.08 / 1.09 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
-    "all_stats_over_sdpa": "1.84–1.93 (2.74 at 4k causal)",
-    "k2_over_k1": "0.75–1.02 (+blocks 0.80–1.17), Triton K2",
-    "ent": "1.05–1.16",
-    "bias": "bias+scale 1.321 (causal) / 1.223 (non-causal); ACT 1.149 / 1.048",
-    "sparse": "100.5 % / 94.8 % / 85.5 % at 50 / 20 / 10 %; window 72.3 %",
+    "k1_over_cudnn": "0.94 / 0.92 / 1.04 / 1.05 / 1.03 / 1.08 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
+    "all_stats_over_sdpa": "1.67–1.86 (2.28 at 4k causal)",
+    "k2_over_k1": "0.59–0.84 (+blocks 0.62–1.26), Gluon K2",
+    "ent": "1.06–1.16",
+    "bias": "interleaved do_bench only: bias+scale 1.118 (causal) / 1.059 (non-causal); ACT 1.173 / 1.081",
+    "sparse": "102.4 % / 95.8 % / 87.2 % at 50 / 20 / 10 %; window 75.5 %",
 }
 
 
