@@ -167,6 +167,44 @@ def edit_calls() -> None:
         kernel_timeline(f"bias+hs causal={causal}", calls["bias+hs"])
 
 
+def flushed_ms(fn, calls: int = 20, sync_each: bool = False) -> float:
+    """Median per-call time between CUDA events with do_bench's 256 MB cache clear before each call."""
+    cache = torch.empty(256 * 2**20, dtype=torch.int8, device=DEV)
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(calls):
+        if sync_each:
+            torch.cuda.synchronize()
+        cache.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        times.append((start, end))
+    torch.cuda.synchronize()
+    return sorted(s.elapsed_time(e) for s, e in times)[calls // 2]
+
+
+def timing_methods() -> None:
+    """The edits' ratio under each timing method, interleaved: which one makes do_bench differ?"""
+    b, h, n, d = 1, 16, 16384, 128
+    q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+    bias = torch.randn(b, h, n, device=DEV)
+    hs = torch.rand(h, device=DEV)
+    for causal in (True, False):
+        t = dense_table(n, causal=causal, device=DEV)
+        calls = {"base": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
+                 "bias+hs": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias, head_scale=hs)}
+        methods = {"do_bench": lambda f: triton.testing.do_bench(f, rep=40, return_mode="median"),
+                   "flushed": flushed_ms, "flushed+sync": lambda f: flushed_ms(f, sync_each=True),
+                   "back-to-back": loop_ms}
+        for rnd in range(3):
+            row = {m: {c: fn_m(f) for c, f in calls.items()} for m, fn_m in methods.items()}
+            print(f"causal={causal} round {rnd}: " + "; ".join(
+                f"{m} {r['base']:.3f} / {r['bias+hs']:.3f} ms = {r['bias+hs'] / r['base']:.3f}" for m, r in row.items()))
+
+
 def act_calls() -> None:
     b, h, n, d = 1, 16, 16384, 128
     q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -207,7 +245,7 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__)
     for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls}[part]()
+        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods}[part]()
 
 
 if __name__ == "__main__":
