@@ -249,3 +249,19 @@ def test_bias_split_carries_the_bias_to_its_low_part(dtype):
     assert rel(added[..., 5:]) < rel(hi_only[..., 5:]) / 16  # the low part adds at least 4 bits
     # Padding: far below any real logit (|q.k| * qk_scale is O(10) here), still finite.
     assert (added[..., :5] < -1000).all() and torch.isfinite(added).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bias_columns_kernel_writes_the_split_bit_for_bit(dtype):
+    """The one-launch column builder (Triton interpreter here) against the PyTorch split, with a
+    broadcast head dimension and keys padded to a whole tile."""
+    from probe.kernels.gluon_launch import _bias_split, bias_columns
+
+    qk_scale = 128**-0.5 * 1.4426950408889634
+    bias = torch.randn(2, 1, 77) * 8
+    bias[..., :3] = -1.0e30 * 1.4426950408889634
+    cols = bias_columns(bias, 2, 3, 77, 128, qk_scale, dtype)
+    hi, lo = _bias_split(bias.expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)
+    assert cols.shape == (6, 128, 16) and cols.dtype == dtype
+    assert torch.equal(cols[:, :77, 0], hi) and torch.equal(cols[:, :77, 1], lo)
+    assert not cols[:, 77:].any() and not cols[:, :, 2:].any()
