@@ -205,6 +205,33 @@ def timing_methods() -> None:
                 f"{m} {r['base']:.3f} / {r['bias+hs']:.3f} ms = {r['bias+hs'] / r['base']:.3f}" for m, r in row.items()))
 
 
+def k2_order() -> None:
+    """The causal Gluon K2 with its grid heads-inner (heavy key blocks of every head first) or
+    key-blocks-inner, as a ratio to K1 and to each other (paired, alternating calls)."""
+    from benchmarks.kernels.bench_kernels import paired
+
+    def with_order(value: str, fn):
+        def call():
+            os.environ["HEADSCOPE_K2_HEADS_INNER"] = value
+            try:
+                return fn()
+            finally:
+                os.environ.pop("HEADSCOPE_K2_HEADS_INNER")
+        return call
+
+    for n, b in ((4096, 4), (16384, 1), (32768, 1)):
+        h, d = 16, 128
+        q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+        t = dense_table(n, causal=True, device=DEV)
+        lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
+        k1 = lambda: flash_forward(q, k, v, t, scaling=d**-0.5)  # noqa: E731
+        k2 = lambda: column_stats(q, k, lse, t, scaling=d**-0.5, block_stats=True)  # noqa: E731
+        inner, outer = with_order("1", k2), with_order("0", k2)
+        print(f"{n // 1024}k causal b={b}: K2+blocks / K1 heads-inner {paired(k1, inner):.3f}, "
+              f"key-blocks-inner {paired(k1, outer):.3f}; heads-inner / key-blocks-inner {paired(outer, inner):.3f}; "
+              f"busy {busy_us(inner):.0f} vs {busy_us(outer):.0f} us")
+
+
 def act_calls() -> None:
     b, h, n, d = 1, 16, 16384, 128
     q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -245,7 +272,7 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__)
     for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods}[part]()
+        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods, "k2order": k2_order}[part]()
 
 
 if __name__ == "__main__":

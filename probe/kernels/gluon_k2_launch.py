@@ -130,7 +130,8 @@ def column_stats_gluon(
     bsum, bmax = (parts[0], parts[1]) if block_stats else (col_sum, col_sum)  # never written without block stats
     full_n, full_i = launch._expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
     part_n, part_i = launch._expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
-    _k2_ws_kernel[(programs, batch * heads)](
+    heads_inner = table.rule.causal and os.environ.get("HEADSCOPE_K2_HEADS_INNER", "1") == "1"
+    _k2_ws_kernel[(batch * heads, programs) if heads_inner else (programs, batch * heads)](
         _descriptor(qv, table.block_q, head_dim), _descriptor(kv, keys, head_dim), lse_desc, seen,
         bias, col_sum, col_max, count, bsum, bmax,
         table.rule.window_tensor(heads, query.device), table.rule.sink_tensor(heads, query.device),
@@ -144,6 +145,7 @@ def column_stats_gluon(
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
+        HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -209,10 +209,11 @@ def _k2_ws_kernel(
     n_heads, group, n_q_pad, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
-    K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr,
+    K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
 ):
-    """Grid (key blocks of 2 x KEYS, batch x heads); the heaviest (first) key blocks start first
-    under causality.
+    """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
+    ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
+    blocks of every head then start first and the light last ones fill the tail.
 
     ``lse_desc`` reads minus the base-2 log-sum-exp as ``[batch*head*n_q_pad]``, each (b, h)
     padded with -inf to a whole number of query tiles; ``SEEN`` ``[batch*head, q_blocks]``
@@ -222,8 +223,12 @@ def _k2_ws_kernel(
     ``stride_bp_q`` (8 per 128-key block).
     """
     dtype: gl.constexpr = q_desc.dtype
-    pid_n = gl.program_id(0)
-    bh = gl.program_id(1)
+    if HEADS_INNER:  # grid (heads, key blocks): every head's first (heaviest under causality) blocks first
+        bh = gl.program_id(0)
+        pid_n = gl.program_id(1)
+    else:
+        pid_n = gl.program_id(0)
+        bh = gl.program_id(1)
     b = bh // n_heads
     h = bh % n_heads
     kvh = h // group
