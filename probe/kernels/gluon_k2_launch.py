@@ -130,7 +130,10 @@ def column_stats_gluon(
     bsum, bmax = (parts[0], parts[1]) if block_stats else (col_sum, col_sum)  # never written without block stats
     full_n, full_i = launch._expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
     part_n, part_i = launch._expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
-    heads_inner = table.rule.causal and os.environ.get("HEADSCOPE_K2_HEADS_INNER", "1") == "1"
+    # Heads-inner grid order (heavy causal key blocks of every head first): 0.94x the time at 16k
+    # causal, 1.01x at 32k (L2 reuse of each head's queries drops), equal at 4k on the lent H100
+    # (benchmarks/kernels/profile_calls.py --parts k2order); not the default, HEADSCOPE_K2_HEADS_INNER=1.
+    heads_inner = table.rule.causal and os.environ.get("HEADSCOPE_K2_HEADS_INNER", "0") == "1"
     _k2_ws_kernel[(batch * heads, programs) if heads_inner else (programs, batch * heads)](
         _descriptor(qv, table.block_q, head_dim), _descriptor(kv, keys, head_dim), lse_desc, seen,
         bias, col_sum, col_max, count, bsum, bmax,
