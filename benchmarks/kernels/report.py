@@ -55,7 +55,8 @@ def _header(results: list[dict], command: str) -> list[str]:
         f"TFLOP/s (8192³ bf16 matmul), {_f(env.get('copy_tbs', '?'))} TB/s (copy).",
         "Times are `triton.testing.do_bench` medians, bf16, hd128. The GPU's speed drifts by up to ~10 % "
         "within and between runs, so the timed calls of one shape run in 5 interleaved rounds and each ratio "
-        "is the median of its per-round ratios.",
+        "is the median of its per-round ratios. Edit ratios are also taken in pairs (the unedited and the "
+        "edited call alternately, back to back, median of 40 per-pair ratios), which the verdict uses.",
         "",
     ]
 
@@ -180,56 +181,57 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
-* **K2 is now a warp-specialised Gluon kernel on Hopper** (`probe/kernels/gluon_k2_ws.py`;
-  `HEADSCOPE_GLUON_K2=0` runs the Triton K2). One producer warp loads the program's keys once
-  and then every visited query tile by TMA, with that tile's negated log-sum-exp on the same
-  barrier; each consumer warpgroup owns 64 or 128 keys, computes `S^T = K Q^T` with wgmma and
-  reduces rows (sum, max; counts only in masked tiles, full tiles' counts gathered once at the
-  end from a per-tile count of seen queries). A full tile costs one FMA, one exponential, one add
-  and one max per logit. Block statistics are per-warp partials (shuffles only) added on the host.
-  Rule tables (dense, causal, window, sinks) run 128 keys per consumer at 256-key blocks;
-  block-sparse tables run 64 keys per consumer with the key tile in registers. Results equal the
-  Triton K2's and the materialised reference's (GPU tests, 48-case sweep).
-* **How far it got, and where it stops** (`benchmarks/kernels/runs/gluon_k2_h100.txt`): 0.58–0.85×
-  K1's time in the runs with it (0.59–0.84× in this one) against 0.74–0.99× for the Triton K2. Measured and dropped on the way:
-  issuing the next tile's product before reducing the current one, FA3's ping-pong between the two
-  consumers (both within ±5 % of the plain loop), 2 or 4 query stages. A diagnostic build with the
-  exponential and the max removed still took 0.51–0.55× K1's time, so the exponentials are not
-  the limit; halving the query bytes per product (128 keys per consumer) and reading the key tile
-  from registers gained a few percent each. What does bind it is not found yet (no profiler on
-  the lent machine); the ≤ 0.55× target and the ≤ 1.6× all-statistics target stay missed.
-* **The key bias is added by the tensor cores** in the warp-specialised K1. The S product gets one
-  more k16 step: A is a constant `[1, 1, 0, …]` per row (in registers), B is the step's
-  `[keys, 16]` tile holding `bias / qk_scale` split into a high and a low part in the input dtype
-  (relative error ~2⁻¹⁶ of the bias; fp16 clamps it to half its range, so the −1e30 padding stays
-  a very negative finite logit), brought by TMA on K's barrier. The softmax then runs its unbiased
-  path: no add per logit, no bias registers. Same session, 16k: bias 1.048× causal / 1.024×
-  non-causal over the unbiased kernel against 1.147× / 1.133× for the add in the softmax
-  (`benchmarks/kernels/runs/bias_in_product_h100.txt`); bias + head scale 1.06× / 1.05× in that
-  run and 1.12× / 1.06× in the full run below (the base ran 6 % faster in the full run). Before:
-  1.32× / 1.22×. ACT's pass recomputes probabilities from K1's log-sum-exp, so it is given the bias
-  exactly as the product adds it (otherwise rows held entirely by the selected keys, told apart to
-  1e-6, were edited: a GPU test caught it). `HEADSCOPE_BIAS_IN_PRODUCT=0` adds the bias in the
-  softmax instead (bit-equal to the single-partition kernel, a GPU test checks both).
-* **Kept from the previous version**: the warp-specialised K1 (producer warp, two consumer
-  warpgroups releasing K/V stages through count-2 barriers, switches read from shared-allocation
-  shapes since worker partitions get no compile-time arguments in Triton 3.6); ACT as an exact
-  pass after K1 over values with the selected rows zeroed (`probe/kernels/act_pass.py`), because
-  subtracting `P_S V_S` from a bf16 accumulator amplified its rounding 25× for strong sinks.
-* **Benchmark method**: each shape's timed calls run in 5 interleaved rounds and every ratio is
-  the median of per-round ratios; single timings had drifted by up to 10 % within a run.
-* Earlier rejected variants (logs in `benchmarks/kernels/runs/`): an ACT epilogue inside the Gluon
-  K1 (1.07–1.12×), the key bias folded into the values (1.13–1.18×), 64-row Gluon programs
-  (0.61–0.87× cuDNN), 64-key steps (0.71–0.81×), FA3's S_{t+1}-first order (0.46–0.67×), hd64 on
-  Gluon (0.85–0.92× vs the Triton K1's 0.89–0.93×).
+* **Where a call's time goes, measured**: `benchmarks/kernels/profile_calls.py` prints each
+  call's GPU kernels with their durations and the idle gaps between them (torch.profiler/CUPTI
+  works on the lent machine), the host time to enqueue a call, and a cProfile of the host side.
+  It found three things the kernel timings had hidden:
+  1. ACT zeroed value rows with a Python `0`, a blocking pageable host-to-device copy that
+     serialised every call with the GPU (ACT measured 1.48× with it).
+  2. Short calls are host-bound: at 4k × 4 × 16 heads the Gluon K2 took 0.4 ms on the GPU and
+     0.8–1.3 ms on the host; each small PyTorch op cost 25–50 µs of host time there.
+  3. Per-head window/sink tensors were rebuilt on every launch, with windows a blocking copy.
+* **ACT without the value copy** (`probe/kernels/act_pass.py`): the value rows the query heads of
+  a KV group select are zeroed in place for K1 and restored after it (exceptions included), and
+  a copy is made instead when that is unsafe (autograd, broadcast views, values sharing storage
+  with Q or K); no GQA expansion either way. The pass walks the group's union of selected keys
+  and gives a head's own keys `beta` and the others the rest's weight, so heads without a
+  selection get back exactly what was zeroed (CPU tests: in place, restore after an error,
+  copies, GQA with differing selections, V = K). The pass loads O after its gathers (keeping
+  O's pointers out of the loop) and runs at (64 rows, 4 warps; 32 bytes of spill in the sm_90a
+  build): 74–76 µs against 104–114 µs for (64, 8) at 16k × 16 heads; the 45 µs copy is gone.
+* **Fewer launches on the host side**: the Gluon K2's inputs (negated base-2 log-sum-exp padded
+  to whole query tiles, seen queries per tile) come from one small kernel instead of eight
+  PyTorch ops; its block partials are laid out `[b, h, query tile, 128-key block, 8]` so one sum
+  and one max give the tables; the key bias's hi/lo columns for the S product come from one
+  small kernel instead of ten ops (bf16 rounding done on the bits: equal to PyTorch's split bit
+  for bit, a CPU test); window/sink tensors and the unbiased kernel's dummy bias tile are cached.
+  The statistics package at 4k went from 36 kernels per call to 14, host time per K2 call from
+  0.87–1.09 ms to 0.25–0.38 ms. The sliding-window sparse figure rose from 75.5 % to 88–90 % of
+  ideal, most likely from the cached window tensors (one blocking copy per launch before).
+* **Edit ratios measured in pairs**: `bench_kernels.paired` calls the unedited and the edited
+  kernel alternately, back to back, each between its own CUDA events, and takes the median of
+  40 per-pair ratios. The GPU's clocks drift more than the effect measured: in one session the
+  same two calls timed by `do_bench` gave ratios from 0.95 to 1.13 (`profile_calls.py --parts
+  timing`). Three runs, paired: bias + head scale 1.022–1.039× causal / 1.028–1.037×
+  non-causal, ACT 1.057× / 1.029–1.030×. The interleaved `do_bench` ratios of the same runs:
+  bias 1.05–1.15× / 1.05–1.18×, ACT 1.08–1.15× / 1.05–1.13×. The verdict uses the paired ones;
+  both are printed.
+* **Measured and not kept**: the causal K2 with its grid heads-inner (every head's heavy first key
+  blocks start first) took 0.94× the time at 16k but 1.01× at 32k and the same at 4k
+  (`HEADSCOPE_K2_HEADS_INNER=1`).
+* **Kept from the previous version**: the warp-specialised K1 and K2 in Gluon (producer warp,
+  consumer warpgroups, switches from shared-allocation shapes); the key bias added by the tensor
+  cores as one more k16 step of the S product; ACT as an exact pass after K1 (subtracting
+  `P_S V_S` from a bf16 accumulator amplified its rounding 25× for strong sinks). The K2's
+  limits are as before: a diagnostic build without exponentials and maxima still took 0.51–0.55×
+  K1's time.
 
 ## Not done
-* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.67–1.86× in this run, 2.28× at 4k causal (where
-  ~0.2 ms of host-side work and small launches sit on a 0.5 ms forward). It needs K2 near 0.5×
-  K1, below what the Gluon K2 reaches.
-* Entropy + distance ≤ 1.10× (up to 1.16×); key bias ≤ 1.10× holds in one run (1.06× / 1.05×)
-  and misses causal in the other (1.12×), so it is not claimed; ACT ≤ 1.10× (1.11–1.17× causal,
-  1.07–1.08× non-causal: the value copy and the pass).
+* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.67–1.77× at 16k–32k. K2 runs at 0.59–0.74× K1
+  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. At 4k the calls
+  are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
+  the host's speed varied): the kernels alone sum to ~1.8× there.
+* Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
 * ACT scaling together with statistics in one backend call still falls back to the reference.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
