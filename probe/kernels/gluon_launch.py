@@ -228,7 +228,7 @@ def flash_forward_gluon(
 ):
     """K1 through the Gluon kernel; returns :class:`probe.kernels.launch.K1Result`.
 
-    ``value`` may have its own head count and memory layout (ACT passes values per query head).
+    ``value`` may have its own head count and memory layout.
     """
     from probe.kernels import launch
     from probe.kernels.gluon_k1 import _k1_gluon_kernel

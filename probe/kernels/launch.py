@@ -148,8 +148,10 @@ def flash_forward(
     run the warp-specialised Gluon kernel of :mod:`probe.kernels.gluon_k1_ws`; the rest run the
     Triton kernel of
     :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
-    the selected keys' rows zeroed, then :func:`probe.kernels.act_pass.act_pass`; the row
-    statistics are those of the unedited attention.
+    the selected keys' rows zeroed (in ``value`` itself, restored before returning, when no
+    autograd record or aliasing forbids it; else on a copy), then
+    :func:`probe.kernels.act_pass.act_pass`; the row statistics are those of the unedited
+    attention.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)

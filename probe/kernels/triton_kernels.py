@@ -14,8 +14,7 @@ Context:
         online softmax over the listed key blocks, accumulating O, l, m and, when asked,
         ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (j - j0)`` (distance, converted to
         ``i - j`` in the epilogue). A per-head output scale comes last. V may have its own head
-        count (``v_group``): ACT (:mod:`probe.kernels.act_pass`) runs K1 on values with the
-        selected keys' rows zeroed, one copy per query head.
+        count (``v_group``), for callers whose values carry their own heads.
 
     K2 (``_k2_kernel``), one program per (key block, batch x head):
         the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
@@ -175,7 +174,7 @@ def _k1_kernel(
     offs_m = row0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    vh = h // v_group  # V may have its own heads (ACT's values are per query head)
+    vh = h // v_group  # V may have its own heads
     kp_base = KP + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
     if TMA:
         q_src, k_src, v_src = Q, K, V
