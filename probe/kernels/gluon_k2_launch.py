@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, rule_kinds, rule_table
-from probe.kernels.gluon_launch import GLUON_HEAD_DIMS, WS_ROWS, _descriptor, _row_view, _views_fit
+from probe.kernels.gluon_launch import GLUON_HEAD_DIMS, WS_ROWS, _descriptor, _row_view, _views_fit, shared_layout
 
 
 def gluon_k2_eligible(query: Tensor, key: Tensor, table: BlockTable) -> bool:
@@ -108,7 +108,6 @@ def column_stats_gluon(
     :func:`probe.kernels.launch.column_stats` (natural-log ``lse``, non-finite for queries
     that see nothing; base-2 bias; output buffers). Block statistics are over the table's
     128-key tiles."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from probe.kernels import launch
@@ -123,7 +122,7 @@ def column_stats_gluon(
     # Minus the log-sum-exp, -inf for unseen queries and past each head's queries (a query tile
     # read past n_q, the next head's rows, adds nothing); and each query tile's seen queries.
     neg_lse, seen = k2_prep(lse, table.block_q)
-    lse_desc = TensorDescriptor.from_tensor(neg_lse.view(-1), [table.block_q], gl.NVMMASharedLayout(0, 32, rank=1))
+    lse_desc = TensorDescriptor.from_tensor(neg_lse.view(-1), [table.block_q], shared_layout((table.block_q,)))
     k128 = programs * (2 * keys // 128)  # 128-key blocks the programs cover (the last may pass n_kv)
     # Block partials [sum | max, batch, head, query tile, 128-key block, 8 (4 warps x 2 halves)].
     parts = torch.zeros(2 if block_stats else 1, batch, heads, q_blocks, k128, 8, device=query.device)

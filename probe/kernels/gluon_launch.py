@@ -17,6 +17,7 @@ dispatch keeps 64 on Triton.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import no_type_check
@@ -102,7 +103,6 @@ def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: 
     (zero padding), for the variant that adds each step's bias tile in the softmax
     (``HEADSCOPE_BIAS_IN_PRODUCT=0``); a one-tile dummy when there is no bias. Returns
     ``(descriptor, row length)``."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     row_len = triton.cdiv(n_kv, block_n) * block_n
@@ -110,11 +110,11 @@ def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: 
         key = (str(dev), block_n)
         if key not in _NO_BIAS_ROWS:
             rows = torch.zeros(block_n, device=dev)
-            _NO_BIAS_ROWS[key] = (rows, TensorDescriptor.from_tensor(rows, [block_n], gl.NVMMASharedLayout(0, 32, rank=1)))
+            _NO_BIAS_ROWS[key] = (rows, TensorDescriptor.from_tensor(rows, [block_n], shared_layout((block_n,))))
         return _NO_BIAS_ROWS[key][1], row_len
     rows = torch.zeros(batch * heads, row_len, device=dev)
     rows[:, :n_kv] = bias.expand(batch, heads, n_kv).reshape(batch * heads, n_kv)
-    return TensorDescriptor.from_tensor(rows.view(-1), [block_n], gl.NVMMASharedLayout(0, 32, rank=1)), row_len
+    return TensorDescriptor.from_tensor(rows.view(-1), [block_n], shared_layout((block_n,))), row_len
 
 
 _NO_BIAS_ROWS: dict = {}
@@ -125,12 +125,10 @@ def _bias_columns(bias: Tensor, batch: int, heads: int, n_kv: int, block_n: int,
     a high and a low part in the input dtype (columns 0 and 1 of 16; the consumer's A operand is
     1 there), so ``Q K^T + 1 (hi + lo)`` carries the bias to ~2^-16 of its size without an add
     per logit. Rows ``[batch*head*keys padded to block_n, 16]``; returns ``(descriptor, keys per row group)``."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     cols = bias_columns(bias, batch, heads, n_kv, triton.cdiv(n_kv, block_n) * block_n, qk_scale, dtype)
-    layout = gl.NVMMASharedLayout.get_default_for([block_n, 16], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
-    return TensorDescriptor.from_tensor(cols.view(-1, 16), [block_n, 16], layout), cols.shape[1]
+    return TensorDescriptor.from_tensor(cols.view(-1, 16), [block_n, 16], shared_layout((block_n, 16), dtype)), cols.shape[1]
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
@@ -206,12 +204,21 @@ def bias_as_the_product_adds_it(bias: Tensor, qk_scale: float, dtype) -> Tensor:
 
 
 def _descriptor(view: Tensor, rows: int, head_dim: int):
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    dtype = gl.bfloat16 if view.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], dtype)
-    return TensorDescriptor.from_tensor(view, [rows, head_dim], layout)
+    return TensorDescriptor.from_tensor(view, [rows, head_dim], shared_layout((rows, head_dim), view.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def shared_layout(block: tuple[int, ...], dtype: torch.dtype | None = None):
+    """The shared-memory layout of a TMA block: the swizzled default for a 2-D ``dtype`` tile, or
+    the unswizzled 1-D float32 layout when ``dtype`` is None. Cached: building one took tens of
+    microseconds of host time on every launch."""
+    from triton.experimental.gluon import language as gl
+
+    if dtype is None:
+        return gl.NVMMASharedLayout(0, 32, rank=1)
+    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 def flash_forward_gluon(
