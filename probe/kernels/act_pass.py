@@ -102,7 +102,7 @@ def rows_zeroed(value: Float[Tensor, "batch kv_head key d"], rows: tuple[Tensor,
     autograd's record of the tensor, its elements do not overlap (no broadcast views), and it
     shares no storage with ``others`` (the query and key: a fused projection's views would see
     the zeros). Otherwise a copy, which costs one read and write of the values. In place, a
-    reader of ``value`` on another CUDA stream during the call would see the zeros.
+    reader of ``value`` on another CUDA stream or thread during the call would see the zeros.
     """
     zero = torch.zeros((), dtype=value.dtype, device=value.device)  # a Python 0 is a blocking host copy
     if not _safe_to_edit_in_place(value, others):
