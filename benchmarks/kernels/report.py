@@ -184,7 +184,8 @@ NOTES = """## What changed in this version, and why
 * **Where a call's time goes, measured**: `benchmarks/kernels/profile_calls.py` prints each
   call's GPU kernels with their durations and the idle gaps between them (torch.profiler/CUPTI
   works on the lent machine), the host time to enqueue a call, and a cProfile of the host side.
-  It found three things the kernel timings had hidden:
+  It found three things the kernel timings had hidden (outputs in
+  `benchmarks/kernels/runs/profile_h100.txt`):
   1. ACT zeroed value rows with a Python `0`, a blocking pageable host-to-device copy that
      serialised every call with the GPU (ACT measured 1.48× with it).
   2. Short calls are host-bound: at 4k × 4 × 16 heads the Gluon K2 took 0.4 ms on the GPU and
