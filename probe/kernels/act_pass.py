@@ -157,14 +157,37 @@ def _listed_probs(q, kp_base, bias_base, keys_base, mine_base, t, lse2, offs_m, 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
+def _edit_row_stats(ENT, DIST, bh, n_q, offs_m, row_ok, p_s, ent_s, dist_s, own_w, rest_w,
+                    ENTROPY: tl.constexpr, DISTANCE: tl.constexpr):
+    """Rewrite K1's entropy and distance rows (of the unedited attention) into the edited ones.
+
+    The edit scales the row's probabilities on S by ``a = own_w`` and the rest by ``r = rest_w``,
+    so with ``H = H_S + H_R`` (``H_S = -sum_S p ln p``) and ``D = D_S + D_R``:
+    ``H' = a H_S - a p_S ln a + r (H - H_S) - r (1 - p_S) ln r`` and ``D' = a D_S + r (D - D_S)``.
+    """
+    a_ln_a = tl.where(own_w > 0, own_w * tl.log(tl.where(own_w > 0, own_w, 1.0)), 0.0)
+    r_ln_r = tl.where(rest_w > 0, rest_w * tl.log(tl.where(rest_w > 0, rest_w, 1.0)), 0.0)
+    if ENTROPY:
+        rows = ENT + bh.to(tl.int64) * n_q + offs_m
+        ent = tl.load(rows, mask=row_ok, other=0.0)
+        tl.store(rows, own_w * ent_s - a_ln_a * p_s + rest_w * (ent - ent_s) - r_ln_r * (1.0 - p_s), mask=row_ok)
+    if DISTANCE:
+        rows = DIST + bh.to(tl.int64) * n_q + offs_m
+        dist = tl.load(rows, mask=row_ok, other=0.0)
+        tl.store(rows, own_w * dist_s + rest_w * (dist - dist_s), mask=row_ok)
+
+
+@no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
+@triton.jit
 def _act_pass_kernel(
-    Q, K, V, O, LSE, BIAS, BETA, HSCALE, WINDOW, SINK, LIST_NUM, LIST_KEYS, LIST_MINE,
+    Q, K, V, O, LSE, BIAS, BETA, HSCALE, WINDOW, SINK, LIST_NUM, LIST_KEYS, LIST_MINE, ENT, DIST,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_om, stride_oh, stride_bias_b, stride_bias_h,
     stride_ln_b, stride_ln_h, stride_lk_b, stride_lk_h,
     n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SEL_BLOCK: tl.constexpr,
     CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr, HEAD_SCALE: tl.constexpr,
+    ENTROPY: tl.constexpr = False, DISTANCE: tl.constexpr = False,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -187,15 +210,24 @@ def _act_pass_kernel(
     n_list = tl.load(LIST_NUM + b * stride_ln_b + h * stride_ln_h)
 
     p_s = tl.zeros([BLOCK_M], dtype=tl.float32)
+    ent_s = tl.zeros([BLOCK_M], dtype=tl.float32)  # -sum over S of p ln p
+    dist_s = tl.zeros([BLOCK_M], dtype=tl.float32)  # sum over S of p (i - j)
     for t in range(0, n_list, SEL_BLOCK):  # the row's probability on its own selection
         p, idx, mine = _listed_probs(q, kp_base, bias_base, keys_base, mine_base, t, lse2, offs_m, offs_d,
                                      stride_kn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
                                      HEAD_DIM, SEL_BLOCK, CAUSAL, LOCAL, HAS_BIAS)
-        p_s += tl.sum(p * mine[None, :], 1)
+        p_own = p * mine[None, :]
+        p_s += tl.sum(p_own, 1)
+        if ENTROPY:
+            ent_s -= tl.sum(tl.where(p_own > 0, p_own * tl.log(tl.where(p_own > 0, p_own, 1.0)), 0.0), 1)
+        if DISTANCE:
+            dist_s += tl.sum(p_own * (offs_m[:, None] + diag - idx[None, :]).to(tl.float32), 1)
     rest = 1.0 - p_s
     edit = rest > 1e-6
     rest_w = tl.where(edit, (1.0 - tl.load(BETA + h) * p_s) / tl.where(edit, rest, 1.0), 1.0)
     own_w = tl.where(edit, tl.load(BETA + h), 1.0)
+    if ENTROPY or DISTANCE:
+        _edit_row_stats(ENT, DIST, bh, n_q, offs_m, row_ok, p_s, ent_s, dist_s, own_w, rest_w, ENTROPY, DISTANCE)
     listed = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # sum over U of (own_w or rest_w) p_j v_j
     for t in range(0, n_list, SEL_BLOCK):
         p, idx, mine = _listed_probs(q, kp_base, bias_base, keys_base, mine_base, t, lse2, offs_m, offs_d,
@@ -226,9 +258,13 @@ def act_pass(
     bias_strides: tuple[int, int],
     has_bias: bool,
     head_scale: Tensor | None,
+    entropy: Tensor | None = None,
+    distance: Tensor | None = None,
 ) -> None:
     """Rewrite ``out`` (K1's output over values with ``lists.zero_rows`` zeroed) into ACT's
-    edited output, in place; ``value`` is the unzeroed values.
+    edited output, in place; ``value`` is the unzeroed values. ``entropy`` / ``distance``
+    (K1's rows, ``[batch, head, q]`` contiguous), when given, are rewritten in place into the
+    edited attention's.
 
     ``rule`` is the table's :class:`~probe.kernels.blocks.TokenRule`; ``bias`` the base-2 key
     bias K1 used.
@@ -242,11 +278,13 @@ def act_pass(
     _act_pass_kernel[grid](
         query, key, value, out, lse, bias, lists.beta, hscale,
         rule.window_tensor(heads, dev), rule.sink_tensor(heads, dev), lists.count, lists.keys, lists.mine,
+        entropy if entropy is not None else lists.beta, distance if distance is not None else lists.beta,
         *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2), *bias_strides,
         lists.count.stride(0), lists.count.stride(1), lists.keys.stride(0), lists.keys.stride(1),
         heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv, rule.q_offset - rule.kv_offset, rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=rows, SEL_BLOCK=SEL_BLOCK,
         CAUSAL=rule.causal, LOCAL=rule.local, HAS_BIAS=has_bias, HEAD_SCALE=head_scale is not None,
+        ENTROPY=entropy is not None, DISTANCE=distance is not None,
         num_warps=warps,
     )

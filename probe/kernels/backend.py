@@ -11,7 +11,9 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
     1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
        > 128, soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
        causal / sliding window / padding), more than one ACT key scaling, ACT scaling together
-       with statistics, or block statistics with a block size that is not 16/32/64/128.
+       with column statistics (received, block statistics) or the first-token share, or block
+       statistics with a block size that is not 16/32/64/128. (ACT with entropy and distance
+       runs on the kernels: the pass turns K1's rows into the edited attention's.)
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
@@ -94,9 +96,15 @@ def _unsupported(c: Call) -> bool:
         or c.want.pattern
         or isinstance(c.mask.mask_function, _FixedMask)
         or len(scales) > 1
-        or (len(scales) == 1 and c.want.any_stats)
+        or (len(scales) == 1 and act_needs_reference(c.want))
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
     )
+
+
+def act_needs_reference(want: StatRequest) -> bool:
+    """ACT's pass edits the output and the row statistics (entropy, distance); column
+    statistics and the first-token share of the edited attention come from the reference."""
+    return want.received or want.first_token or want.block_size is not None
 
 
 def _plain(c: Call) -> bool:
@@ -123,7 +131,7 @@ def _run_kernels(c: Call) -> AttentionOutput:
     k1 = flash_forward(
         c.query, c.key, c.value, table, scaling=c.scaling, key_bias=bias,
         entropy=c.want.entropy, distance=c.want.distance, act=act,
-        head_scale=edit.head_scale if edit is not None else None,
+        head_scale=edit.head_scale if edit is not None else None, act_row_stats=True,
     )
     stats = _statistics(c, rule, bias, k1) if c.want.any_stats else {}
     return AttentionOutput(output=k1.output, pattern=None, stats=stats, sinks=sinks)

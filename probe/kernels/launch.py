@@ -141,6 +141,7 @@ def flash_forward(
     act: ActScale | None = None,
     head_scale: Float[Tensor, " head"] | None = None,
     config: KernelConfig | None = None,
+    act_row_stats: bool = False,
 ) -> K1Result:
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
@@ -150,13 +151,14 @@ def flash_forward(
     :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
     the selected keys' rows zeroed (in ``value`` itself, restored before returning, when no
     autograd record or aliasing forbids it; else on a copy), then
-    :func:`probe.kernels.act_pass.act_pass`; the row statistics are those of the unedited
-    attention.
+    :func:`probe.kernels.act_pass.act_pass`; the log-sum-exp is the unedited attention's, and
+    so are entropy and distance unless ``act_row_stats`` asks for the edited attention's.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)
     if act is not None:
-        return _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config)
+        return _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config,
+                         act_row_stats)
     if config is None and gluon_eligible(query, key, value, table):
         return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
                                    entropy=entropy, distance=distance, head_scale=head_scale)
@@ -196,7 +198,8 @@ def flash_forward(
     return K1Result(out, lse, ent if entropy else None, dist if distance else None)
 
 
-def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config) -> K1Result:
+def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config,
+              act_row_stats: bool) -> K1Result:
     """K1 over values with the selected rows zeroed, then ACT's pass rewrites the output (and head scale)."""
     batch, heads = query.shape[:2]
     lists = act.kernel_lists(batch, heads, value.shape[1], key.shape[2], query.device)
@@ -211,7 +214,8 @@ def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, ac
         bias = bias_as_the_product_adds_it(bias, scaling * LOG2E, query.dtype)
         bias_strides = (bias.stride(0), bias.stride(1))
     act_pass(r.output, query, key, value, r.lse, lists, table.rule, scaling=scaling, bias=bias,
-             bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale)
+             bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale,
+             entropy=r.entropy if act_row_stats else None, distance=r.distance if act_row_stats else None)
     return r
 
 
