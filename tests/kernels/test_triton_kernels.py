@@ -18,7 +18,9 @@ from probe.kernels.sparse import _sparse_gpu, block_sparse_attention  # noqa: E4
 from tests.kernels.helpers import lazy, left_padding, qkv, random_edit, rel_err  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = 1e-4  # fp32 (TF32 dots on a GPU)
+# fp32: exact to rounding in the CPU interpreter; a GPU computes fp32 dots in TF32 (10-bit
+# mantissa), measured up to 1.5e-3 relative on the lent H100.
+TOL = 1e-4 if DEVICE == "cpu" else 3e-3
 
 
 @pytest.mark.parametrize("causal", [True, False])
