@@ -233,7 +233,10 @@ NOTES = """## What changed in this version, and why
   are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
   the host's speed varied): the kernels alone sum to ~1.8× there.
 * Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
-* ACT scaling together with statistics in one backend call still falls back to the reference.
+* ACT with column statistics (received, block statistics) or the first-token share in one backend
+  call still goes to the reference; ACT with entropy and distance now runs on the kernels (the
+  pass rewrites K1's rows into the edited attention's; CPU tests and the same test in fp32 on
+  the H100 against the reference).
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
 
