@@ -180,14 +180,14 @@ def _edit_row_stats(ENT, DIST, bh, n_q, offs_m, row_ok, p_s, ent_s, dist_s, own_
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _act_pass_kernel(
-    Q, K, V, O, LSE, BIAS, BETA, HSCALE, WINDOW, SINK, LIST_NUM, LIST_KEYS, LIST_MINE, ENT, DIST,
+    Q, K, V, O, LSE, BIAS, BETA, HSCALE, WINDOW, SINK, LIST_NUM, LIST_KEYS, LIST_MINE, ENT, DIST, WEIGHTS,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_om, stride_oh, stride_bias_b, stride_bias_h,
     stride_ln_b, stride_ln_h, stride_lk_b, stride_lk_h,
     n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SEL_BLOCK: tl.constexpr,
     CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr, HEAD_SCALE: tl.constexpr,
-    ENTROPY: tl.constexpr = False, DISTANCE: tl.constexpr = False,
+    ENTROPY: tl.constexpr = False, DISTANCE: tl.constexpr = False, WEIGHTS_OUT: tl.constexpr = False,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -226,6 +226,10 @@ def _act_pass_kernel(
     edit = rest > 1e-6
     rest_w = tl.where(edit, (1.0 - tl.load(BETA + h) * p_s) / tl.where(edit, rest, 1.0), 1.0)
     own_w = tl.where(edit, tl.load(BETA + h), 1.0)
+    if WEIGHTS_OUT:  # [2, batch, head, q]: each row's factor on its own selection, then on the rest
+        w_rows = WEIGHTS + bh.to(tl.int64) * n_q + offs_m
+        tl.store(w_rows, own_w, mask=row_ok)
+        tl.store(w_rows + tl.num_programs(1).to(tl.int64) * n_q, rest_w, mask=row_ok)
     if ENTROPY or DISTANCE:
         _edit_row_stats(ENT, DIST, bh, n_q, offs_m, row_ok, p_s, ent_s, dist_s, own_w, rest_w, ENTROPY, DISTANCE)
     listed = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # sum over U of (own_w or rest_w) p_j v_j
@@ -260,11 +264,13 @@ def act_pass(
     head_scale: Tensor | None,
     entropy: Tensor | None = None,
     distance: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> None:
     """Rewrite ``out`` (K1's output over values with ``lists.zero_rows`` zeroed) into ACT's
     edited output, in place; ``value`` is the unzeroed values. ``entropy`` / ``distance``
     (K1's rows, ``[batch, head, q]`` contiguous), when given, are rewritten in place into the
-    edited attention's.
+    edited attention's; ``weights`` (``[2, batch, head, q]``), when given, receives each row's
+    factor on its own selection and on the other keys.
 
     ``rule`` is the table's :class:`~probe.kernels.blocks.TokenRule`; ``bias`` the base-2 key
     bias K1 used.
@@ -279,12 +285,13 @@ def act_pass(
         query, key, value, out, lse, bias, lists.beta, hscale,
         rule.window_tensor(heads, dev), rule.sink_tensor(heads, dev), lists.count, lists.keys, lists.mine,
         entropy if entropy is not None else lists.beta, distance if distance is not None else lists.beta,
+        weights if weights is not None else lists.beta,
         *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2), *bias_strides,
         lists.count.stride(0), lists.count.stride(1), lists.keys.stride(0), lists.keys.stride(1),
         heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv, rule.q_offset - rule.kv_offset, rule.kv_offset, scaling * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=rows, SEL_BLOCK=SEL_BLOCK,
         CAUSAL=rule.causal, LOCAL=rule.local, HAS_BIAS=has_bias, HEAD_SCALE=head_scale is not None,
-        ENTROPY=entropy is not None, DISTANCE=distance is not None,
+        ENTROPY=entropy is not None, DISTANCE=distance is not None, WEIGHTS_OUT=weights is not None,
         num_warps=warps,
     )

@@ -10,16 +10,15 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
 
     1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
        > 128, soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
-       causal / sliding window / padding), more than one ACT key scaling, ACT scaling together
-       with column statistics (received, block statistics) or the first-token share, or block
-       statistics with a block size that is not 16/32/64/128. (ACT with entropy and distance
-       runs on the kernels: the pass turns K1's rows into the edited attention's.)
+       causal / sliding window / padding), more than one ACT key scaling, or block statistics
+       with a block size that is not 16/32/64/128.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
        head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
-       it, :mod:`probe.kernels.act_pass`), then K2 for attention received and block
-       statistics. ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
+       it, :mod:`probe.kernels.act_pass`, which also turns entropy and distance into the
+       edited attention's), then K2 for attention received and block statistics (with ACT,
+       of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
        mean) to detect the sinks. On Hopper at head dim 128, K1 and K2 are the warp-specialised
        Gluon kernels (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`);
        otherwise the Triton kernels (:func:`probe.kernels.launch.flash_forward` and
@@ -49,6 +48,7 @@ from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatReque
 from probe.kernels.blocks import TokenRule, rule_table
 
 try:
+    from probe.kernels import act_columns
     from probe.kernels.gluon_k2_launch import gluon_k2_operands
     from probe.kernels.launch import ActScale, column_stats, flash_forward
 
@@ -96,15 +96,10 @@ def _unsupported(c: Call) -> bool:
         or c.want.pattern
         or isinstance(c.mask.mask_function, _FixedMask)
         or len(scales) > 1
-        or (len(scales) == 1 and act_needs_reference(c.want))
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
     )
 
 
-def act_needs_reference(want: StatRequest) -> bool:
-    """ACT's pass edits the output and the row statistics (entropy, distance); column
-    statistics and the first-token share of the edited attention come from the reference."""
-    return want.received or want.first_token or want.block_size is not None
 
 
 def _plain(c: Call) -> bool:
@@ -133,7 +128,7 @@ def _run_kernels(c: Call) -> AttentionOutput:
         entropy=c.want.entropy, distance=c.want.distance, act=act,
         head_scale=edit.head_scale if edit is not None else None, act_row_stats=True,
     )
-    stats = _statistics(c, rule, bias, k1) if c.want.any_stats else {}
+    stats = _statistics(c, rule, bias, k1, act) if c.want.any_stats else {}
     return AttentionOutput(output=k1.output, pattern=None, stats=stats, sinks=sinks)
 
 
@@ -209,16 +204,24 @@ def detect_sinks_gpu(c: Call, rule: TokenRule, bias: Tensor | None, sink_rule: S
     return select_sinks(received["received_mean"], received["visible_count"], sink_rule)
 
 
-def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1) -> dict[str, Tensor]:
+def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1, act=None) -> dict[str, Tensor]:
+    """Row statistics from K1 (edited by ACT's pass when there is one), column statistics from
+    K2; the log-sum-exp is the unedited attention's, as in the reference."""
     stats = {"lse": _mask_rows(k1.lse, c.mask)}
     if c.want.entropy:
         stats["entropy"] = _mask_rows(k1.entropy, c.mask)
     if c.want.distance:
         stats["distance"] = _mask_rows(k1.distance, c.mask)
     if c.want.first_token:
-        stats["first_token"] = _mask_rows(_first_token(c, rule, bias, k1.lse), c.mask)
+        first = _first_token(c, rule, bias, k1.lse)
+        if act is not None:
+            first = first * _first_token_factor(c, act, k1.act_weights)
+        stats["first_token"] = _mask_rows(first, c.mask)
     if c.want.received or c.want.block_size is not None:
-        received = _received(c, rule, bias, stats["lse"], c.want.block_size)
+        if act is None:
+            received = _received(c, rule, bias, stats["lse"], c.want.block_size)
+        else:
+            received = _received_with_act(c, rule, bias, stats["lse"], act, k1.act_weights)
         if c.want.received:
             stats.update({k: v for k, v in received.items() if not k.startswith("block_")})
         if c.want.block_size is not None:
@@ -248,6 +251,28 @@ def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_
     if block_size is not None:
         out.update(block_sum=cols["block_sum"], block_max=cols["block_max"])
     return out
+
+
+def _received_with_act(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, act: "ActScale",
+                       weights: Float[Tensor, "2 batch head q"]) -> dict[str, Tensor]:
+    """Column statistics of the ACT-edited attention (:mod:`probe.kernels.act_columns`)."""
+    batch, heads = c.query.shape[:2]
+    shifted, k2_bias = act_columns.k2_inputs(lse, bias, act.selected, weights[1])
+    out = _received(c, rule, k2_bias, shifted, c.want.block_size)
+    lists = act.kernel_lists(batch, heads, c.value.shape[1], c.key.shape[2], c.query.device)
+    act_columns.add_selected_columns(out, c.query, c.key, lse, bias, lists, weights[0], rule, c.scaling,
+                                     c.want.block_size)
+    count = out["visible_count"][:, None]
+    out["received_mean"] = torch.where(count > 0, out["received_sum"] / count.clamp_min(1), 0.0)
+    return out
+
+
+def _first_token_factor(c: Call, act: "ActScale", weights: Float[Tensor, "2 batch head q"]) -> Float[Tensor, "batch head q"]:
+    """ACT's factor on each row's first-key term: the own-selection one if the head selected it."""
+    batch, heads = c.query.shape[:2]
+    first = c.mask.first_key().to(c.query.device)
+    sel = act.selected.to(c.query.device).expand(batch, heads, -1).gather(-1, first[:, None, None].expand(batch, heads, 1))
+    return torch.where(sel, weights[0], weights[1])
 
 
 def _first_token(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor) -> Float[Tensor, "batch head q"]:

@@ -126,6 +126,7 @@ class K1Result:
     lse: Float[Tensor, "batch head q"]
     entropy: Float[Tensor, "batch head q"] | None
     distance: Float[Tensor, "batch head q"] | None
+    act_weights: Float[Tensor, "2 batch head q"] | None = None  # ACT's row factors (own keys, rest)
 
 
 def flash_forward(
@@ -152,7 +153,8 @@ def flash_forward(
     the selected keys' rows zeroed (in ``value`` itself, restored before returning, when no
     autograd record or aliasing forbids it; else on a copy), then
     :func:`probe.kernels.act_pass.act_pass`; the log-sum-exp is the unedited attention's, and
-    so are entropy and distance unless ``act_row_stats`` asks for the edited attention's.
+    so are entropy and distance unless ``act_row_stats`` asks for the edited attention's (the
+    result then also holds each row's ACT factors, ``act_weights``).
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)
@@ -208,6 +210,7 @@ def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, ac
                           distance=distance, config=config)
         in_product = key_bias is not None and config is None and bias_in_product(query, key, rest, table)
     bias, bias_strides = _bias_args(key_bias, batch, heads, key.shape[2], query.device)
+    weights = torch.empty(2, batch, heads, query.shape[2], device=query.device) if act_row_stats else None
     if in_product:
         # Rows whose selected keys hold all of the attention are told apart to 1e-6: the pass
         # must see the bias exactly as K1's product added it.
@@ -215,8 +218,9 @@ def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, ac
         bias_strides = (bias.stride(0), bias.stride(1))
     act_pass(r.output, query, key, value, r.lse, lists, table.rule, scaling=scaling, bias=bias,
              bias_strides=bias_strides, has_bias=key_bias is not None, head_scale=head_scale,
-             entropy=r.entropy if act_row_stats else None, distance=r.distance if act_row_stats else None)
-    return r
+             entropy=r.entropy if act_row_stats else None, distance=r.distance if act_row_stats else None,
+             weights=weights)
+    return K1Result(r.output, r.lse, r.entropy, r.distance, weights)
 
 
 def column_stats(

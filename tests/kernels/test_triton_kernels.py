@@ -10,7 +10,7 @@ pytest.importorskip("triton")
 
 from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import KeyScale, LayerEdit, SinkRule, StatRequest  # noqa: E402
-from probe.kernels.backend import Call, _run_kernels, act_needs_reference, route_for  # noqa: E402
+from probe.kernels.backend import Call, _run_kernels, route_for  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
 from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
@@ -116,10 +116,12 @@ def test_backend_kernel_path_with_padding_gqa_edits_matches_reference():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_backend_act_with_entropy_and_distance_matches_reference(causal):
-    """ACT on the kernel path with row statistics: the pass turns K1's entropy and distance into
-    the edited attention's (the log-sum-exp stays the unedited one's, as in the reference). GQA
-    with a head that selects nothing, a factor of 0, key padding and a strong sink."""
+def test_backend_act_with_every_statistic_matches_reference(causal):
+    """ACT on the kernel path with every statistic: the pass turns K1's entropy and distance into
+    the edited attention's, K2 plus the selected columns' terms give its column and block
+    statistics, the first-token share takes the row's factor (the log-sum-exp stays the
+    unedited one's, as in the reference). GQA with a head that selects nothing, a factor of 0,
+    key padding, a selected first key and a strong sink."""
     batch, heads, kv_heads, n, d = 2, 4, 2, 75, 16
     q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
     q = q + 0.8 * k[:, :, :1].repeat_interleave(2, dim=1)  # key 0 holds much of the attention
@@ -128,7 +130,7 @@ def test_backend_act_with_entropy_and_distance_matches_reference(causal):
     factor = torch.tensor([0.3, 1.0, 0.0, 0.6], device=DEVICE)
     padding = left_padding(batch, n, [0, 6]).to(DEVICE)
     edit = LayerEdit(key_scales=(KeyScale(factor=factor, keys=selected),))
-    want = StatRequest(entropy=True, distance=True)
+    want = StatRequest.all_stats(block_size=16)
     call = Call(q, k, v, lazy(batch, n, n, causal=causal, padding=padding, device=DEVICE), d**-0.5, None, want, edit)
     got = _run_kernels(call)
     cpu_edit = LayerEdit(key_scales=(KeyScale(factor=factor.cpu(), keys=selected.cpu()),))
@@ -138,18 +140,15 @@ def test_backend_act_with_entropy_and_distance_matches_reference(causal):
                                 want=want)
     valid = padding.cpu()
     assert rel_err(got.output.cpu()[valid], ref.output[valid]) < TOL
-    for name in ("lse", "entropy", "distance"):
-        ok = torch.isfinite(ref.stats[name])
+    assert set(got.stats) == set(ref.stats)
+    for name, value in ref.stats.items():
+        ok = torch.isfinite(value)
         assert torch.equal(ok, torch.isfinite(got.stats[name].cpu())), name
-        assert rel_err(got.stats[name].cpu()[ok], ref.stats[name][ok]) < TOL, name
-    assert rel_err(plain.stats["entropy"], ref.stats["entropy"]) > 1e-2  # the edit changes the rows
+        assert rel_err(got.stats[name].cpu()[ok], value[ok]) < TOL, name
+    for name in ("entropy", "received_sum", "block_max", "first_token"):  # the edit changes them
+        ok = torch.isfinite(ref.stats[name])
+        assert rel_err(plain.stats[name][ok], ref.stats[name][ok]) > 1e-2, name
     assert torch.isfinite(got.output).all()  # padding queries too (their values are unspecified)
-
-
-def test_act_goes_to_the_reference_only_for_column_statistics_and_first_token():
-    assert not act_needs_reference(StatRequest(entropy=True, distance=True))
-    for want in (StatRequest(received=True), StatRequest(first_token=True), StatRequest(block_size=16)):
-        assert act_needs_reference(want)
 
 
 def test_backend_sink_rule_detects_and_scales_like_reference():
