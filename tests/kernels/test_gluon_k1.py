@@ -216,6 +216,38 @@ def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monke
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+@pytest.mark.parametrize("causal", [False, True])
+def test_backend_act_with_every_statistic_on_hopper(causal):
+    """bf16 through the Gluon K1 and K2 (hd128, 128-blocks): ACT with every statistic against
+    the float32 reference, GQA, a strong sink and left padding."""
+    from probe.attention.reference import reference_attention
+    from probe.attention.spec import KeyScale, LayerEdit, StatRequest
+    from probe.kernels.backend import Call, _run_kernels, route_for
+    from tests.kernels.helpers import lazy, left_padding
+
+    n, heads, kv_heads, d = 1000, 8, 2, 128
+    q = torch.randn(2, heads, n, d, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, kv_heads, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    q = q + 0.3 * k[:, :, 7:8].repeat_interleave(heads // kv_heads, dim=1)  # key 7: a sink
+    selected = torch.zeros(2, heads, n, dtype=torch.bool, device="cuda")
+    selected[:, :3, 7] = True
+    selected[:, 5, [7, 500]] = True
+    edit = LayerEdit(key_scales=(KeyScale(factor=torch.full((heads,), 0.4, device="cuda"), keys=selected),))
+    padding = left_padding(2, n, [0, 30]).cuda()
+    want = StatRequest.all_stats(block_size=128)
+    call = Call(q, k, v, lazy(2, n, n, causal=causal, padding=padding, device="cuda"), d**-0.5, None, want, edit)
+    assert route_for(call).name == "triton"
+    got = _run_kernels(call)
+    ref = reference_attention(q.float(), k.float(), v.float(), lazy(2, n, n, causal=causal, padding=padding,
+                                                                    device="cuda"), want=want, edit=edit)
+    assert rel_err(got.output[padding], ref.output[padding]) < 1e-2
+    for name, value in ref.stats.items():
+        ok = torch.isfinite(value)
+        assert rel_err(got.stats[name][ok], value[ok]) < 1e-3, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])  # fp16: the padding bias is clamped
 def test_gluon_bias_with_padding_matches_materialised_on_gpu(dtype):
     n, heads, kv_heads, d = 4097, 8, 2, 128
