@@ -217,6 +217,15 @@ NOTES = """## What changed in this version, and why
   non-causal, ACT 1.057× / 1.029–1.030×. The interleaved `do_bench` ratios of the same runs:
   bias 1.05–1.15× / 1.05–1.18×, ACT 1.08–1.15× / 1.05–1.13×. The verdict uses the paired ones;
   both are printed.
+* **ACT together with statistics runs on the kernels** (it went to the reference before). The
+  pass rewrites K1's entropy and distance rows into the edited attention's
+  (`H' = a H_S - a p_S ln a + r (H - H_S) - r (1 - p_S) ln r`, `D' = a D_S + r (D - D_S)`, with
+  `a`, `r` the row's factors on its own selection and on the rest) and writes both factors; K2
+  runs over `lse - ln r` with the selected columns biased out, and the selected keys' terms
+  `a p` (a few columns per head) are added to the column and block tables in PyTorch
+  (`probe/kernels/act_columns.py`); the first-token share takes the row's factor. Checked
+  against the reference for every statistic: CPU (interpreter), fp32 on the H100, and bf16
+  through the Gluon K1 and K2 on the H100 (GQA, padding, strong sinks, a factor of 0).
 * **Measured and not kept**: the causal K2 with its grid heads-inner (every head's heavy first key
   blocks start first) took 0.94× the time at 16k but 1.01× at 32k and the same at 4k
   (`HEADSCOPE_K2_HEADS_INNER=1`).
@@ -233,10 +242,6 @@ NOTES = """## What changed in this version, and why
   are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
   the host's speed varied): the kernels alone sum to ~1.8× there.
 * Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
-* ACT with column statistics (received, block statistics) or the first-token share in one backend
-  call still goes to the reference; ACT with entropy and distance now runs on the kernels (the
-  pass rewrites K1's rows into the edited attention's; CPU tests and the same test in fp32 on
-  the H100 against the reference).
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
 
