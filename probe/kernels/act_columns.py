@@ -24,6 +24,7 @@ from probe.kernels.blocks import TokenRule
 
 NEG_BIAS = -1.0e30
 TINY = 1.0e-30  # a row whose other keys get nothing keeps a finite log-sum-exp (K2 counts it)
+QUERY_CHUNK = 4096  # queries upcast to float32 at a time (a whole 128k x 32-head Q would be 2 GiB)
 
 
 def k2_inputs(
@@ -79,7 +80,8 @@ def _selected_terms(query, key, lse, bias, lists: ActLists, own_factor, rule: To
     b = torch.arange(batch, device=query.device)[:, None, None]
     kvh = (torch.arange(heads, device=query.device) // group)[None, :, None]
     k_sel = key[b, kvh, idx].float()  # (B, H, W, D)
-    logits = torch.einsum("bhqd,bhwd->bhqw", query.float(), k_sel) * scaling
+    logits = torch.cat([torch.einsum("bhqd,bhwd->bhqw", query[:, :, i:i + QUERY_CHUNK].float(), k_sel)
+                        for i in range(0, n_q, QUERY_CHUNK)], dim=2) * scaling
     if bias is not None:
         logits = logits + bias.float().expand(batch, heads, -1).gather(-1, idx)[:, :, None, :]
     q_idx = torch.arange(n_q, device=query.device)[None, None, :, None]

@@ -116,7 +116,7 @@ def test_backend_kernel_path_with_padding_gqa_edits_matches_reference():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_backend_act_with_every_statistic_matches_reference(causal):
+def test_backend_act_with_every_statistic_matches_reference(causal, monkeypatch):
     """ACT on the kernel path with every statistic: the pass turns K1's entropy and distance into
     the edited attention's, K2 plus the selected columns' terms give its column and block
     statistics, the first-token share takes the row's factor (the log-sum-exp stays the
@@ -131,6 +131,7 @@ def test_backend_act_with_every_statistic_matches_reference(causal):
     padding = left_padding(batch, n, [0, 6]).to(DEVICE)
     edit = LayerEdit(key_scales=(KeyScale(factor=factor, keys=selected),))
     want = StatRequest.all_stats(block_size=16)
+    monkeypatch.setattr("probe.kernels.act_columns.QUERY_CHUNK", 32)  # several query chunks
     call = Call(q, k, v, lazy(batch, n, n, causal=causal, padding=padding, device=DEVICE), d**-0.5, None, want, edit)
     got = _run_kernels(call)
     cpu_edit = LayerEdit(key_scales=(KeyScale(factor=factor.cpu(), keys=selected.cpu()),))
