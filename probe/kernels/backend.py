@@ -18,8 +18,8 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
        it, :mod:`probe.kernels.act_pass`, which also turns entropy and distance into the
        edited attention's), then K2 for attention received and block statistics (with ACT,
-       of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received
-       mean) to detect the sinks. On Hopper at head dim 128, K1 and K2 are the warp-specialised
+       of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a
+       :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received mean) to detect the sinks. On Hopper at head dim 128, K1 and K2 are the warp-specialised
        Gluon kernels (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`);
        otherwise the Triton kernels (:func:`probe.kernels.launch.flash_forward` and
        :func:`~probe.kernels.launch.column_stats` decide).
@@ -98,8 +98,6 @@ def _unsupported(c: Call) -> bool:
         or len(scales) > 1
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
     )
-
-
 
 
 def _plain(c: Call) -> bool:
