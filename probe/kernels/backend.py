@@ -19,9 +19,10 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        it, :mod:`probe.kernels.act_pass`, which also turns entropy and distance into the
        edited attention's), then K2 for attention received and block statistics (with ACT,
        of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a
-       :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received mean) to detect the sinks. On Hopper at head dim 128, K1 and K2 are the warp-specialised
-       Gluon kernels (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`);
-       otherwise the Triton kernels (:func:`probe.kernels.launch.flash_forward` and
+       :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received mean) to detect the sinks.
+       On Hopper at head dim 128, K1 and K2 are the warp-specialised Gluon kernels
+       (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`); otherwise the
+       Triton kernels (:func:`probe.kernels.launch.flash_forward` and
        :func:`~probe.kernels.launch.column_stats` decide).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
