@@ -11,14 +11,17 @@ Context:
     the output over values whose rows in U are zeroed, U the union of the selections of the
     query heads sharing a KV head (:func:`rows_zeroed`, in place and restored when nothing
     else can see the values, else on a copy; no GQA expansion either way). Its log-sum-exp and
-    row statistics stay those of the unedited attention. This pass then, per block of query
+    row statistics are those of the unedited attention. This pass then, per block of query
     rows, walks U's keys (``SEL_BLOCK`` at a time), computes ``p_j = exp2(s_j - lse2)`` exactly
     from the log-sum-exp, and rewrites the output rows:
 
         out = w (O_U + sum_{j in U, not in S} p_j v_j) + beta sum_{j in S} p_j v_j,  w = (1 - beta p_S) / (1 - p_S)
 
     (a head of the group with no selection of its own gets back exactly what was zeroed).
-    Rows with ``p_S`` within 1e-6 of 1 stay unedited, as in the reference.
+    Rows with ``p_S`` within 1e-6 of 1 stay unedited, as in the reference. When asked, the
+    same walk turns K1's entropy and distance rows into the edited attention's
+    (:func:`_edit_row_stats`) and writes each row's two factors, which the column statistics
+    of the edited attention need (:mod:`probe.kernels.act_columns`).
 
     Why not inside K1's epilogue: nothing is subtracted here, so bf16 rounding is never
     amplified (removing P_S V_S from a full accumulator multiplied it by
