@@ -20,9 +20,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from probe.kernels.act_pass import ActLists
-from probe.kernels.blocks import TokenRule
+from probe.kernels.blocks import NEG_BIAS, TokenRule
 
-NEG_BIAS = -1.0e30
 TINY = 1.0e-30  # a row whose other keys get nothing keeps a finite log-sum-exp (K2 counts it)
 QUERY_CHUNK = 4096  # queries upcast to float32 at a time (a whole 128k x 32-head Q would be 2 GiB)
 

@@ -46,7 +46,7 @@ from probe.attention.backends import register_backend, sdpa_attention
 from probe.attention.mask import LazyMask, _FixedMask
 from probe.attention.reference import reference_attention, select_sinks
 from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatRequest
-from probe.kernels.blocks import TokenRule, rule_table
+from probe.kernels.blocks import NEG_BIAS, TokenRule, rule_table
 
 try:
     from probe.kernels import act_columns
@@ -57,7 +57,6 @@ try:
 except ImportError:  # CPU-only installs without Triton still get the backend (as the reference)
     HAVE_TRITON = False
 
-NEG_BIAS = -1.0e30
 K1_BLOCK = 128
 K2_BLOCK = (64, 128)  # (queries per step, keys per program) of the Triton K2
 STAT_BLOCKS = (16, 32, 64, 128)

@@ -35,6 +35,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 SKIP, PARTIAL, FULL = 0, 1, 2
+NEG_BIAS = -1.0e30  # the key bias that removes a key (padding, ACT's selected columns in K2)
 
 
 @dataclass(frozen=True)
