@@ -32,9 +32,6 @@ from probe.kernels.materialised import materialised_attention  # noqa: E402
 
 DEV, BF16 = "cuda", torch.bfloat16
 NAMES = ("received_sum", "received_max", "count", "block_sum", "block_max")
-PLAIN = {"HEADSCOPE_K2_FMA_EXP": "0", "HEADSCOPE_K2_HALVES": "0"}
-HALVES = {"HEADSCOPE_K2_FMA_EXP": "0", "HEADSCOPE_K2_HALVES": "1"}
-VARIANTS = {"plain": PLAIN, "fma_exp": {"HEADSCOPE_K2_FMA_EXP": "1", "HEADSCOPE_K2_HALVES": "0"}, "halves": HALVES}
 
 
 def rel(a, b) -> float:
@@ -67,11 +64,11 @@ def check() -> None:
         _, ref = materialised_attention(q, k, k, t.allowed_rows(0, n, h), key_bias=key_bias, block_size=128,
                                         dtype=torch.float32)
         for keys in ("128", "64"):
-            for variant, switches in VARIANTS.items():
-                got = envs({"HEADSCOPE_K2_KEYS": keys, **switches}, lambda: column_stats(
+            for fma in ("0", "1"):
+                got = envs({"HEADSCOPE_K2_KEYS": keys, "HEADSCOPE_K2_FMA_EXP": fma}, lambda: column_stats(
                     q, k, lse, t, scaling=d**-0.5, key_bias=key_bias, block_stats=True))()
                 errs = " ".join(f"{name}={rel(got[name], ref[name]):.2e}" for name in NAMES)
-                print(f"check n={n} causal={causal} group={group} bias={bias} keys={keys} {variant} {errs}",
+                print(f"check n={n} causal={causal} group={group} bias={bias} keys={keys} fma_exp={fma} {errs}",
                       flush=True)
 
 
@@ -87,23 +84,26 @@ def timing() -> None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
         k2 = lambda table=t, blocks=False: column_stats(q, k, lse, table, scaling=128**-0.5, block_stats=blocks)  # noqa: E731
+        fma = {"HEADSCOPE_K2_FMA_EXP": "1"}
+        plain = {"HEADSCOPE_K2_FMA_EXP": "0"}
         want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
         mask = LazyMask(b, n, n, device=DEV, causal=causal)
         fns = {
             "cudnn": cudnn,
             "k1": lambda: flash_forward(q, k, v, t, scaling=128**-0.5),
-            "keys128": envs(PLAIN, k2),
-            "keys128_halves": envs(HALVES, k2),
-            "keys128_blocks": envs(PLAIN, lambda: k2(t, True)),
-            "keys128_blocks_halves": envs(HALVES, lambda: k2(t, True)),
-            "all": envs(PLAIN, lambda: triton_attention(q, k, v, mask, want=want)),
-            "all_halves": envs(HALVES, lambda: triton_attention(q, k, v, mask, want=want)),
+            "keys128": envs(plain, k2),
+            "keys128_fma": envs(fma, k2),
+            "keys128_blocks": envs(plain, lambda: k2(t, True)),
+            "keys128_blocks_fma": envs(fma, lambda: k2(t, True)),
+            "keys64_fma": envs({"HEADSCOPE_K2_KEYS": "64", **fma}, k2),
+            "all": envs(plain, lambda: triton_attention(q, k, v, mask, want=want)),
+            "all_fma": envs(fma, lambda: triton_attention(q, k, v, mask, want=want)),
         }
         tm = interleaved(fns)
         parts = " ".join(f"{name}/k1={ratio(tm, name, 'k1'):.3f}" for name in tm if name not in ("k1", "cudnn"))
         pairs = " ".join(f"{a}/{b_}={paired(fns[b_], fns[a]):.3f}" for a, b_ in (
-            ("keys128_halves", "keys128"), ("keys128_blocks_halves", "keys128_blocks"), ("keys128_blocks", "k1"),
-            ("keys128_blocks_halves", "k1"), ("all", "cudnn"), ("all_halves", "cudnn"), ("all_halves", "all")))
+            ("keys128_fma", "keys128"), ("keys128_blocks_fma", "keys128_blocks"), ("keys128_blocks", "k1"),
+            ("keys128_blocks_fma", "k1"), ("all", "cudnn"), ("all_fma", "cudnn"), ("all_fma", "all")))
         print(f"time n={n} b={b} causal={causal} cudnn_ms={median(tm['cudnn']):.3f} k1_ms={median(tm['k1']):.3f} "
               f"k1/cudnn={ratio(tm, 'k1', 'cudnn'):.3f} {parts} paired: {pairs}", flush=True)
         del q, k, v

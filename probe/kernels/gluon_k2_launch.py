@@ -154,7 +154,6 @@ def column_stats_gluon(
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
         HEADS_INNER=heads_inner, FMA_EXP=k2_fma_exp(),
-        HALVES=keys == 2 * WS_ROWS and os.environ.get("HEADSCOPE_K2_HALVES", "0") == "1",
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

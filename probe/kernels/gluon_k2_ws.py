@@ -250,104 +250,11 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
             HAS_BIAS, BLOCK_STATS, FMA_EXP)
         count += _seen_in_full_tiles(seen_base, full_base, n_full)
-    _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_k, col_sum, col_max, count)
-
-
-@no_type_check
-@gluon.jit
-def _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_k, col_sum, col_max, count):
-    """The per-key results of keys ``offs_k`` of (batch x head) ``bh``."""
     out = bh.to(gl.int64) * n_kv + offs_k
     key_ok = offs_k < n_kv
     gl.store(COL_SUM + out, col_sum, mask=key_ok)
     gl.store(COL_MAX + out, col_max, mask=key_ok)
     gl.store(COUNT + out, count, mask=key_ok)
-
-
-@no_type_check
-@gluon.jit
-def _k2_consumer_halves(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM, COL_MAX, COUNT, bsum_ptr,
-                        bmax_ptr, stride_bp_q, seen_base, WINDOW, SINK, bias_base, h, bh, key0, n_tot, n_full,
-                        full_base, part_base, n_kv, diag, kv_offset, qk_scale):
-    """One warpgroup owning 128 keys as two 64-key halves, with one half's product always in
-    flight: while half 0 of tile t is reduced, half 1's product runs, and half 0 of tile t + 1
-    is issued before half 1 of tile t is reduced. The accumulators hold the same 128 rows as
-    :func:`_k2_consumer`'s one, so no registers are added; what changes is that the tensor
-    cores are fed during this warpgroup's own reductions, not only during the other one's."""
-    STAGES: gl.constexpr = q_smem.shape[0]
-    BLOCK_Q: gl.constexpr = q_smem.shape[1]
-    HALF: gl.constexpr = k.shape[0] // 2
-    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see _k2_ws_kernel)
-    CAUSAL: gl.constexpr = (CODE & 1) != 0
-    LOCAL: gl.constexpr = (CODE & 2) != 0
-    HAS_BIAS: gl.constexpr = (CODE & 4) != 0
-    BLOCK_STATS: gl.constexpr = (CODE & 8) != 0
-    FMA_EXP: gl.constexpr = (CODE & 32) != 0
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_Q, 16])
-    row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    offs_0 = key0 + gl.arange(0, HALF, layout=row)
-    offs_1 = offs_0 + HALF
-    sum_0 = gl.zeros([HALF], gl.float32, layout=row)
-    max_0 = gl.zeros([HALF], gl.float32, layout=row)
-    cnt_0 = gl.zeros([HALF], gl.float32, layout=row)
-    sum_1 = gl.zeros([HALF], gl.float32, layout=row)
-    max_1 = gl.zeros([HALF], gl.float32, layout=row)
-    cnt_1 = gl.zeros([HALF], gl.float32, layout=row)
-    bias_0 = 0.0
-    bias_1 = 0.0
-    if HAS_BIAS:
-        bias_0 = gl.load(bias_base + offs_0, mask=offs_0 < n_kv, other=0.0)
-        bias_1 = gl.load(bias_base + offs_1, mask=offs_1 < n_kv, other=0.0)
-    k_0 = k.slice(0, HALF)
-    k_1 = k.slice(HALF, HALF)
-    s_0 = gl.zeros([HALF, BLOCK_Q], gl.float32, layout=s_layout)
-    s_1 = gl.zeros([HALF, BLOCK_Q], gl.float32, layout=s_layout)
-    if n_tot > 0:
-        mbarrier.wait(k_bar, 0)
-        mbarrier.wait(q_full.index(0), 0)
-        tok_0 = warpgroup_mma(k_0, q_smem.index(0).permute((1, 0)), s_0, use_acc=False, is_async=True)
-        tok_1 = warpgroup_mma(k_1, q_smem.index(0).permute((1, 0)), s_1, use_acc=False, is_async=True)
-        neg_lse = lse_smem.index(0).load(col)
-        s_0 = warpgroup_mma_wait(num_outstanding=1, deps=(tok_0, ))
-        start_q = _block_start(0, n_full, full_base, part_base, True, BLOCK_Q, 1)
-        for t in range(1, n_tot):
-            stage = t % STAGES
-            masked = t - 1 >= n_full
-            sum_0, max_0, cnt_0 = _column_step(
-                s_0, neg_lse, bias_0, start_q, masked, offs_0, sum_0, max_0, cnt_0, bsum_ptr, bmax_ptr,
-                stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                HAS_BIAS, BLOCK_STATS, FMA_EXP)
-            s_1 = warpgroup_mma_wait(num_outstanding=0, deps=(tok_1, ))
-            mbarrier.arrive(q_empty.index((t - 1) % STAGES))  # both halves have read tile t - 1
-            mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
-            tok_0 = warpgroup_mma(k_0, q_smem.index(stage).permute((1, 0)), s_0, use_acc=False, is_async=True)
-            next_lse = lse_smem.index(stage).load(col)
-            sum_1, max_1, cnt_1 = _column_step(
-                s_1, neg_lse, bias_1, start_q, masked, offs_1, sum_1, max_1, cnt_1, bsum_ptr + 4, bmax_ptr + 4,
-                stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                HAS_BIAS, BLOCK_STATS, FMA_EXP)
-            tok_1 = warpgroup_mma(k_1, q_smem.index(stage).permute((1, 0)), s_1, use_acc=False, is_async=True)
-            s_0 = warpgroup_mma_wait(num_outstanding=1, deps=(tok_0, ))
-            neg_lse = next_lse
-            start_q = _block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
-        masked = n_tot - 1 >= n_full
-        sum_0, max_0, cnt_0 = _column_step(
-            s_0, neg_lse, bias_0, start_q, masked, offs_0, sum_0, max_0, cnt_0, bsum_ptr, bmax_ptr,
-            stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-            HAS_BIAS, BLOCK_STATS, FMA_EXP)
-        s_1 = warpgroup_mma_wait(num_outstanding=0, deps=(tok_1, ))
-        mbarrier.arrive(q_empty.index((n_tot - 1) % STAGES))
-        sum_1, max_1, cnt_1 = _column_step(
-            s_1, neg_lse, bias_1, start_q, masked, offs_1, sum_1, max_1, cnt_1, bsum_ptr + 4, bmax_ptr + 4,
-            stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-            HAS_BIAS, BLOCK_STATS, FMA_EXP)
-        seen = _seen_in_full_tiles(seen_base, full_base, n_full)
-        cnt_0 += seen
-        cnt_1 += seen
-    _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_0, sum_0, max_0, cnt_0)
-    _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_1, sum_1, max_1, cnt_1)
 
 
 @no_type_check
@@ -364,7 +271,7 @@ def _k2_ws_kernel(
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
     K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
-    FMA_EXP: gl.constexpr = False, HALVES: gl.constexpr = False,
+    FMA_EXP: gl.constexpr = False,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
     ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
@@ -419,13 +326,11 @@ def _k2_ws_kernel(
     loop = (SEEN + bh * (n_q_pad // BLOCK_Q), WINDOW, SINK, bias_base, h, bh)
     tail = (n_tot, n_full, full_base, part_base, n_kv, diag, kv_offset, qk_scale)
     ring = (q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem)
-    loads = (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, n_tot, n_full,
-             full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch, b * q_rb + h * q_rh, h * q_ch,
-             bh * n_q_pad)
-    args_0 = (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail
-    args_1 = (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop + (key0 + KEYS, ) + tail
-    if HALVES:  # 128 keys per consumer as two 64-key halves, one product always in flight
-        gl.warp_specialize([(_k2_consumer_halves, args_0), (_k2_consumer_halves, args_1), (_k2_producer, loads)],
-                           [4, 1], [240, 24])
-    else:
-        gl.warp_specialize([(_k2_consumer, args_0), (_k2_consumer, args_1), (_k2_producer, loads)], [4, 1], [240, 24])
+    gl.warp_specialize([
+        (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail),
+        (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop
+         + (key0 + KEYS, ) + tail),
+        (_k2_producer, (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem,
+                        n_tot, n_full, full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch,
+                        b * q_rb + h * q_rh, h * q_ch, bh * n_q_pad)),
+    ], [4, 1], [240, 24])

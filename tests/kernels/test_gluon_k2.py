@@ -25,11 +25,6 @@ from tests.kernels.helpers import build_for_sm90, rel_err  # noqa: E402
 from tests.kernels.test_gluon_k1 import ON_HOPPER, PTXAS, _ptxas  # noqa: E402
 
 STAT_NAMES = ("received_sum", "received_max", "count", "block_sum", "block_max")
-# The kernel's switches checked on the GPU: the default, a quarter of the exponentials on the FMA
-# pipe, and the 128-key consumers as two pipelined 64-key halves.
-VARIANTS = {"plain": {"HEADSCOPE_K2_FMA_EXP": "0", "HEADSCOPE_K2_HALVES": "0"},
-            "fma_exp": {"HEADSCOPE_K2_FMA_EXP": "1", "HEADSCOPE_K2_HALVES": "0"},
-            "halves": {"HEADSCOPE_K2_FMA_EXP": "0", "HEADSCOPE_K2_HALVES": "1"}}
 
 
 def test_not_eligible_off_hopper_or_with_other_tiles():
@@ -138,14 +133,13 @@ def _inputs(n: int, heads: int, kv_heads: int, causal: bool, bias: bool):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fma_exp", ["0", "1"])
 @pytest.mark.parametrize("keys", ["64", "128"])
 @pytest.mark.parametrize("n,group,causal,bias", [(1000, 4, False, True), (4097, 1, True, False),
                                                   (1000, 8, True, True), (4097, 3, False, False)])
-def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, variant, monkeypatch):
+def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, fma_exp, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_K2_KEYS", keys)
-    for var, value in VARIANTS[variant].items():
-        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("HEADSCOPE_K2_FMA_EXP", fma_exp)
     heads = 2 * group if group > 1 else 2
     q, k, key_bias = _inputs(n, heads, heads // group, causal, bias)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
@@ -160,9 +154,9 @@ def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, vari
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fma_exp", ["0", "1"])
 @pytest.mark.parametrize("block_q,sparse", [(128, False), (64, False), (128, True)])
-def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, sparse, variant, monkeypatch):
+def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, sparse, fma_exp, monkeypatch):
     """Per-head sink + window spans (partial tiles inside the band, 128 keys per consumer),
     block-sparse tables (64 keys per consumer), 64-query tiles."""
     n, heads = 3001, 4
@@ -170,8 +164,7 @@ def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, spar
     table = (random_block_table(0.3, n, heads, block=block_q, device="cuda") if sparse else
              sink_local_table(n, [300, 1000, 129, 4000], [4, 0, 130, 1], block_q=block_q, block_kv=128, device="cuda"))
     assert k2_walk(table)[1] == (64 if sparse else 128)
-    for var, value in VARIANTS[variant].items():
-        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("HEADSCOPE_K2_FMA_EXP", fma_exp)
     lse = flash_forward(q, k, k, table, scaling=128**-0.5, key_bias=key_bias).lse
     got = column_stats(q, k, lse, table, scaling=128**-0.5, key_bias=key_bias, block_stats=True)
     monkeypatch.setenv("HEADSCOPE_GLUON_K2", "0")
