@@ -43,12 +43,6 @@ def k2_stages() -> int:
     return int(os.environ.get("HEADSCOPE_K2_STAGES", "3"))
 
 
-def k2_fma_exp() -> bool:
-    """Whether full tiles take a quarter of their exponentials on the FMA pipe
-    (:func:`probe.kernels.gluon_k2_ws.exp2_on_fma`); ``HEADSCOPE_K2_FMA_EXP=0|1`` overrides."""
-    return os.environ.get("HEADSCOPE_K2_FMA_EXP", "0") == "1"
-
-
 def k2_walk(table: BlockTable) -> tuple[BlockTable, int]:
     """The table the Gluon K2 walks and its keys per consumer.
 
@@ -153,7 +147,7 @@ def column_stats_gluon(
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
-        HEADS_INNER=heads_inner, FMA_EXP=k2_fma_exp(),
+        HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -77,68 +77,12 @@ def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_fu
         tma.async_copy_global_to_shared(lse_desc, [lse_row + start], bar, lse_smem.index(stage))
 
 
-# 2^f = 1 + f (C1 + f (C2 + f (C3 + f (C4 + f C5)))) on [-1/2, 1/2]: a least-squares fit of the
-# relative error, reweighted towards minimax; 2.0e-7 worst relative error when evaluated in
-# float32 (1.2e-7 in exact arithmetic), the same order as the MUFU's ex2.approx.
-EXP2_C1 = gl.constexpr(0.6931472420692444)
-EXP2_C2 = gl.constexpr(0.24022220075130463)
-EXP2_C3 = gl.constexpr(0.05550311133265495)
-EXP2_C4 = gl.constexpr(0.009672632440924644)
-EXP2_C5 = gl.constexpr(0.001340154674835503)
-ROUNDER = gl.constexpr(12582912.0)  # 1.5 x 2^23: x + ROUNDER rounds x to an integer, kept in the low bits
-
-
-@no_type_check
-@gluon.jit
-def exp2_on_fma(x):
-    """``2^x`` for ``x <= 0`` (``-inf`` included) with adds and FMAs only, no exponential unit.
-
-    FlashAttention-4's device: the exponential unit does 16 results per cycle per SM, as many as
-    the tensor cores' K Q^T products need at hd128, so the column pass is bound by both at once;
-    moving a share of the exponentials to the FMA pipe leaves the products alone in front.
-    ``x`` is clamped at -127 (2^-127 is where the result's bits reach 0: exactly 0 comes out),
-    split as ``j + f`` with ``j`` the nearest integer (``f`` in [-1/2, 1/2]) by the rounding of
-    ``x + 1.5 x 2^23``; ``2^f`` is a degree-5 polynomial whose value at 0 is exactly 1, and
-    ``j`` is added to its exponent bits. Ten instructions against one.
-    """
-    x = gl.maximum(x, -127.0)
-    r = x + ROUNDER
-    f = x - (r - ROUNDER)
-    t = f * EXP2_C5 + EXP2_C4
-    t = t * f + EXP2_C3
-    t = t * f + EXP2_C2
-    t = t * f + EXP2_C1
-    t = t * f + 1.0
-    bits = t.to(gl.int32, bitcast=True) + (r.to(gl.int32, bitcast=True) << 23)
-    return bits.to(gl.float32, bitcast=True)
-
-
-@no_type_check
-@gluon.jit
-def _quarter_on_fma(st, row_layout: gl.constexpr):
-    """Row sums and maxima of ``2^st`` over its columns, the last quarter of the columns through
-    :func:`exp2_on_fma` and the rest through the exponential unit. The quarters are register
-    slices of the product's layout (column bits 5 and 6 are registers), so the split moves no
-    data; the row results come back in ``row_layout``."""
-    KEYS: gl.constexpr = st.shape[0]
-    QUARTER: gl.constexpr = st.shape[1] // 4
-    pieces = gl.permute(gl.reshape(st, [KEYS, 2, 2, QUARTER]), (0, 3, 1, 2))  # column = 2Q a + Q b + c
-    b0, b1 = gl.split(pieces)  # b = 0 | 1: [KEYS, QUARTER, 2 (a)]
-    x00, x10 = gl.split(b0)
-    x01, x11 = gl.split(b1)
-    p00, p10, p01, p11 = gl.exp2(x00), gl.exp2(x10), gl.exp2(x01), exp2_on_fma(x11)
-    row_sum = gl.sum((p00 + p10) + (p01 + p11), 1)
-    row_max = gl.max(gl.maximum(gl.maximum(p00, p10), gl.maximum(p01, p11)), 1)
-    # The same registers as the product layout's rows, in another spelling: converting moves nothing.
-    return gl.convert_layout(row_sum, row_layout), gl.convert_layout(row_max, row_layout)
-
-
 @no_type_check
 @gluon.jit
 def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
                  stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
                  BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
-                 HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr, FMA_EXP: gl.constexpr):
+                 HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr):
     """Fold one (KEYS, BLOCK_Q) tile of raw ``k.q`` into the per-key sums and maxima (and, in a
     masked tile, the counts; full tiles are counted once at the end, :func:`_seen_in_full_tiles`).
     Block partials of key rows ``64 * j + 16 * w ...`` go to ``bsum_ptr + stride_bp_q * query_tile + 4 * j + w``.
@@ -156,14 +100,10 @@ def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, co
                       CAUSAL, LOCAL) & (neg_lse > float("-inf"))[None, :]
         p = gl.where(ok, gl.exp2(st), 0.0)
         count += gl.sum(ok.to(gl.float32), 1)
-        row_sum = gl.sum(p, 1)
-        row_max = gl.max(p, 1)
-    elif FMA_EXP:
-        row_sum, row_max = _quarter_on_fma(st, gl.SliceLayout(1, s_layout))
     else:
         p = gl.exp2(st)
-        row_sum = gl.sum(p, 1)
-        row_max = gl.max(p, 1)
+    row_sum = gl.sum(p, 1)
+    row_max = gl.max(p, 1)
     if BLOCK_STATS:  # one partial per warp and 64-key half: shuffles only, no barrier between warps
         halves: gl.constexpr = s.shape[0] // 64  # rows r = 64 * half + 16 * warp + i
         warp_sum = gl.sum(gl.reshape(row_sum, [halves, 4, 16]), 2)
@@ -207,7 +147,6 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
     BLOCK_STATS: gl.constexpr = (CODE & 8) != 0
     K_IN_REGISTERS: gl.constexpr = (CODE & 16) != 0
-    FMA_EXP: gl.constexpr = (CODE & 32) != 0
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_Q, 16])
     row: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -237,7 +176,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             col_sum, col_max, count = _column_step(
                 s, neg_lse, bias, start_q, t - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
                 stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                HAS_BIAS, BLOCK_STATS, FMA_EXP)
+                HAS_BIAS, BLOCK_STATS)
             mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
             # S_{t-1} is dead: its registers take S_t (use_acc=False ignores their values).
             tok = warpgroup_mma(a, q_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
@@ -248,7 +187,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
         col_sum, col_max, count = _column_step(
             s, neg_lse, bias, start_q, n_tot - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
             stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-            HAS_BIAS, BLOCK_STATS, FMA_EXP)
+            HAS_BIAS, BLOCK_STATS)
         count += _seen_in_full_tiles(seen_base, full_base, n_full)
     out = bh.to(gl.int64) * n_kv + offs_k
     key_ok = offs_k < n_kv
@@ -271,7 +210,6 @@ def _k2_ws_kernel(
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
     K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
-    FMA_EXP: gl.constexpr = False,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
     ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
@@ -312,8 +250,7 @@ def _k2_ws_kernel(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_n, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n, 1)
 
-    code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
-                          + FMA_EXP * 32)
+    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
     # + 64 * j) // 128, at slot 4 * (half within that block) + warp.

@@ -56,36 +56,19 @@ def test_k2_prep_negates_the_lse_in_base_2_and_counts_seen_queries_per_tile():
     assert torch.equal(seen, expect_seen)
 
 
-def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int = 128, fma_exp: bool = False) -> str:
+def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int = 128) -> str:
     n = 1024
     q = torch.empty(1, 2, n, 128, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=block_q, block_kv=128)
     bias_t, strides = _bias_args(torch.zeros(1, 2, n) if bias else None, 1, 2, n, "cpu")
     cols = tuple(torch.empty(1, 2, n) for _ in range(3))
     os.environ["HEADSCOPE_K2_KEYS"] = str(keys)
-    os.environ["HEADSCOPE_K2_FMA_EXP"] = str(int(fma_exp))
     try:
         return build_for_sm90(gluon_k2_ws, "_k2_ws_kernel", lambda: column_stats_gluon(
             q, q, torch.zeros(1, 2, n), table, qk_scale=0.1, bias=bias_t, bias_strides=strides, has_bias=bias,
             block_stats=block_stats, outputs=cols))
     finally:
         os.environ.pop("HEADSCOPE_K2_KEYS")
-        os.environ.pop("HEADSCOPE_K2_FMA_EXP")
-
-
-@pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
-@pytest.mark.parametrize("keys", [64, 128])
-def test_k2_full_tiles_take_a_quarter_of_their_exponentials_on_the_fma_pipe(tmp_path, keys):
-    """Each full-tile site (two per consumer) trades a quarter of its per-thread ex2.approx, i.e.
-    keys x 128 / 4 / 128 threads, for the polynomial (two adds of 1.5 x 2^23 each); masked tiles
-    keep theirs. No spills added."""
-    plain, fma = _k2_ptx(False, False, True, keys), _k2_ptx(False, False, True, keys, fma_exp=True)
-    quarter = keys * 128 // 4 // 128
-    sites = 2
-    assert plain.count("ex2.approx") - fma.count("ex2.approx") == sites * quarter
-    assert fma.count("0f4B400000") == 2 * sites * quarter and "0f4B400000" not in plain
-    spills = int(re.search(r"(\d+) bytes spill stores", _ptxas(tmp_path, fma)).group(1))
-    assert spills == (0 if keys == 64 else spills) and spills <= 64
 
 
 @pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
@@ -133,13 +116,11 @@ def _inputs(n: int, heads: int, kv_heads: int, causal: bool, bias: bool):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-@pytest.mark.parametrize("fma_exp", ["0", "1"])
 @pytest.mark.parametrize("keys", ["64", "128"])
 @pytest.mark.parametrize("n,group,causal,bias", [(1000, 4, False, True), (4097, 1, True, False),
                                                   (1000, 8, True, True), (4097, 3, False, False)])
-def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, fma_exp, monkeypatch):
+def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_K2_KEYS", keys)
-    monkeypatch.setenv("HEADSCOPE_K2_FMA_EXP", fma_exp)
     heads = 2 * group if group > 1 else 2
     q, k, key_bias = _inputs(n, heads, heads // group, causal, bias)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
@@ -154,9 +135,8 @@ def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, fma_
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-@pytest.mark.parametrize("fma_exp", ["0", "1"])
 @pytest.mark.parametrize("block_q,sparse", [(128, False), (64, False), (128, True)])
-def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, sparse, fma_exp, monkeypatch):
+def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, sparse, monkeypatch):
     """Per-head sink + window spans (partial tiles inside the band, 128 keys per consumer),
     block-sparse tables (64 keys per consumer), 64-query tiles."""
     n, heads = 3001, 4
@@ -164,36 +144,9 @@ def test_gluon_k2_equals_triton_on_sinks_windows_and_sparse_tables(block_q, spar
     table = (random_block_table(0.3, n, heads, block=block_q, device="cuda") if sparse else
              sink_local_table(n, [300, 1000, 129, 4000], [4, 0, 130, 1], block_q=block_q, block_kv=128, device="cuda"))
     assert k2_walk(table)[1] == (64 if sparse else 128)
-    monkeypatch.setenv("HEADSCOPE_K2_FMA_EXP", fma_exp)
     lse = flash_forward(q, k, k, table, scaling=128**-0.5, key_bias=key_bias).lse
     got = column_stats(q, k, lse, table, scaling=128**-0.5, key_bias=key_bias, block_stats=True)
     monkeypatch.setenv("HEADSCOPE_GLUON_K2", "0")
     want = column_stats(q, k, lse, table, scaling=128**-0.5, key_bias=key_bias, block_stats=True)
     for name in STAT_NAMES:
         assert rel_err(got[name], want[name]) < 1e-5, name
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
-def test_exp2_on_fma_matches_exp2_to_float32_rounding():
-    """Every float32 step of 1/1024 from -130 to 1/16 (and -inf): relative error <= 4e-7 where the
-    result is normal, exactly 0 at and below -127 (and for -inf)."""
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-
-    @gluon.jit
-    def apply(X, Y, n, BLOCK: gl.constexpr):
-        layout: gl.constexpr = gl.BlockedLayout([4], [32], [4], [0])
-        offs = gl.program_id(0) * BLOCK + gl.arange(0, BLOCK, layout=layout)
-        x = gl.load(X + offs, mask=offs < n, other=0.0)
-        gl.store(Y + offs, gluon_k2_ws.exp2_on_fma(x), mask=offs < n)
-
-    x = torch.cat([torch.arange(-130 * 1024, 64, device="cuda") / 1024.0,
-                   torch.tensor([float("-inf")], device="cuda")])
-    y = torch.empty_like(x)
-    apply[(triton.cdiv(x.numel(), 512), )](x, y, x.numel(), BLOCK=512, num_warps=4)
-    want = torch.exp2(x.double())
-    normal = x >= -126
-    assert float(((y.double() - want).abs() / want)[normal].max()) <= 4e-7
-    assert torch.all(y[x <= -127] == 0)
-    assert torch.all((y[~normal] >= 0) & (y[~normal] <= 2.0**-126))
