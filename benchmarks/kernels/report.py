@@ -229,6 +229,18 @@ NOTES = """## What changed in this version, and why
 * **Measured and not kept**: the causal K2 with its grid heads-inner (every head's heavy first key
   blocks start first) took 0.94× the time at 16k but 1.01× at 32k and the same at 4k
   (`HEADSCOPE_K2_HEADS_INNER=1`).
+* **Measured after this run and not kept** (2026-11-22, lent H100; outputs in
+  `benchmarks/kernels/runs/gluon_k2_h100.txt`, runs F and G; the code is in the history at
+  commits 4dda051 and 149cdd8, then reverted):
+  * A quarter of the K2's full-tile exponentials on the FMA pipe (FlashAttention-4's
+    polynomial: rounding by `x + 1.5·2^23`, a degree-5 polynomial for `2^f`, exponent bits
+    added; 2.0e-7 worst relative error, the statistics' errors unchanged). Paired against the
+    plain kernel it took 1.05–1.33× the time. The K2 loop is therefore bound by instruction
+    issue, not by the exponential unit; ten instructions in place of one cost more than they
+    freed.
+  * Each K2 consumer's 128 keys as two 64-key halves, so that one product is always in flight
+    during the warpgroup's own reductions (same registers). Without block statistics it took
+    0.97–0.99× (non-causal); with them 1.07–1.18×, and causal 1.05–1.12×.
 * **Kept from the previous version**: the warp-specialised K1 and K2 in Gluon (producer warp,
   consumer warpgroups, switches from shared-allocation shapes); the key bias added by the tensor
   cores as one more k16 step of the S product; ACT as an exact pass after K1 (subtracting
@@ -238,7 +250,10 @@ NOTES = """## What changed in this version, and why
 
 ## Not done
 * K1 + K2 with every statistic ≤ 1.6× SDPA: 1.67–1.77× at 16k–32k. K2 runs at 0.59–0.74× K1
-  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. At 4k the calls
+  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. The K2 loop is
+  bound by instruction issue (about four instructions per logit: FMA, exponential, add, max,
+  plus block partials); moving exponentials to the FMA pipe or overlapping a warpgroup's own
+  products with its reductions did not help (above). At 4k the calls
   are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
   the host's speed varied): the kernels alone sum to ~1.8× there.
 * Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
