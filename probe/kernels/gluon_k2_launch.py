@@ -152,6 +152,8 @@ def column_stats_gluon(
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS and consumers == 2,
         num_warps=4,
         HEADS_INNER=heads_inner, CONSUMERS=consumers,
+        # 17 warps with four consumers: 120 registers each fill the register file exactly
+        **({"maxnreg": 120} if consumers == 4 else {}),
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -279,6 +279,6 @@ def _k2_ws_kernel(
         args_3 = ((k_smem.index(3), ) + ring + rest + (BSUM + part + 3 * step, BMAX + part + 3 * step, stride_bp_q)
                   + loop + (key0 + 3 * KEYS, ) + tail)
         gl.warp_specialize([(_k2_consumer, args_0), (_k2_consumer, args_1), (_k2_consumer, args_2),
-                            (_k2_consumer, args_3), (_k2_producer, loads)], [4, 4, 4, 1], [96, 96, 96, 24])
+                            (_k2_consumer, args_3), (_k2_producer, loads)], [4, 4, 4, 1], [120, 120, 120, 24])
     else:
         gl.warp_specialize([(_k2_consumer, args_0), (_k2_consumer, args_1), (_k2_producer, loads)], [4, 1], [240, 24])
