@@ -19,10 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import interleaved, median, paired, ratio, with_env  # noqa: E402
-from probe.attention.mask import LazyMask  # noqa: E402
-from probe.attention.spec import StatRequest  # noqa: E402
-from probe.kernels.backend import triton_attention  # noqa: E402
+from benchmarks.kernels.bench_kernels import interleaved, median, ratio, with_env  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
@@ -60,12 +57,11 @@ def check() -> None:
         lse = flash_forward(q, k, k, t, scaling=d**-0.5, key_bias=key_bias).lse
         _, ref = materialised_attention(q, k, k, t.allowed_rows(0, n, h), key_bias=key_bias, block_size=128,
                                         dtype=torch.float32)
-        for keys, consumers in (("128", "2"), ("128", "4"), ("64", "2")):
-            got = envs({"HEADSCOPE_K2_KEYS": keys, "HEADSCOPE_K2_CONSUMERS": consumers}, lambda: column_stats(
+        for keys in ("128", "64"):
+            got = envs({"HEADSCOPE_K2_KEYS": keys}, lambda: column_stats(
                 q, k, lse, t, scaling=d**-0.5, key_bias=key_bias, block_stats=True))()
             errs = " ".join(f"{name}={rel(got[name], ref[name]):.2e}" for name in NAMES)
-            print(f"check n={n} causal={causal} group={group} bias={bias} keys={keys} consumers={consumers} {errs}",
-                  flush=True)
+            print(f"check n={n} causal={causal} group={group} bias={bias} keys={keys} {errs}", flush=True)
 
 
 def timing() -> None:
@@ -73,6 +69,7 @@ def timing() -> None:
                             (1, 16, 32768, False), (1, 16, 32768, True)):
         q, k, v = (torch.randn(b, h, n, 128, device=DEV, dtype=BF16) for _ in range(3))
         t = dense_table(n, causal=causal, device=DEV)
+        t64 = dense_table(n, causal=causal, block_q=64, block_kv=128, device=DEV)
         lse = flash_forward(q, k, v, t, scaling=128**-0.5).lse
 
         def cudnn():
@@ -80,26 +77,21 @@ def timing() -> None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
         k2 = lambda table=t, blocks=False: column_stats(q, k, lse, table, scaling=128**-0.5, block_stats=blocks)  # noqa: E731
-        four = {"HEADSCOPE_K2_CONSUMERS": "4"}
-        want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
-        mask = LazyMask(b, n, n, device=DEV, causal=causal)
-        fns = {
+        tm = interleaved({
             "cudnn": cudnn,
             "k1": lambda: flash_forward(q, k, v, t, scaling=128**-0.5),
             "keys128": k2,
-            "four64": envs(four, k2),
+            "keys64_kregs": envs({"HEADSCOPE_K2_KEYS": "64"}, k2),
+            "keys64_ksmem": envs({"HEADSCOPE_K2_KEYS": "64", "HEADSCOPE_K2_AREG": "0"}, k2),
+            "keys64_kregs_q64": envs({"HEADSCOPE_K2_KEYS": "64"}, lambda: k2(t64)),
             "keys128_blocks": lambda: k2(t, True),
-            "four64_blocks": envs(four, lambda: k2(t, True)),
-            "all": lambda: triton_attention(q, k, v, mask, want=want),
-            "all_four": envs(four, lambda: triton_attention(q, k, v, mask, want=want)),
-        }
-        tm = interleaved(fns)
+            "keys64_kregs_blocks": envs({"HEADSCOPE_K2_KEYS": "64"}, lambda: k2(t, True)),
+            "triton": envs({"HEADSCOPE_GLUON_K2": "0"}, lambda: k2(t64)),
+            "triton_blocks": envs({"HEADSCOPE_GLUON_K2": "0"}, lambda: k2(t, True)),
+        })
         parts = " ".join(f"{name}/k1={ratio(tm, name, 'k1'):.3f}" for name in tm if name not in ("k1", "cudnn"))
-        pairs = " ".join(f"{a}/{b_}={paired(fns[b_], fns[a]):.3f}" for a, b_ in (
-            ("four64", "keys128"), ("four64_blocks", "keys128_blocks"), ("all", "cudnn"), ("all_four", "cudnn"),
-            ("all_four", "all")))
         print(f"time n={n} b={b} causal={causal} cudnn_ms={median(tm['cudnn']):.3f} k1_ms={median(tm['k1']):.3f} "
-              f"k1/cudnn={ratio(tm, 'k1', 'cudnn'):.3f} {parts} paired: {pairs}", flush=True)
+              f"k1/cudnn={ratio(tm, 'k1', 'cudnn'):.3f} {parts}", flush=True)
         del q, k, v
 
 

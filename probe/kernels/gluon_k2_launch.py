@@ -116,17 +116,14 @@ def column_stats_gluon(
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     walk, keys = k2_walk(table)
-    consumers = 2
-    if keys == 2 * WS_ROWS and os.environ.get("HEADSCOPE_K2_CONSUMERS", "2") == "4":
-        consumers, keys = 4, WS_ROWS  # the same 256-key blocks, as four warpgroups of 64 keys
     (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch) = (_row_view(t) for t in (query, key))
     col_sum, col_max, count = outputs
-    q_blocks, programs = triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, consumers * keys)
+    q_blocks, programs = triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, 2 * keys)
     # Minus the log-sum-exp, -inf for unseen queries and past each head's queries (a query tile
     # read past n_q, the next head's rows, adds nothing); and each query tile's seen queries.
     neg_lse, seen = k2_prep(lse, table.block_q)
     lse_desc = TensorDescriptor.from_tensor(neg_lse.view(-1), [table.block_q], shared_layout((table.block_q,)))
-    k128 = programs * (consumers * keys // 128)  # 128-key blocks the programs cover (the last may pass n_kv)
+    k128 = programs * (2 * keys // 128)  # 128-key blocks the programs cover (the last may pass n_kv)
     # Block partials [sum | max, batch, head, query tile, 128-key block, 8 (4 warps x 2 halves)].
     parts = torch.zeros(2 if block_stats else 1, batch, heads, q_blocks, k128, 8, device=query.device)
     bsum, bmax = (parts[0], parts[1]) if block_stats else (col_sum, col_sum)  # never written without block stats
@@ -149,11 +146,8 @@ def column_stats_gluon(
         table.rule.kv_offset, qk_scale,
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
-        K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS and consumers == 2,
-        num_warps=4,
-        HEADS_INNER=heads_inner, CONSUMERS=consumers,
-        # 17 warps with four consumers: 120 registers each fill the register file exactly
-        **({"maxnreg": 120} if consumers == 4 else {}),
+        K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
+        HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -68,11 +68,10 @@ def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_fu
     ring once a stage is free."""
     STAGES: gl.constexpr = q_smem.shape[0]
     BLOCK_Q: gl.constexpr = q_smem.shape[1]
-    CONSUMERS: gl.constexpr = k_smem.shape[0]
     KEYS: gl.constexpr = k_smem.shape[1]
-    mbarrier.expect(k_bar, CONSUMERS * k_desc.block_type.nbytes)
-    for c in gl.static_range(CONSUMERS):
-        tma.async_copy_global_to_shared(k_desc, [key_row + c * KEYS, k_col], k_bar, k_smem.index(c))
+    mbarrier.expect(k_bar, 2 * k_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [key_row, k_col], k_bar, k_smem.index(0))
+    tma.async_copy_global_to_shared(k_desc, [key_row + KEYS, k_col], k_bar, k_smem.index(1))
     for t in range(n_tot):
         stage = t % STAGES
         mbarrier.wait(q_empty.index(stage), ((t // STAGES) & 1) ^ 1, pred=t >= STAGES)
@@ -216,7 +215,6 @@ def _k2_ws_kernel(
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
     K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
-    CONSUMERS: gl.constexpr = 2,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
     ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
@@ -239,10 +237,10 @@ def _k2_ws_kernel(
     b = bh // n_heads
     h = bh % n_heads
     kvh = h // group
-    key0 = pid_n * (CONSUMERS * KEYS)
+    key0 = pid_n * (2 * KEYS)
     bias_base = BIAS + b.to(gl.int64) * stride_bias_b + h.to(gl.int64) * stride_bias_h
 
-    k_smem = gl.allocate_shared_memory(dtype, [CONSUMERS, KEYS, HEAD_DIM], k_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2, KEYS, HEAD_DIM], k_desc.layout)
     q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_Q, HEAD_DIM], q_desc.layout)
     lse_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_Q], lse_desc.layout)
     k_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -251,7 +249,7 @@ def _k2_ws_kernel(
     mbarrier.init(k_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(q_full.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup
+        mbarrier.init(q_empty.index(i), count=2)  # one arrival per consumer warpgroup
 
     n_full, n_tot, full_base, part_base = _table_row(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
@@ -259,26 +257,22 @@ def _k2_ws_kernel(
 
     code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    # Block partials: 64-key half j of consumer c lies in 128-key block (CONSUMERS * KEYS * pid_n + KEYS * c
-    # + 64 * j) // 128, at slot 4 * (half within that block) + warp: consumer c starts 4 * c * KEYS / 64 slots in.
-    part = bh.to(gl.int64) * stride_bp_bh + (pid_n * (CONSUMERS * KEYS // 128)) * 8
-    step: gl.constexpr = 4 * (KEYS // 64)
+    # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
+    # + 64 * j) // 128, at slot 4 * (half within that block) + warp.
+    part = bh.to(gl.int64) * stride_bp_bh + (pid_n * (KEYS // 64)) * 8
+    if KEYS == 64:
+        part1 = part + 4
+    else:
+        part1 = part + 8
     rest = (COL_SUM, COL_MAX, COUNT)
     loop = (SEEN + bh * (n_q_pad // BLOCK_Q), WINDOW, SINK, bias_base, h, bh)
     tail = (n_tot, n_full, full_base, part_base, n_kv, diag, kv_offset, qk_scale)
     ring = (q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem)
-    loads = (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, n_tot, n_full,
-             full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch, b * q_rb + h * q_rh, h * q_ch,
-             bh * n_q_pad)
-    args_0 = (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail
-    args_1 = ((k_smem.index(1), ) + ring + rest + (BSUM + part + step, BMAX + part + step, stride_bp_q) + loop
-              + (key0 + KEYS, ) + tail)
-    if CONSUMERS == 4:  # four warpgroups of 64 keys: twice the warps to hide the reductions' latencies
-        args_2 = ((k_smem.index(2), ) + ring + rest + (BSUM + part + 2 * step, BMAX + part + 2 * step, stride_bp_q)
-                  + loop + (key0 + 2 * KEYS, ) + tail)
-        args_3 = ((k_smem.index(3), ) + ring + rest + (BSUM + part + 3 * step, BMAX + part + 3 * step, stride_bp_q)
-                  + loop + (key0 + 3 * KEYS, ) + tail)
-        gl.warp_specialize([(_k2_consumer, args_0), (_k2_consumer, args_1), (_k2_consumer, args_2),
-                            (_k2_consumer, args_3), (_k2_producer, loads)], [4, 4, 4, 1], [120, 120, 120, 24])
-    else:
-        gl.warp_specialize([(_k2_consumer, args_0), (_k2_consumer, args_1), (_k2_producer, loads)], [4, 1], [240, 24])
+    gl.warp_specialize([
+        (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail),
+        (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop
+         + (key0 + KEYS, ) + tail),
+        (_k2_producer, (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem,
+                        n_tot, n_full, full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch,
+                        b * q_rb + h * q_rh, h * q_ch, bh * n_q_pad)),
+    ], [4, 1], [240, 24])

@@ -105,16 +105,13 @@ def build_for_sm90(module, name: str, call) -> str:
     class Capture:
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                options = {"num_warps": kwargs["num_warps"]}  # also a constexpr argument of the kernels
-                if "maxnreg" in kwargs:
-                    options["maxnreg"] = kwargs.pop("maxnreg")
                 values = dict(zip(kernel.arg_names, args), **kwargs)
                 constexprs = {p.name: values[p.name] for p in kernel.params if p.is_constexpr}
                 signature = {n: "constexpr" if n in constexprs else mangle_type(values[n]) for n in kernel.arg_names}
                 with _pristine_language():
                     built["k"] = triton.compile(GluonASTSource(kernel, signature, constexprs),
                                                 target=GPUTarget("cuda", 90, 32),
-                                                options=options)
+                                                options={"num_warps": kwargs["num_warps"]})
             return launch
 
     setattr(module, name, Capture())
