@@ -231,7 +231,7 @@ NOTES = """## What changed in this version, and why
   (`HEADSCOPE_K2_HEADS_INNER=1`).
 * **Measured after this run and not kept** (2026-11-22, lent H100; outputs in
   `benchmarks/kernels/runs/gluon_k2_h100.txt`, runs F and G; the code is in the history at
-  commits 4dda051 and 149cdd8, then reverted):
+  commits 4dda051, 149cdd8 and 60703fa, then reverted):
   * A quarter of the K2's full-tile exponentials on the FMA pipe (FlashAttention-4's
     polynomial: rounding by `x + 1.5·2^23`, a degree-5 polynomial for `2^f`, exponent bits
     added; 2.0e-7 worst relative error, the statistics' errors unchanged). Paired against the
@@ -241,6 +241,11 @@ NOTES = """## What changed in this version, and why
   * Each K2 consumer's 128 keys as two 64-key halves, so that one product is always in flight
     during the warpgroup's own reductions (same registers). Without block statistics it took
     0.97–0.99× (non-causal); with them 1.07–1.18×, and causal 1.05–1.12×.
+  * Four consumer warpgroups of 64 keys instead of two of 128 (run H, commit 60703fa), so that
+    each SM sub-partition has twice the warps to hide the reductions' latencies. The producer
+    warp pads the CTA to 640 threads, leaving 96 registers per thread and spills in the masked
+    path. Non-causal with block statistics it took 0.97–0.98× (the all-statistics call
+    0.99×); causal 1.33–1.46×.
 * **Kept from the previous version**: the warp-specialised K1 and K2 in Gluon (producer warp,
   consumer warpgroups, switches from shared-allocation shapes); the key bias added by the tensor
   cores as one more k16 step of the S product; ACT as an exact pass after K1 (subtracting
@@ -250,10 +255,11 @@ NOTES = """## What changed in this version, and why
 
 ## Not done
 * K1 + K2 with every statistic ≤ 1.6× SDPA: 1.67–1.77× at 16k–32k. K2 runs at 0.59–0.74× K1
-  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. The K2 loop is
-  bound by instruction issue (about four instructions per logit: FMA, exponential, add, max,
-  plus block partials); moving exponentials to the FMA pipe or overlapping a warpgroup's own
-  products with its reductions did not help (above). At 4k the calls
+  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. The K2 loop
+  issues about four instructions per logit (FMA, exponential, add, max, plus block partials)
+  for half the products of K1; moving exponentials to the FMA pipe, overlapping a warpgroup's
+  own products with its reductions, and four warpgroups of 64 keys did not bring it down
+  (above): the last gained 2–3 % non-causal and lost causal to register spills. At 4k the calls
   are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
   the host's speed varied): the kernels alone sum to ~1.8× there.
 * Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
