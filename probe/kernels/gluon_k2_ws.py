@@ -32,9 +32,9 @@ Context:
     Schedules measured and dropped (64 keys, H100): issuing the next tile's product before
     reducing the current one (0.64-0.84x), and FA3's ping-pong between the consumers
     (0.63-0.84x), against 0.62-0.83x for this plain loop. Later (128 keys, H100,
-    ``benchmarks/kernels/runs/gluon_k2_h100.txt`` runs F and G): a quarter of the full tiles'
+    ``benchmarks/kernels/runs/gluon_k2_h100.txt`` runs F, G and H): a quarter of the full tiles'
     exponentials on the FMA pipe (FlashAttention-4's polynomial) took 1.05-1.33x the time, so
-    the loop is bound by issue, not by the exponential unit; each consumer's keys as two 64-key
+    the exponential unit is not what binds the loop; each consumer's keys as two 64-key
     halves with one product always in flight took 0.97-0.99x without block statistics but
     1.07-1.18x with them, and 1.05-1.12x causal; four warpgroups of 64 keys (run H; 96
     registers, as the producer warp pads the CTA to 640 threads) took 0.97-0.98x non-causal
