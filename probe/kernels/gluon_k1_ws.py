@@ -34,7 +34,8 @@ from typing import no_type_check
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                               warpgroup_mma_wait)
 
 from probe.kernels.gluon_k1 import NEG, _block_start, _finish_rows, _issue_kv, _softmax_step, _table_row
 
@@ -80,7 +81,7 @@ def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_sm
 
 @no_type_check
 @gluon.jit
-def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
+def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem,
               O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh, row0, n_tot, n_full, full_base,
               part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale):
     """One warpgroup, ROWS query rows (from ``row0``, Q tile ``q``): the Gluon K1's loop with
@@ -99,6 +100,8 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
     HEAD_SCALE: gl.constexpr = (CODE & 32) != 0
     SUB: gl.constexpr = ((CODE >> 6) & 1) + 1
     IN_PRODUCT: gl.constexpr = (CODE & 128) != 0  # the bias is added by the S product itself
+    LAZY: gl.constexpr = (CODE & 256) != 0  # conditional rescaling (gluon_k1._reference_max)
+    TC_DIST: gl.constexpr = DISTANCE and (CODE & 512) != 0  # sum p c by the tensor cores (_column_tile)
     SOFTMAX_BIAS: gl.constexpr = HAS_BIAS and not IN_PRODUCT
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -113,6 +116,8 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
     u_i = gl.zeros([ROWS], gl.float32, layout=row_s)
     w_i = gl.zeros([ROWS], gl.float32, layout=row_s)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    w_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 8, 16])
+    w_acc = gl.zeros([ROWS, 8], gl.float32, layout=w_layout)  # sum p~ c (TC_DIST): column 0, the rest 0
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     cols_f = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout)).to(gl.float32)
     if IN_PRODUCT:  # A operand [1, 1, 0, ...] per row: S += 1 * bias_hi + 1 * bias_lo
@@ -133,9 +138,10 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
         if SOFTMAX_BIAS:
             bias = bias_smem.index(0).load(gl.SliceLayout(0, s_layout))
         mbarrier.arrive(k_empty.index(0))
-        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+        p, alpha, m_i, l_i, u_i, w_i, _ = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
-            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE)
+            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE, LAZY,
+            TC_DIST)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         for t in range(1, n_tot):
             stage = t % STAGES
@@ -145,26 +151,54 @@ def _consumer(q, k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_em
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             if IN_PRODUCT:
                 s_tok = warpgroup_mma(ones, bias_smem.index(stage).permute((1, 0)), s_tok, is_async=True)
+            if TC_DIST:  # before P.V, so that waiting for all but the last group leaves P.V in flight
+                w_tok = warpgroup_mma(p_op, cols_smem.permute((1, 0)), w_acc, is_async=True)
             mbarrier.wait(v_full.index(prev), ((t - 1) // STAGES) & 1)
             acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
             s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
             if SOFTMAX_BIAS:  # the step's bias tile, read before the stage is released
                 bias = bias_smem.index(stage).load(gl.SliceLayout(0, s_layout))
             mbarrier.arrive(k_empty.index(stage))
-            p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+            p, alpha, m_i, l_i, u_i, w_i, grow = _softmax_step(
                 s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
                 kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY,
-                DISTANCE)
-            acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
+                DISTANCE, LAZY, TC_DIST)
+            if TC_DIST:
+                acc, w_acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, w_tok, p_op))
+            else:
+                acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
             mbarrier.arrive(v_empty.index(prev))
-            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+            if grow:  # always unless LAZY
+                acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                if TC_DIST:
+                    w_acc = w_acc * gl.convert_layout(alpha, gl.SliceLayout(1, w_layout))[:, None]
             p_op = gl.convert_layout(p.to(dtype), p_layout)
         last = (n_tot - 1) % STAGES
+        if TC_DIST:
+            w_tok = warpgroup_mma(p_op, cols_smem.permute((1, 0)), w_acc, is_async=True)
         mbarrier.wait(v_full.index(last), ((n_tot - 1) // STAGES) & 1)
         acc_tok = warpgroup_mma(p_op, v_smem.index(last), acc, is_async=True)
-        acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
+        if TC_DIST:
+            acc, w_acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, w_tok, p_op))
+            w_i += gl.convert_layout(gl.sum(w_acc, 1), row_s)
+        else:
+            acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
     _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
                  stride_ob, stride_om, stride_oh, o_layout, ROWS, HEAD_DIM, ENTROPY, DISTANCE, HEAD_SCALE, 4)
+
+
+@no_type_check
+@gluon.jit
+def _column_tile(dtype: gl.constexpr, BLOCK_N: gl.constexpr):
+    """``[8, BLOCK_N]`` B operand (transposed) whose row 0 is the column index inside a step and
+    the other rows 0: ``P @ tile^T`` is ``sum p c`` in column 0. Exact in bf16 up to 256."""
+    fill: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [4, 1], [1, 0])
+    r = gl.arange(0, 8, layout=gl.SliceLayout(1, fill))
+    c = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, fill)).to(gl.float32)
+    tile = gl.where((r == 0)[:, None], c[None, :], 0.0).to(dtype)
+    smem = gl.allocate_shared_memory(dtype, [8, BLOCK_N], gl.NVMMASharedLayout(128, 16), tile)
+    fence_async_shared()
+    return smem
 
 
 @no_type_check
@@ -181,6 +215,7 @@ def _k1_ws_kernel(
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
     DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr, BIAS_IN_PRODUCT: gl.constexpr = False,
+    LAZY_RESCALE: gl.constexpr = False, TC_DISTANCE: gl.constexpr = False,
 ):
     dtype: gl.constexpr = q_desc.dtype
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # heaviest causal blocks first
@@ -215,11 +250,15 @@ def _k1_ws_kernel(
         stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
 
     code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + ENTROPY * 8 + DISTANCE * 16 + HEAD_SCALE * 32
-                          + (SUB - 1) * 64 + BIAS_IN_PRODUCT * 128)
+                          + (SUB - 1) * 64 + BIAS_IN_PRODUCT * 128 + LAZY_RESCALE * 256 + TC_DISTANCE * 512)
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     rest = (O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh)
     loop = (n_tot, n_full, full_base, part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale)
-    ring = (k_smem, v_smem, bias_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem)
+    if TC_DISTANCE:
+        cols_smem = _column_tile(dtype, BLOCK_N)
+    else:
+        cols_smem = bias_smem  # not read
+    ring = (k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_empty, v_empty, cfg_smem)
     gl.warp_specialize([
         (_consumer, (q_smem.index(0), ) + ring + rest + (tile_row0, ) + loop),
         (_consumer, (q_smem.index(1), ) + ring + rest + (tile_row0 + ROWS, ) + loop),

@@ -203,6 +203,18 @@ def bias_as_the_product_adds_it(bias: Tensor, qk_scale: float, dtype) -> Tensor:
     return ((cols[..., 0].float() + cols[..., 1].float()) * qk_scale).view(batch, heads, n_kv)
 
 
+def lazy_rescale() -> bool:
+    """Whether the warp-specialised K1 rescales its accumulator only when a row's maximum grows
+    past a factor 256 (``HEADSCOPE_K1_LAZY``; gluon_k1._reference_max)."""
+    return os.environ.get("HEADSCOPE_K1_LAZY", "0") == "1"
+
+
+def tc_distance() -> bool:
+    """Whether the warp-specialised K1 sums ``p x column`` for the mean distance on the tensor
+    cores (``HEADSCOPE_K1_TC_DISTANCE``), from the bf16/fp16 P that the output uses."""
+    return os.environ.get("HEADSCOPE_K1_TC_DISTANCE", "0") == "1"
+
+
 def _descriptor(view: Tensor, rows: int, head_dim: int):
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -282,7 +294,9 @@ def flash_forward_gluon(
             bias_desc, bias_row_len = _bias_rows(bias if key_bias is not None else None, batch, heads, n_kv,
                                                  cfg.block_n, dev)
         _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
-                                                                  **consts, BIAS_IN_PRODUCT=in_product, num_warps=4)
+                                                                  **consts, BIAS_IN_PRODUCT=in_product, num_warps=4,
+                                                                  LAZY_RESCALE=lazy_rescale(),
+                                                                  TC_DISTANCE=distance and tc_distance())
     else:
         _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
             *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)
