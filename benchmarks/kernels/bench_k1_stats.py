@@ -1,13 +1,13 @@
-"""The warp-specialised K1's statistics variants on a lent Hopper GPU: exactness, then paired timings.
+"""The warp-specialised K1's mean-distance paths on a lent Hopper GPU: exactness, then paired timings.
 
     PYTHONUNBUFFERED=1 timeout 500 python benchmarks/kernels/bench_k1_stats.py
 
-Variants (environment switches of :mod:`probe.kernels.gluon_launch`): ``tc`` sums ``p x column``
-for the mean distance on the tensor cores (``HEADSCOPE_K1_TC_DISTANCE=1``), ``lazy`` rescales the
-accumulator only when a row's maximum grows past a factor 256 (``HEADSCOPE_K1_LAZY=1``). Checks
-each against a float32 materialised reference (odd lengths, GQA, causal and not, key bias), then
-times them: interleaved rounds for ratios to SDPA, and ``paired`` ratios (the two calls
-alternately, back to back) against the plain kernel. Nothing asserts a timing.
+Variants (:func:`probe.kernels.gluon_launch.tc_distance`): ``tc`` sums ``p x column`` on the
+tensor cores (the default), ``fma`` in float32 on the FMA pipe (``HEADSCOPE_K1_TC_DISTANCE=0``).
+Checks each against a float32 materialised reference (odd lengths, GQA, causal and not, key
+bias), then times them: interleaved rounds for ratios to SDPA, and ``paired`` ratios (the two
+calls alternately, back to back) against the FMA path. Nothing asserts a timing. Outputs:
+``benchmarks/kernels/runs/k1_stats_h100.txt``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from probe.kernels.materialised import materialised_attention  # noqa: E402
 from probe.attention.mask import LazyMask  # noqa: E402
 
 DEV, BF16 = "cuda", torch.bfloat16
-VARIANTS = {"plain": {}, "tc": {"HEADSCOPE_K1_TC_DISTANCE": "1"}, "lazy": {"HEADSCOPE_K1_LAZY": "1"},
-            "tc_lazy": {"HEADSCOPE_K1_TC_DISTANCE": "1", "HEADSCOPE_K1_LAZY": "1"}}
+VARIANTS = {"fma": {"HEADSCOPE_K1_TC_DISTANCE": "0"}, "tc": {}}
 
 
 def check() -> None:
@@ -67,19 +66,16 @@ def timing() -> None:
             every = lambda: triton_attention(q, k, v, mask, want=want)  # noqa: E731
             fns = {"sdpa": lambda: sdpa(q, k, v, causal), "k1": k1}
             for name, env in VARIANTS.items():
-                if name != "plain":
-                    fns[f"k1_{name}"] = envs(env, k1)
                 fns[f"k1s_{name}"] = envs(env, k1s)
                 fns[f"all_{name}"] = envs(env, every)
             tm = interleaved(fns)
             line = [f"time n={n} b={b} causal={causal} sdpa_ms={median(tm['sdpa']):.3f} k1/sdpa={ratio(tm, 'k1', 'sdpa'):.3f}"]
-            line += [f"{x}/k1={ratio(tm, x, 'k1'):.3f}" for x in fns if x.startswith("k1")]
+            line += [f"{x}/k1={ratio(tm, x, 'k1'):.3f}" for x in fns if x.startswith("k1s")]
             line += [f"{x}/sdpa={ratio(tm, x, 'sdpa'):.3f}" for x in fns if x.startswith("all")]
             line.append("paired:")
-            line += [f"k1_{x}/k1={paired(k1, fns[f'k1_{x}']):.3f}" for x in VARIANTS if x != "plain"]
-            line += [f"k1s_{x}/k1s={paired(k1s, fns[f'k1s_{x}']):.3f}" for x in VARIANTS if x != "plain"]
+            line += [f"k1s_tc/k1s_fma={paired(fns['k1s_fma'], fns['k1s_tc']):.3f}",
+                     f"all_tc/all_fma={paired(fns['all_fma'], fns['all_tc']):.3f}"]
             line += [f"k1s_{x}/k1={paired(k1, fns[f'k1s_{x}']):.3f}" for x in VARIANTS]
-            line += [f"all_{x}/all={paired(every, fns[f'all_{x}']):.3f}" for x in VARIANTS if x != "plain"]
             print(" ".join(line), flush=True)
         del q, k, v
         torch.cuda.empty_cache()

@@ -57,7 +57,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 NEG = gl.constexpr(-1.0e30)
 LN2 = gl.constexpr(0.6931471805599453)
-RESCALE_LOG2 = gl.constexpr(8.0)  # lazy rescaling: the reference maxima move when a row grows past 2^8
 
 
 @no_type_check
@@ -110,9 +109,8 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
                   kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
                   BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
                   HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr,
-                  LAZY: gl.constexpr = False, TC_DIST: gl.constexpr = False):
-    """Online-softmax update for one (BLOCK_M, BLOCK_N) tile of raw ``q.k``; returns P unnormalised
-    and whether the reference maxima moved (``grow``: the caller rescales its accumulator only then).
+                  TC_DIST: gl.constexpr = False):
+    """Online-softmax update for one (BLOCK_M, BLOCK_N) tile of raw ``q.k``; returns P unnormalised.
 
     ``bias`` (base-2 key bias of this step) and ``start_n`` were loaded a step ahead. ``cols_f``
     is ``0 .. BLOCK_N-1`` as float32, converted once before the loop: converting each key
@@ -127,7 +125,7 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
             ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
                           window_ptr, sink_ptr, CAUSAL, LOCAL)
             s = gl.where(ok, s, NEG)
-        m_new, grow = _reference_max(m_i, gl.maximum(m_i, gl.max(s, 1)), n_kv, LAZY)
+        m_new = gl.maximum(m_i, gl.max(s, 1))
         s = s - m_new[:, None]
     else:
         if masked:
@@ -135,10 +133,10 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
             ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
                           window_ptr, sink_ptr, CAUSAL, LOCAL)
             s = gl.where(ok, s * qk_scale, NEG)
-            m_new, grow = _reference_max(m_i, gl.maximum(m_i, gl.max(s, 1)), n_kv, LAZY)
+            m_new = gl.maximum(m_i, gl.max(s, 1))
             s = s - m_new[:, None]
         else:
-            m_new, grow = _reference_max(m_i, gl.maximum(m_i, gl.max(s, 1) * qk_scale), n_kv, LAZY)
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
             s = s * qk_scale - m_new[:, None]
     p = gl.exp2(s)
     alpha = gl.exp2(m_i - m_new)
@@ -151,30 +149,7 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
         if not TC_DIST:
             w_i += gl.sum(p * cols_f[None, :], 1)
     l_i = l_i * alpha + p_sum
-    return p, alpha, m_new, l_i, u_i, w_i, grow
-
-
-@no_type_check
-@gluon.jit
-def _reference_max(m_i, m_max, n_kv, LAZY: gl.constexpr):
-    """The maxima the step's exponentials are taken against, and whether they moved.
-
-    Eager (``LAZY`` off): the running maxima ``m_max`` themselves, every step. Lazy
-    (FlashAttention-4's conditional rescaling): the old maxima stay until some row of the
-    warpgroup's tile exceeds its own by more than ``RESCALE_LOG2`` (a factor 256), so most steps
-    skip the accumulator's rescale; the sums stay exact, as every term and the accumulator share
-    one reference, and P stays below 256 (fine in bf16 and fp16).
-    """
-    if LAZY:
-        grow = gl.max(m_max - m_i, 0) > RESCALE_LOG2
-        if grow:
-            m_ref = m_max
-        else:
-            m_ref = m_i
-    else:
-        m_ref = m_max
-        grow = n_kv >= 0  # always: a runtime true, so both modes return the same types
-    return m_ref, grow
+    return p, alpha, m_new, l_i, u_i, w_i
 
 
 @no_type_check
@@ -293,7 +268,7 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
     mbarrier.wait(k_bar.index(0), 0)
     s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-    p, alpha, m_i, l_i, u_i, w_i, _ = _softmax_step(
+    p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
         s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
         n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -314,7 +289,7 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
         if HAS_BIAS:
             bias_next = _load_bias(bias_base, start_next, n_kv, s_layout, BLOCK_N)
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-        p, alpha, m_i, l_i, u_i, w_i, _ = _softmax_step(
+        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
             kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
         acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))

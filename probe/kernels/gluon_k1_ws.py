@@ -18,6 +18,20 @@ Context:
     loading the bias from global memory in the consumers (the all-statistics variant spilled
     there; none spills now). ``HEADSCOPE_BIAS_IN_PRODUCT=0`` adds it in the softmax instead.
 
+    Mean distance: its within-step part ``sum p c`` (``c`` the column inside the step) is one
+    more small product per step, ``P @ [c, 0, ..., 0]`` (m64n8k16, issued just before P.V so
+    that waiting for all but the last group still leaves P.V in flight), instead of an FMA per
+    logit and 32 registers of column indices; the block offsets stay in float32. Its P is the
+    bf16/fp16 one the output uses, so each term is rounded by up to 2^-9 and the distance
+    carries at most 127 x 2^-9 = 0.25 positions of absolute error (measured on the lent H100:
+    0.1 at most, 2.6e-6 to 5.2e-5 relative, against 2e-6 to 4e-7 before). It took 0.94-0.98x
+    the time of the FMA path for entropy + distance, and the all-statistics call 0.96-0.99x
+    (paired, 4k-32k: ``benchmarks/kernels/runs/k1_stats_h100.txt``).
+    ``HEADSCOPE_K1_TC_DISTANCE=0`` turns it off. Measured there and dropped: FlashAttention-4's
+    conditional rescaling (the accumulator rescaled only when some row's maximum grows past a
+    factor 256): the decision is a warpgroup-wide reduction through shared memory with three
+    partition barriers per step, and the kernel took 1.06-1.07x the time.
+
     Worker partitions receive no compile-time arguments in Triton 3.6 (they arrive as runtime
     values), so the consumers read their switches from types: tile sizes from the ring's
     shapes, flags from the length of a tiny shared allocation (``cfg_smem``).
@@ -100,8 +114,7 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
     HEAD_SCALE: gl.constexpr = (CODE & 32) != 0
     SUB: gl.constexpr = ((CODE >> 6) & 1) + 1
     IN_PRODUCT: gl.constexpr = (CODE & 128) != 0  # the bias is added by the S product itself
-    LAZY: gl.constexpr = (CODE & 256) != 0  # conditional rescaling (gluon_k1._reference_max)
-    TC_DIST: gl.constexpr = DISTANCE and (CODE & 512) != 0  # sum p c by the tensor cores (_column_tile)
+    TC_DIST: gl.constexpr = DISTANCE and (CODE & 256) != 0  # sum p c by the tensor cores (_column_tile)
     SOFTMAX_BIAS: gl.constexpr = HAS_BIAS and not IN_PRODUCT
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -138,10 +151,9 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
         if SOFTMAX_BIAS:
             bias = bias_smem.index(0).load(gl.SliceLayout(0, s_layout))
         mbarrier.arrive(k_empty.index(0))
-        p, alpha, m_i, l_i, u_i, w_i, _ = _softmax_step(
+        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
-            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE, LAZY,
-            TC_DIST)
+            n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE, TC_DIST)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         for t in range(1, n_tot):
             stage = t % STAGES
@@ -159,19 +171,18 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
             if SOFTMAX_BIAS:  # the step's bias tile, read before the stage is released
                 bias = bias_smem.index(stage).load(gl.SliceLayout(0, s_layout))
             mbarrier.arrive(k_empty.index(stage))
-            p, alpha, m_i, l_i, u_i, w_i, grow = _softmax_step(
+            p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
                 s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
                 kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY,
-                DISTANCE, LAZY, TC_DIST)
+                DISTANCE, TC_DIST)
             if TC_DIST:
                 acc, w_acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, w_tok, p_op))
             else:
                 acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
             mbarrier.arrive(v_empty.index(prev))
-            if grow:  # always unless LAZY
-                acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-                if TC_DIST:
-                    w_acc = w_acc * gl.convert_layout(alpha, gl.SliceLayout(1, w_layout))[:, None]
+            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+            if TC_DIST:
+                w_acc = w_acc * gl.convert_layout(alpha, gl.SliceLayout(1, w_layout))[:, None]
             p_op = gl.convert_layout(p.to(dtype), p_layout)
         last = (n_tot - 1) % STAGES
         if TC_DIST:
@@ -215,7 +226,7 @@ def _k1_ws_kernel(
     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, SUB: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr,
     DISTANCE: gl.constexpr, HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr, BIAS_IN_PRODUCT: gl.constexpr = False,
-    LAZY_RESCALE: gl.constexpr = False, TC_DISTANCE: gl.constexpr = False,
+    TC_DISTANCE: gl.constexpr = False,
 ):
     dtype: gl.constexpr = q_desc.dtype
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # heaviest causal blocks first
@@ -250,7 +261,7 @@ def _k1_ws_kernel(
         stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
 
     code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + ENTROPY * 8 + DISTANCE * 16 + HEAD_SCALE * 32
-                          + (SUB - 1) * 64 + BIAS_IN_PRODUCT * 128 + LAZY_RESCALE * 256 + TC_DISTANCE * 512)
+                          + (SUB - 1) * 64 + BIAS_IN_PRODUCT * 128 + TC_DISTANCE * 256)
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     rest = (O, LSE, ENT, DIST, HSCALE, WINDOW, SINK, b, h, bh)
     loop = (n_tot, n_full, full_base, part_base, stride_ob, stride_om, stride_oh, n_q, n_kv, diag, kv_offset, qk_scale)

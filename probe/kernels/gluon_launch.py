@@ -203,16 +203,13 @@ def bias_as_the_product_adds_it(bias: Tensor, qk_scale: float, dtype) -> Tensor:
     return ((cols[..., 0].float() + cols[..., 1].float()) * qk_scale).view(batch, heads, n_kv)
 
 
-def lazy_rescale() -> bool:
-    """Whether the warp-specialised K1 rescales its accumulator only when a row's maximum grows
-    past a factor 256 (``HEADSCOPE_K1_LAZY``; gluon_k1._reference_max)."""
-    return os.environ.get("HEADSCOPE_K1_LAZY", "0") == "1"
-
-
 def tc_distance() -> bool:
     """Whether the warp-specialised K1 sums ``p x column`` for the mean distance on the tensor
-    cores (``HEADSCOPE_K1_TC_DISTANCE``), from the bf16/fp16 P that the output uses."""
-    return os.environ.get("HEADSCOPE_K1_TC_DISTANCE", "0") == "1"
+    cores, from the bf16/fp16 P that the output uses (the default; ``HEADSCOPE_K1_TC_DISTANCE=0``
+    sums it in float32 on the FMA pipe). The distance then carries up to 127 x 2^-9 = 0.25
+    positions of absolute error (a rounded P times a column index below 128; 0.1 at most, 5e-5
+    relative, measured): :mod:`probe.kernels.gluon_k1_ws` says why and what it saves."""
+    return os.environ.get("HEADSCOPE_K1_TC_DISTANCE", "1") != "0"
 
 
 def _descriptor(view: Tensor, rows: int, head_dim: int):
@@ -295,7 +292,6 @@ def flash_forward_gluon(
                                                  cfg.block_n, dev)
         _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
                                                                   **consts, BIAS_IN_PRODUCT=in_product, num_warps=4,
-                                                                  LAZY_RESCALE=lazy_rescale(),
                                                                   TC_DISTANCE=distance and tc_distance())
     else:
         _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](

@@ -112,8 +112,11 @@ def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias
     spills = int(re.search(r"(\d+) bytes spill stores", report).group(1))
     assert spills == 0, report[-2000:]
     # The key bias enters the S product as one more k16 step (A = ones, B = its [keys, 16] tile):
-    # 2 consumers x (2 S sites x (8 + bias) + 2 P.V sites x 8) products, no add per logit.
-    assert ptx.count("wgmma.mma_async") == 2 * (2 * (128 // 16 + bias) + 2 * (128 // 16))
+    # 2 consumers x (2 S sites x (8 + bias) + 2 P.V sites x 8) products, no add per logit; with
+    # the distance, 2 consumers x 2 sites x 8 products of P by the column-index tile (n = 8).
+    distance = 2 * 2 * (128 // 16) if entropy else 0
+    assert ptx.count("wgmma.mma_async") == 2 * (2 * (128 // 16 + bias) + 2 * (128 // 16)) + distance
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n8k16") == distance
 
 
 @pytest.mark.gpu
@@ -151,6 +154,7 @@ def test_warp_specialised_equals_single_partition_on_gpu(causal, in_product, mon
     table = dense_table(n, causal=causal, device="cuda")
     bias = torch.randn(2, 8, n, device="cuda")
     kw = dict(scaling=d**-0.5, key_bias=bias, entropy=True, distance=True, head_scale=torch.rand(8, device="cuda"))
+    monkeypatch.setenv("HEADSCOPE_K1_TC_DISTANCE", "0")  # the single-partition kernel sums p c in float32
     ws = flash_forward_gluon(q, k, v, table, **kw)
     monkeypatch.setenv("HEADSCOPE_GLUON_WS", "0")
     single = flash_forward_gluon(q, k, v, table, **kw)
@@ -164,6 +168,30 @@ def test_warp_specialised_equals_single_partition_on_gpu(causal, in_product, mon
         assert torch.equal(getattr(ws, name), getattr(single, name)), name
     # distance sums offsets from each warpgroup's first row (64 rows later for the second one)
     assert rel_err(ws.distance, single.distance) < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
+@pytest.mark.parametrize("causal,group,n", [(False, 4, 1000), (True, 1, 3001), (True, 3, 4097)])
+def test_distance_on_tensor_cores_within_its_bound_on_gpu(causal, group, n, monkeypatch):
+    """The tensor cores' ``sum p c`` (bf16 P times a column index below 128) moves the mean
+    distance by at most 127 x 2^-9 positions from the float32 FMA path, and stays within 1e-3
+    of the float32 reference; every other output is unchanged bit for bit."""
+    heads, d = 2 * group, 128
+    q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    bias = 2 * torch.randn(1, heads, n, device="cuda")
+    table = dense_table(n, causal=causal, device="cuda")
+    kw = dict(scaling=d**-0.5, key_bias=bias, entropy=True, distance=True)
+    tc = flash_forward_gluon(q, k, v, table, **kw)
+    monkeypatch.setenv("HEADSCOPE_K1_TC_DISTANCE", "0")
+    fma = flash_forward_gluon(q, k, v, table, **kw)
+    for name in ("output", "lse", "entropy"):
+        assert torch.equal(getattr(tc, name), getattr(fma, name)), name
+    assert (tc.distance - fma.distance).abs().max().item() <= 127 * 2.0**-9 + 1e-3
+    assert not torch.equal(tc.distance, fma.distance)  # the switch did change the path
+    _, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
+    assert rel_err(tc.distance, ref["distance"]) < 1e-3
 
 
 @pytest.mark.gpu
