@@ -14,14 +14,14 @@ K1_GOAL = 0.85  # K1 (+LSE) throughput / SDPA-cuDNN, N >= 4k, causal and not
 STATS_GOAL = 1.6  # K1 + K2 with all statistics / plain SDPA forward
 EDIT_GOAL = 1.10  # edited / unedited K1
 
-# Previous full run (2026-11-21, lent nvidia-h100-x1): warp-specialised Gluon K1, Triton K2, interleaved timings.
+# Previous full run (2026-11-22, lent nvidia-h100-x1): distance's sum p*c on the FMA pipe; otherwise this code.
 BEFORE = {
-    "k1_over_cudnn": "0.94 / 0.92 / 1.04 / 1.05 / 1.03 / 1.08 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
-    "all_stats_over_sdpa": "1.67–1.86 (2.28 at 4k causal)",
-    "k2_over_k1": "0.59–0.84 (+blocks 0.62–1.26), Gluon K2",
-    "ent": "1.06–1.16",
-    "bias": "interleaved do_bench only: bias+scale 1.118 (causal) / 1.059 (non-causal); ACT 1.173 / 1.081",
-    "sparse": "102.4 % / 95.8 % / 87.2 % at 50 / 20 / 10 %; window 75.5 %",
+    "k1_over_cudnn": "0.93 / 0.96 / 1.06 / 1.07 / 0.98 / 1.04 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
+    "all_stats_over_sdpa": "1.66–1.77 at 16k–32k; 4k 1.77 nc, 3.08 c (host-bound)",
+    "k2_over_k1": "0.59–0.93 (+blocks 0.60–1.36), Gluon K2",
+    "ent": "1.08–1.24",
+    "bias": "paired: bias+scale 1.025 (causal) / 1.028 (non-causal); ACT 1.057 / 1.030",
+    "sparse": "101.3 % / 98.5 % / 88.3 % at 50 / 20 / 10 %; window 90.1 %",
 }
 
 
@@ -181,6 +181,25 @@ def _raw(results: list[dict]) -> list[str]:
 
 
 NOTES = """## What changed in this version, and why
+* **The mean distance's within-step sum on the tensor cores** (`probe/kernels/gluon_k1_ws.py`):
+  `sum p c` (`c` the column inside a 128-key step) is one more small product per step, P times
+  a `[128, 8]` tile whose first column is `c` (m64n8k16, issued just before P.V so that waiting
+  for all but the last group still leaves P.V in flight), in place of an FMA per logit and 32
+  registers of column indices; the block offsets stay in float32. The sm_90a build's unmasked
+  step went from 628 to 587 instructions per warp with entropy and distance (466 without
+  statistics). Its P is the bf16/fp16 one the output uses, so the distance carries at most
+  127 × 2^-9 = 0.25 positions of absolute error; measured 0.10 at most, 2.6e-6–5.2e-5 relative
+  (4e-7–2e-6 before; 2.9e-5 worst over the 48 cases above; a GPU test holds the bound).
+  Paired against the FMA path on the lent H100 (`benchmarks/kernels/bench_k1_stats.py`, two
+  runs in `benchmarks/kernels/runs/k1_stats_h100.txt`): entropy + distance 0.94–0.99×, the
+  all-statistics call 0.92–0.99×. `HEADSCOPE_K1_TC_DISTANCE=0` restores the float32 sum.
+* **Measured and not kept: conditional rescaling** (FlashAttention-4's: the accumulator is
+  rescaled only when some row's maximum grows past a factor 256). Gluon has no warp vote, so the
+  decision was a warpgroup-wide reduction (shared memory, three partition barriers per step in
+  the sm_90a build); K1 took 1.06–1.07× the time, entropy + distance 1.00–1.05× (same file,
+  run 1; code at commit 388184d).
+
+## Earlier changes, kept
 * **Where a call's time goes, measured**: `benchmarks/kernels/profile_calls.py` prints each
   call's GPU kernels with their durations and the idle gaps between them (torch.profiler/CUPTI
   works on the lent machine), the host time to enqueue a call, and a cProfile of the host side.
@@ -229,15 +248,15 @@ NOTES = """## What changed in this version, and why
 * **Measured and not kept**: the causal K2 with its grid heads-inner (every head's heavy first key
   blocks start first) took 0.94× the time at 16k but 1.01× at 32k and the same at 4k
   (`HEADSCOPE_K2_HEADS_INNER=1`).
-* **Measured after this run and not kept** (2026-11-22, lent H100; outputs in
-  `benchmarks/kernels/runs/gluon_k2_h100.txt`, runs F and G; the code is in the history at
+* **K2 variants measured and not kept** (2026-11-22, lent H100; outputs in
+  `benchmarks/kernels/runs/gluon_k2_h100.txt`, runs F, G and H; the code is in the history at
   commits 4dda051, 149cdd8 and 60703fa, then reverted):
   * A quarter of the K2's full-tile exponentials on the FMA pipe (FlashAttention-4's
     polynomial: rounding by `x + 1.5·2^23`, a degree-5 polynomial for `2^f`, exponent bits
     added; 2.0e-7 worst relative error, the statistics' errors unchanged). Paired against the
-    plain kernel it took 1.05–1.33× the time. The K2 loop is therefore bound by instruction
-    issue, not by the exponential unit; ten instructions in place of one cost more than they
-    freed.
+    plain kernel it took 1.05–1.33× the time: ten instructions in place of one cost more issue
+    than the exponential unit gave back (run D's diagnostic builds had shown the exponentials
+    to cost ~0.1× K1 and the maxima nothing).
   * Each K2 consumer's 128 keys as two 64-key halves, so that one product is always in flight
     during the warpgroup's own reductions (same registers). Without block statistics it took
     0.97–0.99× (non-causal); with them 1.07–1.18×, and causal 1.05–1.12×.
@@ -254,15 +273,16 @@ NOTES = """## What changed in this version, and why
   K1's time.
 
 ## Not done
-* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.67–1.77× at 16k–32k. K2 runs at 0.59–0.74× K1
-  (target 0.55×) and entropy + distance at 1.08–1.24×; the package needs both. The K2 loop
-  issues about four instructions per logit (FMA, exponential, add, max, plus block partials)
-  for half the products of K1; moving exponentials to the FMA pipe, overlapping a warpgroup's
-  own products with its reductions, and four warpgroups of 64 keys did not bring it down
-  (above): the last gained 2–3 % non-causal and lost causal to register spills. At 4k the calls
-  are host-bound (1.77× non-causal; causal 1.88× in the previous run and 3.08× in this one, as
-  the host's speed varied): the kernels alone sum to ~1.8× there.
-* Entropy + distance ≤ 1.10×: 1.05–1.24× across runs.
+* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.65–1.75× at 16k–32k in this run (1.66–1.77× in
+  the one before), 1.76× / 1.84× at 4k. K2 runs at 0.60–0.77× K1 (target 0.55×) and entropy +
+  distance at 1.03–1.18×; the package needs both. The K2 loop spends, per logit, an FMA, an
+  exponential, an add and a max (plus block partials) on half the products of K1; at hd128 its
+  exponentials alone need as many cycles as its products, so it cannot go below ~0.5× K1 without
+  fewer exponentials. Moving some to the FMA pipe, overlapping a warpgroup's own products with
+  its reductions, and four warpgroups of 64 keys did not bring it down (above). At 4k the calls
+  are host-bound (causal went from 1.84× here to 3.08× in an earlier run with the host's speed);
+  the kernels alone sum to ~1.8× there.
+* Entropy + distance ≤ 1.10×: 1.03–1.18× in this run (1.05–1.24× across earlier runs).
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
 
