@@ -69,7 +69,8 @@ def timing() -> None:
                 fns[f"k1s_{name}"] = envs(env, k1s)
                 fns[f"all_{name}"] = envs(env, every)
             tm = interleaved(fns)
-            line = [f"time n={n} b={b} causal={causal} sdpa_ms={median(tm['sdpa']):.3f} k1/sdpa={ratio(tm, 'k1', 'sdpa'):.3f}"]
+            line = [f"time n={n} b={b} causal={causal} sdpa_ms={median(tm['sdpa']):.3f}",
+                    f"k1/sdpa={ratio(tm, 'k1', 'sdpa'):.3f}"]
             line += [f"{x}/k1={ratio(tm, x, 'k1'):.3f}" for x in fns if x.startswith("k1s")]
             line += [f"{x}/sdpa={ratio(tm, x, 'sdpa'):.3f}" for x in fns if x.startswith("all")]
             line.append("paired:")

@@ -22,9 +22,9 @@ Context:
     more small product per step, ``P @ [c, 0, ..., 0]`` (m64n8k16, issued just before P.V so
     that waiting for all but the last group still leaves P.V in flight), instead of an FMA per
     logit and 32 registers of column indices; the block offsets stay in float32. Its P is the
-    bf16/fp16 one the output uses, so each term is rounded by up to 2^-9 and the distance
-    carries at most 127 x 2^-9 = 0.25 positions of absolute error (measured on the lent H100:
-    0.1 at most, 2.6e-6 to 5.2e-5 relative, against 2e-6 to 4e-7 before). It took 0.94-0.98x
+    bf16/fp16 one the output uses, so each term is rounded by up to 2^-8 (bf16; 2^-11 fp16)
+    and the distance carries at most 127 x 2^-8 = 0.5 positions of absolute error (measured
+    on the lent H100: 0.1 at most, 2.6e-6 to 5.2e-5 relative, against 2e-6 to 4e-7 before). It took 0.94-0.98x
     the time of the FMA path for entropy + distance, and the all-statistics call 0.96-0.99x
     (paired, 4k-32k: ``benchmarks/kernels/runs/k1_stats_h100.txt``).
     ``HEADSCOPE_K1_TC_DISTANCE=0`` turns it off. Measured there and dropped: FlashAttention-4's

@@ -206,9 +206,10 @@ def bias_as_the_product_adds_it(bias: Tensor, qk_scale: float, dtype) -> Tensor:
 def tc_distance() -> bool:
     """Whether the warp-specialised K1 sums ``p x column`` for the mean distance on the tensor
     cores, from the bf16/fp16 P that the output uses (the default; ``HEADSCOPE_K1_TC_DISTANCE=0``
-    sums it in float32 on the FMA pipe). The distance then carries up to 127 x 2^-9 = 0.25
-    positions of absolute error (a rounded P times a column index below 128; 0.1 at most, 5e-5
-    relative, measured): :mod:`probe.kernels.gluon_k1_ws` says why and what it saves."""
+    sums it in float32 on the FMA pipe). The distance then carries up to 127 x 2^-8 = 0.5
+    positions of absolute error with bf16 inputs, 127 x 2^-11 = 0.06 with fp16 (a rounded P
+    times a column index below 128; measured: 0.1 at most, 5e-5 relative).
+    :mod:`probe.kernels.gluon_k1_ws` says why and what it saves."""
     return os.environ.get("HEADSCOPE_K1_TC_DISTANCE", "1") != "0"
 
 

@@ -175,7 +175,7 @@ def test_warp_specialised_equals_single_partition_on_gpu(causal, in_product, mon
 @pytest.mark.parametrize("causal,group,n", [(False, 4, 1000), (True, 1, 3001), (True, 3, 4097)])
 def test_distance_on_tensor_cores_within_its_bound_on_gpu(causal, group, n, monkeypatch):
     """The tensor cores' ``sum p c`` (bf16 P times a column index below 128) moves the mean
-    distance by at most 127 x 2^-9 positions from the float32 FMA path, and stays within 1e-3
+    distance by at most 127 x 2^-8 positions (bf16 rounds by 2^-8) from the float32 FMA path, and stays within 1e-3
     of the float32 reference; every other output is unchanged bit for bit."""
     heads, d = 2 * group, 128
     q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
@@ -188,7 +188,7 @@ def test_distance_on_tensor_cores_within_its_bound_on_gpu(causal, group, n, monk
     fma = flash_forward_gluon(q, k, v, table, **kw)
     for name in ("output", "lse", "entropy"):
         assert torch.equal(getattr(tc, name), getattr(fma, name)), name
-    assert (tc.distance - fma.distance).abs().max().item() <= 127 * 2.0**-9 + 1e-3
+    assert (tc.distance - fma.distance).abs().max().item() <= 127 * 2.0**-8 + 1e-3
     assert not torch.equal(tc.distance, fma.distance)  # the switch did change the path
     _, ref = materialised_attention(q, k, v, table.allowed_rows(0, n, heads), key_bias=bias, dtype=torch.float32)
     assert rel_err(tc.distance, ref["distance"]) < 1e-3
