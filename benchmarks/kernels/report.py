@@ -284,6 +284,10 @@ NOTES = """## What changed in this version, and why
   are host-bound (causal went from 1.84× here to 3.08× in an earlier run with the host's speed);
   the kernels alone sum to ~1.8× there.
 * Entropy + distance ≤ 1.10×: 1.03–1.18× in this run (1.05–1.24× across earlier runs).
+* Not tried, on purpose: the row sum `l` from the same small product (a row of ones beside the
+  column index) would take another add per logit out of every K1 step, but `l` would then sum
+  the bf16-rounded P, moving the log-sum-exp that K2 divides by by up to 2^-8 relative: every
+  per-key statistic would inherit that error.
 * Head dims 80/96 still run padded to 128 on the Triton K1.
 """
 
