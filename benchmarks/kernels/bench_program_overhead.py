@@ -1,0 +1,86 @@
+"""How much of a K1 or K2 call is fixed cost per program (tile loads, pipeline fill, epilogue)?
+
+    PYTHONUNBUFFERED=1 timeout 300 python benchmarks/kernels/bench_program_overhead.py
+
+Holds the number of programs at 8 per SM (132 SMs: 1056 programs, one resident per SM) and
+varies only the tiles each program walks: for K2, the queries (a 256-key program walks
+``n_q / 128`` query tiles); for K1, the keys (a 128-query program walks ``n_kv / 128`` key
+steps). Non-causal, bf16, hd128. If a program costs ``a + b * tiles``, the time per tile falls
+as the programs get longer; the fit ``a / b`` is the fixed cost in tiles, which a persistent
+kernel (programs that prefetch their next work item) could hide. Prints measurements only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from probe.kernels.blocks import dense_table  # noqa: E402
+from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
+
+DEV, BF16, D = "cuda", torch.bfloat16, 128
+TILES = (8, 16, 32, 64, 128, 256)
+
+
+def timed(fn) -> float:
+    """Milliseconds per call, replayed from a CUDA graph so that the host's launch cost (which
+    bounds the short calls here) is not counted."""
+    fn()
+    torch.cuda.synchronize()
+    return triton.testing.do_bench_cudagraph(fn, rep=300)
+
+
+def fit(tiles: list[int], per_wave_us: list[float]) -> tuple[float, float]:
+    """Least squares ``t = a + b * tiles`` over the measured waves; returns (a, b) in µs."""
+    x = torch.tensor(tiles, dtype=torch.float64)
+    y = torch.tensor(per_wave_us, dtype=torch.float64)
+    design = torch.stack([torch.ones_like(x), x], 1)
+    a, b = torch.linalg.lstsq(design, y[:, None]).solution[:, 0].tolist()
+    return a, b
+
+
+def report(name: str, tiles: list[int], per_wave_us: list[float]) -> None:
+    a, b = fit(tiles, per_wave_us)
+    for t, us in zip(tiles, per_wave_us):
+        print(f"{name} tiles={t} us_per_program={us:.2f} us_per_tile={us / t:.3f}", flush=True)
+    print(f"{name} fit: fixed={a:.2f} us per program, {b:.3f} us per tile, fixed = {a / b:.2f} tiles", flush=True)
+
+
+def k2_series(waves: int, sms: int) -> None:
+    heads, n_kv = waves * sms // 16, 4096  # 16 programs of 256 keys per head
+    out = []
+    for t in TILES:
+        n_q = 128 * t
+        q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
+        k = torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16)
+        table = dense_table(n_q, n_kv, causal=False, device=DEV)
+        lse = flash_forward(q, k, k, table, scaling=D**-0.5).lse
+        ms = timed(lambda: column_stats(q, k, lse, table, scaling=D**-0.5))
+        out.append(ms * 1e3 / waves)
+    report("k2", list(TILES), out)
+
+
+def k1_series(waves: int, sms: int) -> None:
+    heads, n_q = waves * sms // 32, 4096  # 32 programs of 128 queries per head
+    out = []
+    for t in TILES:
+        n_kv = 128 * t
+        q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
+        k, v = (torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16) for _ in range(2))
+        table = dense_table(n_q, n_kv, causal=False, device=DEV)
+        ms = timed(lambda: flash_forward(q, k, v, table, scaling=D**-0.5))
+        out.append(ms * 1e3 / waves)
+    report("k1", list(TILES), out)
+
+
+if __name__ == "__main__":
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print(torch.cuda.get_device_name(), f"{sms} SMs", flush=True)
+    assert sms == 132, "the program counts assume 132 SMs"
+    k2_series(8, sms)
+    k1_series(8, sms)
