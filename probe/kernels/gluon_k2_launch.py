@@ -147,7 +147,7 @@ def column_stats_gluon(
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
-        HEADS_INNER=heads_inner, MAX_FIRST=os.environ.get("HEADSCOPE_K2_MAX_FIRST", "1") == "1",
+        HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -89,7 +89,7 @@ def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_fu
 def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
                  stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
                  BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
-                 HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr, MAX_FIRST: gl.constexpr):
+                 HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr):
     """Fold one (KEYS, BLOCK_Q) tile of raw ``k.q`` into the per-key sums and maxima (and, in a
     masked tile, the counts; full tiles are counted once at the end, :func:`_seen_in_full_tiles`).
     Block partials of key rows ``64 * j + 16 * w ...`` go to ``bsum_ptr + stride_bp_q * query_tile + 4 * j + w``.
@@ -107,14 +107,10 @@ def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, co
                       CAUSAL, LOCAL) & (neg_lse > float("-inf"))[None, :]
         p = gl.where(ok, gl.exp2(st), 0.0)
         count += gl.sum(ok.to(gl.float32), 1)
-        row_max = gl.max(p, 1)
-    elif MAX_FIRST:
-        row_max = gl.exp2(gl.max(st, 1))
-        p = gl.exp2(st)
     else:
         p = gl.exp2(st)
-        row_max = gl.max(p, 1)
     row_sum = gl.sum(p, 1)
+    row_max = gl.max(p, 1)
     if BLOCK_STATS:  # one partial per warp and 64-key half: shuffles only, no barrier between warps
         halves: gl.constexpr = s.shape[0] // 64  # rows r = 64 * half + 16 * warp + i
         warp_sum = gl.sum(gl.reshape(row_sum, [halves, 4, 16]), 2)
@@ -158,7 +154,6 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
     BLOCK_STATS: gl.constexpr = (CODE & 8) != 0
     K_IN_REGISTERS: gl.constexpr = (CODE & 16) != 0
-    MAX_FIRST: gl.constexpr = (CODE & 32) != 0
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_Q, 16])
     row: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -188,7 +183,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             col_sum, col_max, count = _column_step(
                 s, neg_lse, bias, start_q, t - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
                 stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                HAS_BIAS, BLOCK_STATS, MAX_FIRST)
+                HAS_BIAS, BLOCK_STATS)
             mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
             # S_{t-1} is dead: its registers take S_t (use_acc=False ignores their values).
             tok = warpgroup_mma(a, q_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
@@ -199,7 +194,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
         col_sum, col_max, count = _column_step(
             s, neg_lse, bias, start_q, n_tot - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
             stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-            HAS_BIAS, BLOCK_STATS, MAX_FIRST)
+            HAS_BIAS, BLOCK_STATS)
         count += _seen_in_full_tiles(seen_base, full_base, n_full)
     out = bh.to(gl.int64) * n_kv + offs_k
     key_ok = offs_k < n_kv
@@ -222,7 +217,6 @@ def _k2_ws_kernel(
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
     K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
-    MAX_FIRST: gl.constexpr = True,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
     ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
@@ -263,7 +257,7 @@ def _k2_ws_kernel(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_n, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n, 1)
 
-    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16 + MAX_FIRST * 32
+    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
     # + 64 * j) // 128, at slot 4 * (half within that block) + warp.
