@@ -260,7 +260,7 @@ def _tune_triton():
             os.environ.pop("HEADSCOPE_K1_CONFIG")
             os.environ.pop("HEADSCOPE_K1_WS")
             if best is not None:
-                launch.K1_CONFIGS[(d <= 64, causal)] = launch.KernelConfig(*(int(x) for x in best[0].split(",")))
+                launch.K1_CONFIGS[(launch.dim_class(d), causal)] = launch.KernelConfig(*(int(x) for x in best[0].split(",")))
                 record("tune-k1-chosen", d=d, causal=causal, config=best[0])
         if d == 128:
             lse = flash_forward(q, k, v, dense_table(16384, causal=True, device=DEV), scaling=d**-0.5).lse

@@ -9,7 +9,7 @@ Context:
 Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
 
     1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
-       > 128, soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
+       > 256 (or > 128 in float32), soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
        causal / sliding window / padding), more than one ACT key scaling, or block statistics
        with a block size that is not 16/32/64/128.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
@@ -51,11 +51,11 @@ from probe.kernels.blocks import NEG_BIAS, TokenRule, rule_table
 try:
     from probe.kernels import act_columns
     from probe.kernels.gluon_k2_launch import gluon_k2_operands
-    from probe.kernels.launch import ActScale, column_stats, flash_forward
+    from probe.kernels.launch import MAX_HEAD_DIM, ActScale, column_stats, flash_forward
 
     HAVE_TRITON = True
 except ImportError:  # CPU-only installs without Triton still get the backend (as the reference)
-    HAVE_TRITON = False
+    HAVE_TRITON, MAX_HEAD_DIM = False, 0
 
 K1_BLOCK = 128
 K2_BLOCK = (64, 128)  # (queries per step, keys per program) of the Triton K2
@@ -91,7 +91,8 @@ def _unsupported(c: Call) -> bool:
         not c.query.is_cuda
         or not HAVE_TRITON
         or c.query.dtype not in DTYPES
-        or c.query.shape[-1] > 128
+        or c.query.shape[-1] > MAX_HEAD_DIM
+        or (c.query.shape[-1] > 128 and c.query.dtype == torch.float32)  # its tiles do not fit in shared memory
         or c.softcap is not None
         or c.want.pattern
         or isinstance(c.mask.mask_function, _FixedMask)

@@ -9,7 +9,8 @@ Context:
     sliding-window and block-sparse attention are the same call.
 
     Inputs may be bf16, fp16 or fp32 (fp32 dots use TF32 on GPUs); statistics are fp32. Head
-    dimensions up to 128 are supported; 80 and 96 run padded to 128 in registers.
+    dimensions up to 256 are supported (Gemma-2/3 use 256); others than 16, 32, ..., 256 run
+    padded to the next power of two in registers (80 and 96 as 128).
     ``key_bias`` is an additive float32 logit bias ``[batch|1, head|1, key]`` (natural log
     units); it also carries key padding as a large negative value.
 """
@@ -31,7 +32,7 @@ from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible
 from probe.kernels.gluon_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
-MAX_HEAD_DIM = 128
+MAX_HEAD_DIM = 256
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,28 @@ class KernelConfig:
     num_stages: int
 
 
-# Tiles per (head dim <= 64, causal); measured on a lent H100 (notes/kernels.md).
-K1_CONFIGS: dict[tuple[bool, bool], KernelConfig] = {
-    (True, False): KernelConfig(block_n=64, num_warps=8, num_stages=3),
-    (True, True): KernelConfig(block_n=64, num_warps=8, num_stages=3),
-    (False, False): KernelConfig(block_n=128, num_warps=8, num_stages=2),
-    (False, True): KernelConfig(block_n=128, num_warps=8, num_stages=2),
+def dim_class(head_dim: int) -> str:
+    """The head-dim range a tuned config covers: ``small`` (<= 64), ``mid`` (<= 128), ``large`` (<= 256)."""
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {head_dim} > {MAX_HEAD_DIM} is not supported by the kernels")
+    return "small" if head_dim <= 64 else "mid" if head_dim <= 128 else "large"
+
+
+# Tiles per (head-dim range, causal); measured on a lent H100 (notes/kernels.md). At head dim 256
+# (Gemma-2/3) only one stage fits in shared memory (two asked for 320 KB of the 227 KB; Q alone
+# is 64 KB), measured on a lent H200 (benchmarks/kernels/runs/head_dim_256.txt).
+K1_CONFIGS: dict[tuple[str, bool], KernelConfig] = {
+    ("small", False): KernelConfig(block_n=64, num_warps=8, num_stages=3),
+    ("small", True): KernelConfig(block_n=64, num_warps=8, num_stages=3),
+    ("mid", False): KernelConfig(block_n=128, num_warps=8, num_stages=2),
+    ("mid", True): KernelConfig(block_n=128, num_warps=8, num_stages=2),
+    ("large", False): KernelConfig(block_n=128, num_warps=8, num_stages=1),
+    ("large", True): KernelConfig(block_n=128, num_warps=8, num_stages=1),
+}
+K2_CONFIGS: dict[str, KernelConfig] = {  # the K2's tiles are the table's; best sum of 16k causal + not, H100
+    "small": KernelConfig(block_n=0, num_warps=4, num_stages=3),
+    "mid": KernelConfig(block_n=0, num_warps=4, num_stages=3),
+    "large": KernelConfig(block_n=0, num_warps=4, num_stages=2),  # H200, 16k: 0.95-0.99x (8, 1); 3 stages do not fit
 }
 
 
@@ -57,7 +74,7 @@ def k1_config(head_dim: int, causal: bool = False) -> KernelConfig:
     override = os.environ.get("HEADSCOPE_K1_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
-    return K1_CONFIGS[(head_dim <= 64, causal)]
+    return K1_CONFIGS[(dim_class(head_dim), causal)]
 
 
 def k2_config(head_dim: int) -> KernelConfig:
@@ -65,7 +82,7 @@ def k2_config(head_dim: int) -> KernelConfig:
     override = os.environ.get("HEADSCOPE_K2_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
-    return KernelConfig(block_n=0, num_warps=4, num_stages=3)  # best sum of 16k causal + not, H100
+    return K2_CONFIGS[dim_class(head_dim)]
 
 
 def use_tma(*tensors: Tensor) -> bool:
@@ -307,6 +324,9 @@ def _last_dim_contiguous(t: Tensor) -> Tensor:
 def _check(query: Tensor, key: Tensor, table: BlockTable) -> None:
     if query.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"head dim {query.shape[-1]} > {MAX_HEAD_DIM} is not supported by the kernels")
+    if query.shape[-1] > 128 and query.dtype == torch.float32 and query.is_cuda:
+        raise ValueError(f"float32 at head dim {query.shape[-1]}: the tiles do not fit in shared memory; "
+                         "pass bf16/fp16 tensors, or use the reference backend")
     if query.shape[1] % key.shape[1]:
         raise ValueError(f"{query.shape[1]} query heads are not a multiple of {key.shape[1]} kv heads")
     if (table.q_len, table.kv_len) != (query.shape[2], key.shape[2]):

@@ -12,7 +12,7 @@ from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import KeyScale, LayerEdit, SinkRule, StatRequest  # noqa: E402
 from probe.kernels.backend import Call, _run_kernels, route_for  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
-from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
+from probe.kernels.launch import ActScale, column_stats, dim_class, flash_forward  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
 from probe.kernels.sparse import _sparse_gpu, block_sparse_attention  # noqa: E402
 from tests.kernels.helpers import lazy, left_padding, qkv, random_edit, rel_err  # noqa: E402
@@ -24,7 +24,8 @@ TOL = 1e-4 if DEVICE == "cpu" else 3e-3
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("head_dim", [16, 24])
+@pytest.mark.parametrize("head_dim", [16, 24, pytest.param(256, marks=pytest.mark.skipif(
+    DEVICE == "cuda", reason="float32 at 256 is refused on a GPU; test_head_dim_256_bf16_* covers it there"))])
 def test_k1_k2_against_materialised(causal, head_dim):
     batch, heads, kv_heads, n = 1, 3, 1, 77
     q, k, v = qkv(batch, heads, kv_heads, n, head_dim, device=DEVICE)
@@ -190,6 +191,72 @@ def test_routes():
         assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(), None)).name == "sdpa"
         assert route_for(Call(q, k, v, mask, 0.25, None, StatRequest(entropy=True), None)).name == "triton"
         assert route_for(Call(q, k, v, mask, 0.25, 30.0, StatRequest(entropy=True), None)).name == "reference"
+        wide = qkv(1, 2, 2, 8, 256, device="cuda")
+        assert route_for(Call(*wide, mask, 0.25, None, StatRequest(entropy=True), None)).name == "reference"  # fp32
+        wide = tuple(t.to(torch.bfloat16) for t in wide)
+        assert route_for(Call(*wide, mask, 0.25, None, StatRequest(entropy=True), None)).name == "triton"
+        too_wide = tuple(t.to(torch.bfloat16) for t in qkv(1, 2, 2, 8, 320, device="cuda"))
+        assert route_for(Call(*too_wide, mask, 0.25, None, StatRequest(entropy=True), None)).name == "reference"
+
+
+def test_head_dims_past_256_are_refused_with_the_limit_named():
+    q, k, v = qkv(1, 2, 2, 8, 320, device=DEVICE)
+    table = dense_table(8, causal=True, block_q=16, block_kv=16, device=DEVICE)
+    with pytest.raises(ValueError, match="head dim 320 > 256"):
+        flash_forward(q, k, v, table, scaling=0.1)
+    with pytest.raises(ValueError, match="head dim 320 > 256"):
+        column_stats(q, k, torch.zeros(1, 2, 8, device=DEVICE), table, scaling=0.1)
+    if DEVICE == "cuda":  # float32 tiles at 256 do not fit in shared memory; the interpreter has none
+        q, k, v = qkv(1, 2, 2, 8, 256, device=DEVICE)
+        with pytest.raises(ValueError, match="float32 at head dim 256"):
+            flash_forward(q, k, v, table, scaling=0.1)
+    assert [dim_class(d) for d in (16, 64, 80, 128, 192, 256)] == ["small", "small", "mid", "mid", "large", "large"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a GPU")
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_dim_256_bf16_against_float32_reference(causal):
+    """Gemma-2/3's head dim at the tuned tiles (128-query blocks): bf16 output and every
+    statistic against the float32 materialised reference, odd length, GQA, key bias."""
+    batch, heads, kv_heads, n, d = 1, 4, 1, 1000, 256
+    q, k, v = (t.to(torch.bfloat16) for t in qkv(batch, heads, kv_heads, n, d, device=DEVICE))
+    bias = torch.randn(batch, heads, n, device=DEVICE)
+    table = dense_table(n, causal=causal, device=DEVICE)
+    r = flash_forward(q, k, v, table, scaling=d**-0.5, key_bias=bias, entropy=True, distance=True)
+    cols = column_stats(q, k, r.lse, table, scaling=d**-0.5, key_bias=bias, block_stats=True)
+    out, ref = materialised_attention(q.float(), k.float(), v.float(), table.allowed_rows(0, n, heads),
+                                      key_bias=bias, block_size=128, dtype=torch.float32)
+    assert rel_err(r.output.float(), out) < 1e-2
+    for name, got in [("lse", r.lse), ("entropy", r.entropy), ("distance", r.distance)] + list(cols.items()):
+        assert rel_err(got, ref[name]) < 1e-3, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a GPU")
+def test_head_dim_256_backend_with_act_and_every_statistic_matches_reference():
+    """The backend at head dim 256 in bf16 with an ACT edit (GQA, key padding, a strong sink):
+    every statistic and the output against the float32 reference on the same rounded inputs."""
+    batch, heads, kv_heads, n, d = 2, 4, 2, 300, 256
+    q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
+    q = q + 0.05 * k[:, :, :1].repeat_interleave(2, dim=1)  # key 0 draws attention
+    q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+    selected = torch.zeros(batch, heads, n, dtype=torch.bool, device=DEVICE)
+    selected[:, :2, 0] = True
+    factor = torch.tensor([0.3, 0.5, 1.0, 1.0], device=DEVICE)
+    padding = left_padding(batch, n, [0, 11]).to(DEVICE)
+    edit = LayerEdit(key_scales=(KeyScale(factor=factor, keys=selected),))
+    want = StatRequest.all_stats(block_size=128)
+    call = Call(q, k, v, lazy(batch, n, n, padding=padding, device=DEVICE), d**-0.5, None, want, edit)
+    assert route_for(call).name == "triton"
+    got = _run_kernels(call)
+    ref = reference_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), lazy(batch, n, n, padding=padding.cpu()),
+                              want=want, edit=LayerEdit(key_scales=(KeyScale(factor=factor.cpu(), keys=selected.cpu()),)))
+    valid = padding.cpu()
+    assert rel_err(got.output.float().cpu()[valid], ref.output[valid]) < 1e-2
+    for name, value in ref.stats.items():
+        ok = torch.isfinite(value)
+        assert rel_err(got.stats[name].cpu()[ok], value[ok]) < 1e-3, name
 
 
 @pytest.mark.parametrize("causal", [True, False])
