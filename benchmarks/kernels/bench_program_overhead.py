@@ -51,36 +51,34 @@ def report(name: str, tiles: list[int], per_wave_us: list[float]) -> None:
     print(f"{name} fit: fixed={a:.2f} us per program, {b:.3f} us per tile, fixed = {a / b:.2f} tiles", flush=True)
 
 
-def k2_series(waves: int, sms: int) -> None:
-    heads, n_kv = waves * sms // 16, 4096  # 16 programs of 256 keys per head
-    out = []
-    for t in TILES:
-        n_q = 128 * t
-        q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
-        k = torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16)
-        table = dense_table(n_q, n_kv, causal=False, device=DEV)
-        lse = flash_forward(q, k, k, table, scaling=D**-0.5).lse
-        ms = timed(lambda: column_stats(q, k, lse, table, scaling=D**-0.5))
-        out.append(ms * 1e3 / waves)
-    report("k2", list(TILES), out)
+def k2_call(heads: int, tiles: int):
+    """K2 over 4096 keys (16 programs of 256 keys per head), each program walking ``tiles`` query tiles."""
+    n_q, n_kv = 128 * tiles, 4096
+    q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
+    k = torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16)
+    table = dense_table(n_q, n_kv, causal=False, device=DEV)
+    lse = flash_forward(q, k, k, table, scaling=D**-0.5).lse
+    return lambda: column_stats(q, k, lse, table, scaling=D**-0.5)
 
 
-def k1_series(waves: int, sms: int) -> None:
-    heads, n_q = waves * sms // 32, 4096  # 32 programs of 128 queries per head
-    out = []
-    for t in TILES:
-        n_kv = 128 * t
-        q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
-        k, v = (torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16) for _ in range(2))
-        table = dense_table(n_q, n_kv, causal=False, device=DEV)
-        ms = timed(lambda: flash_forward(q, k, v, table, scaling=D**-0.5))
-        out.append(ms * 1e3 / waves)
-    report("k1", list(TILES), out)
+def k1_call(heads: int, tiles: int):
+    """K1 over 4096 queries (32 programs of 128 queries per head), each program walking ``tiles`` key steps."""
+    n_q, n_kv = 4096, 128 * tiles
+    q = torch.randn(1, heads, n_q, D, device=DEV, dtype=BF16)
+    k, v = (torch.randn(1, heads, n_kv, D, device=DEV, dtype=BF16) for _ in range(2))
+    table = dense_table(n_q, n_kv, causal=False, device=DEV)
+    return lambda: flash_forward(q, k, v, table, scaling=D**-0.5)
+
+
+def series(name: str, make_call, programs_per_head: int, waves: int, sms: int) -> None:
+    heads = waves * sms // programs_per_head
+    per_program_us = [timed(make_call(heads, t)) * 1e3 / waves for t in TILES]
+    report(name, list(TILES), per_program_us)
 
 
 if __name__ == "__main__":
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(torch.cuda.get_device_name(), f"{sms} SMs", flush=True)
     assert sms == 132, "the program counts assume 132 SMs"
-    k2_series(8, sms)
-    k1_series(8, sms)
+    series("k2", k2_call, 16, 8, sms)
+    series("k1", k1_call, 32, 8, sms)
