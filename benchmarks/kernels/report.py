@@ -184,21 +184,21 @@ NOTES = """## Since this run (not in the figures above)
 * **Head dim 256 (Gemma-2/3) runs on the Triton K1 and K2** (it went to the chunked reference):
   tiles per head-dim range (`probe.kernels.launch.dim_class`); at 256 only one K1 stage fits in
   shared memory (two asked for 320 KB), so K1 takes 128-key steps, 8 warps, 1 stage, and K2
-  4 warps, 2 stages. float32 at 256 does not fit and is refused with a clear error (the backend
-  sends it to the reference). On a lent H200 (no H100 could be had; 1 x 8 query / 4 KV heads,
-  16k, bf16; `benchmarks/kernels/bench_head_dim_256.py`, `benchmarks/kernels/runs/head_dim_256.txt`):
-  K1 454 / 497 TFLOP/s (0.66× / 0.82× SDPA's throughput, non-causal / causal), the
-  all-statistics call 9.1 / 4.4 ms, 2.8× / 2.4× SDPA, against 87 ms for the reference route it
-  replaces. GPU tests: bf16 output and every statistic against the float32 reference, ACT with
+  4 warps, 2 stages (tiles chosen on a lent H200, confirmed on the H100). float32 at 256 does
+  not fit and is refused with a clear error (the backend sends it to the reference). On the
+  lent H100 (1 x 8 query / 4 KV heads, 16k, bf16; `benchmarks/kernels/bench_head_dim_256.py`,
+  `benchmarks/kernels/runs/head_dim_256.txt`, run 4): K1 462 / 500 TFLOP/s (0.66× / 0.82×
+  SDPA's throughput, non-causal / causal), the all-statistics call 8.9 / 4.4 ms, 2.8× / 2.4×
+  SDPA, against 101 / 123 ms for the reference route it replaces. GPU tests: bf16 output and every statistic against the float32 reference, ACT with
   every statistic through the backend, and the capture path of a tiny bf16 Gemma-3 (head dim
   256, sliding and global layers) and Llama (head dim 128) through the kernels' backend
   against the reference backend (`tests/kernels/test_capture_on_gpu.py`).
 * **Fixed cost per program, measured** (`benchmarks/kernels/bench_program_overhead.py`, lent
   H100; `benchmarks/kernels/runs/k2_reduce_and_overhead.txt`): with the programs per SM held
-  fixed and only the tiles per program varied, a K2 program costs 3.6 µs + 2.16 µs per
+  fixed and only the tiles per program varied, a K2 program costs 3.6–3.9 µs + 2.16 µs per
   256 x 128 tile and a K1 program 3.6 µs + 1.76 µs per 128 x 128 step. So the K2 runs at
   0.61× K1 in steady state (its products at 512 TFLOP/s-equivalent against K1's 629), and the
-  fixed cost (first loads, pipeline fill, epilogue: 1.65 tiles for K2, 2.03 steps for K1) is
+  fixed cost (first loads, pipeline fill, epilogue: 1.65–1.82 tiles for K2, 2.03 steps for K1) is
   1–3 % of a 16k–32k call, 5–6 % at 4k non-causal, ~10 % at 4k causal. Persistent kernels could
   win at most that; the 16k–32k gap to 1.6× is the K2's steady state.
 * **Measured and not kept: each key's maximum before the exponentials** (`2^max(st)` instead of
@@ -316,7 +316,7 @@ NOTES = """## Since this run (not in the figures above)
   the bf16-rounded P, moving the log-sum-exp that K2 divides by by up to 2^-8 relative: every
   per-key statistic would inherit that error.
 * Head dims 80/96 still run padded to 128 on the Triton K1; head dim 256 runs on the Triton K1
-  at 0.66–0.82× SDPA's throughput (H200), not on the Gluon kernels.
+  at 0.66–0.82× SDPA's throughput (H100), not on the Gluon kernels.
 """
 
 
