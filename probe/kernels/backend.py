@@ -51,11 +51,11 @@ from probe.kernels.blocks import NEG_BIAS, TokenRule, rule_table
 try:
     from probe.kernels import act_columns
     from probe.kernels.gluon_k2_launch import gluon_k2_operands
-    from probe.kernels.launch import MAX_HEAD_DIM, ActScale, column_stats, flash_forward
+    from probe.kernels.launch import ActScale, column_stats, flash_forward, head_dim_problem
 
     HAVE_TRITON = True
 except ImportError:  # CPU-only installs without Triton still get the backend (as the reference)
-    HAVE_TRITON, MAX_HEAD_DIM = False, 0
+    HAVE_TRITON = False
 
 K1_BLOCK = 128
 K2_BLOCK = (64, 128)  # (queries per step, keys per program) of the Triton K2
@@ -91,8 +91,7 @@ def _unsupported(c: Call) -> bool:
         not c.query.is_cuda
         or not HAVE_TRITON
         or c.query.dtype not in DTYPES
-        or c.query.shape[-1] > MAX_HEAD_DIM
-        or (c.query.shape[-1] > 128 and c.query.dtype == torch.float32)  # its tiles do not fit in shared memory
+        or head_dim_problem(c.query.shape[-1], c.query.dtype, on_gpu=True) is not None
         or c.softcap is not None
         or c.want.pattern
         or isinstance(c.mask.mask_function, _FixedMask)

@@ -44,10 +44,20 @@ class KernelConfig:
     num_stages: int
 
 
-def dim_class(head_dim: int) -> str:
-    """The head-dim range a tuned config covers: ``small`` (<= 64), ``mid`` (<= 128), ``large`` (<= 256)."""
+def head_dim_problem(head_dim: int, dtype: torch.dtype, on_gpu: bool) -> str | None:
+    """Why the kernels cannot take this head dim (and dtype), or None. float32 past 128 runs in
+    the CPU interpreter but its tiles do not fit in a GPU's shared memory."""
     if head_dim > MAX_HEAD_DIM:
-        raise ValueError(f"head dim {head_dim} > {MAX_HEAD_DIM} is not supported by the kernels")
+        return f"head dim {head_dim} > {MAX_HEAD_DIM} is not supported by the kernels"
+    if head_dim > 128 and dtype == torch.float32 and on_gpu:
+        return (f"float32 at head dim {head_dim}: the tiles do not fit in shared memory; "
+                "pass bf16/fp16 tensors, or use the reference backend")
+    return None
+
+
+def dim_class(head_dim: int) -> str:
+    """The head-dim range a tuned config covers: ``small`` (<= 64), ``mid`` (<= 128), ``large``
+    (<= 256; :func:`head_dim_problem` refuses wider ones before any config is looked up)."""
     return "small" if head_dim <= 64 else "mid" if head_dim <= 128 else "large"
 
 
@@ -322,11 +332,9 @@ def _last_dim_contiguous(t: Tensor) -> Tensor:
 
 
 def _check(query: Tensor, key: Tensor, table: BlockTable) -> None:
-    if query.shape[-1] > MAX_HEAD_DIM:
-        raise ValueError(f"head dim {query.shape[-1]} > {MAX_HEAD_DIM} is not supported by the kernels")
-    if query.shape[-1] > 128 and query.dtype == torch.float32 and query.is_cuda:
-        raise ValueError(f"float32 at head dim {query.shape[-1]}: the tiles do not fit in shared memory; "
-                         "pass bf16/fp16 tensors, or use the reference backend")
+    problem = head_dim_problem(query.shape[-1], query.dtype, query.is_cuda)
+    if problem is not None:
+        raise ValueError(problem)
     if query.shape[1] % key.shape[1]:
         raise ValueError(f"{query.shape[1]} query heads are not a multiple of {key.shape[1]} kv heads")
     if (table.q_len, table.kv_len) != (query.shape[2], key.shape[2]):
