@@ -5,6 +5,7 @@ choices and cost nothing to read here. Intercepts the launch in ``probe.kernels.
 the kernels are compiled with exactly the arguments the entry points pass.
 
     python benchmarks/kernels/compile_report.py            # a fixed list of variants
+    HEAD_DIM=80 HEADSCOPE_TMA=1 python benchmarks/kernels/compile_report.py   # another head dim, TMA loads
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def report(label: str, fn, kernel_name: str, module=launch) -> None:
 
 
 def main() -> None:
-    n, h, d = 4096, 4, 128
+    n, h, d = 4096, 4, int(os.environ.get("HEAD_DIM", "128"))
     q, k, v = (torch.empty(1, h, n, d, dtype=torch.bfloat16) for _ in range(3))
     bias = torch.zeros(1, h, n)
     sel = torch.zeros(1, h, n, dtype=torch.bool)

@@ -9,8 +9,9 @@ Context:
     sliding-window and block-sparse attention are the same call.
 
     Inputs may be bf16, fp16 or fp32 (fp32 dots use TF32 on GPUs); statistics are fp32. Head
-    dimensions up to 256 are supported (Gemma-2/3 use 256); others than 16, 32, ..., 256 run
-    padded to the next power of two in registers (80 and 96 as 128).
+    dimensions up to 256 are supported (Gemma-2/3 use 256). Those that are not a power of two
+    run as two column parts where that saves work (:func:`head_dim_parts`: 80 = 64 + 16,
+    96 = 64 + 32), else padded with zero columns to the next power of two.
     ``key_bias`` is an additive float32 logit bias ``[batch|1, head|1, key]`` (natural log
     units); it also carries key padding as a large negative value.
 """
@@ -55,6 +56,23 @@ def head_dim_problem(head_dim: int, dtype: torch.dtype, on_gpu: bool) -> str | N
     return None
 
 
+def head_dim_parts(head_dim: int) -> tuple[int, int]:
+    """The kernels' column parts ``(first, second)`` for a head dim; ``second`` is 0 for one part.
+
+    Triton tiles are powers of two (at least 16 wide for the products). A head dim that is not
+    one runs as the largest power of two below it plus a second part for the rest (rounded up,
+    its extra columns read as zero) when the two are narrower than the next power of two:
+    80 -> (64, 16), 96 -> (64, 32), 72 -> (64, 16), 160 -> (128, 32). Otherwise one part,
+    padded: 24 -> (32, 0), 112 -> (128, 0).
+    """
+    whole = max(16, triton.next_power_of_2(head_dim))
+    first = whole // 2
+    if head_dim == whole or first < 16:
+        return whole, 0
+    second = max(16, triton.next_power_of_2(head_dim - first))
+    return (first, second) if first + second < whole else (whole, 0)
+
+
 def dim_class(head_dim: int) -> str:
     """The head-dim range a tuned config covers: ``small`` (<= 64), ``mid`` (<= 128), ``large``
     (<= 256; :func:`head_dim_problem` refuses wider ones before any config is looked up)."""
@@ -77,6 +95,10 @@ K2_CONFIGS: dict[str, KernelConfig] = {  # the K2's tiles are the table's; best 
     "mid": KernelConfig(block_n=0, num_warps=4, num_stages=3),
     "large": KernelConfig(block_n=0, num_warps=4, num_stages=2),  # H200, 16k: 0.92-0.97x the time of (8 warps, 1 stage)
 }
+# Head dims run as two column parts (head_dim_parts) where they differ. 96 = 64 + 32 with three
+# stages took 1.27x the time of two non-causal at 16k (paired, lent H200; 80 and causal: within
+# 1 %; benchmarks/kernels/runs/head_dim_split.txt).
+K2_TWO_PART_CONFIGS: dict[str, KernelConfig] = {"mid": KernelConfig(block_n=0, num_warps=4, num_stages=2)}
 
 
 def k1_config(head_dim: int, causal: bool = False) -> KernelConfig:
@@ -92,6 +114,8 @@ def k2_config(head_dim: int) -> KernelConfig:
     override = os.environ.get("HEADSCOPE_K2_CONFIG")
     if override:
         return KernelConfig(*(int(x) for x in override.split(",")))
+    if head_dim_parts(head_dim)[1] and dim_class(head_dim) in K2_TWO_PART_CONFIGS:
+        return K2_TWO_PART_CONFIGS[dim_class(head_dim)]
     return K2_CONFIGS[dim_class(head_dim)]
 
 
@@ -117,6 +141,17 @@ def use_tma(*tensors: Tensor) -> bool:
 def _desc(t: Tensor, rows: int, block_d: int) -> TensorDescriptor:
     """4-D ``[batch, head, token, d]`` descriptor loading (1, 1, rows, block_d) boxes."""
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
+
+
+def _sources(tensors: tuple[Tensor, ...], rows: tuple[int, ...], block_d: int, block_d2: int,
+             tma: bool) -> tuple:
+    """The kernels' first-part sources, then their second-part ones: descriptors of (rows, part
+    width) boxes with TMA, else the tensors themselves (twice; pointer loads offset the columns)."""
+    if not tma:
+        return tensors + tensors
+    first = tuple(_desc(t, r, block_d) for t, r in zip(tensors, rows))
+    second = tuple(_desc(t, r, block_d2) for t, r in zip(tensors, rows)) if block_d2 else first
+    return first + second
 
 
 @dataclass(frozen=True)
@@ -195,10 +230,9 @@ def flash_forward(
     n_kv = key.shape[2]
     cfg = config or k1_config(head_dim, table.rule.causal)
     block_n = min(cfg.block_n, table.block_kv)
-    block_d = triton.next_power_of_2(head_dim)
+    block_d, block_d2 = head_dim_parts(head_dim)
     tma = use_tma(query, key, value)
-    srcs = ((_desc(query, table.block_q, block_d), _desc(key, block_n, block_d), _desc(value, block_n, block_d))
-            if tma else (query, key, value))
+    srcs = _sources((query, key, value), (table.block_q, block_n, block_n), block_d, block_d2, tma)
     dev = query.device
     out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
@@ -217,7 +251,7 @@ def flash_forward(
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
         heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv,
         table.rule.q_offset - table.rule.kv_offset, table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_D2=block_d2, BLOCK_M=table.block_q,
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
         HEAD_SCALE=head_scale is not None, TMA=tma,
@@ -286,9 +320,9 @@ def column_stats(
     tiles = (batch, heads, triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, table.block_kv))
     bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum
-    block_d = triton.next_power_of_2(head_dim)
+    block_d, block_d2 = head_dim_parts(head_dim)
     tma = use_tma(query, key)
-    srcs = (_desc(query, table.block_q, block_d), _desc(key, table.block_kv, block_d)) if tma else (query, key)
+    srcs = _sources((query, key), (table.block_q, table.block_kv), block_d, block_d2, tma)
     full_n, full_i = _expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
     part_n, part_i = _expand_table(table.q_num_blocks, table.q_indices, batch, heads)
     grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
@@ -302,7 +336,7 @@ def column_stats(
         tiles[2] * tiles[3], tiles[3],
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
         table.rule.kv_offset, scaling * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=table.block_q,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_D2=block_d2, BLOCK_M=table.block_q,
         BLOCK_N=table.block_kv, CAUSAL=table.rule.causal, LOCAL=table.rule.local,
         HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats, TMA=tma,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,

@@ -30,6 +30,12 @@ Context:
     fused multiply-add per logit on the unmasked, unbiased path (scale applied after the
     row max, as in the Triton tutorial).
 
+    Head dims that are not a power of two run as two column parts when that saves work
+    (``BLOCK_D`` + ``BLOCK_D2``, e.g. 80 = 64 + 16, 96 = 64 + 32, 160 = 128 + 32; see
+    :func:`probe.kernels.launch.head_dim_parts`): each product is two dots accumulating into one
+    S, and O keeps one accumulator per part. Other head dims pad their one part with zero
+    columns (24 as 32, 112 as 128).
+
     Masked logits use a large finite negative (``NEG``) rather than ``-inf`` in K1 so that
     ``p * (s2 - m)`` never evaluates ``0 * inf``.
 """
@@ -63,17 +69,19 @@ def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
-               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_ROWS: tl.constexpr):
-    """A (rows, BLOCK_D) tile of a [rows, head_dim] matrix; padded columns/rows read as 0."""
+def _load_tile(base, offs_row, stride_row, n_rows,
+               HEAD_DIM: tl.constexpr, COL0: tl.constexpr, WIDTH: tl.constexpr, MASK_ROWS: tl.constexpr):
+    """A (rows, WIDTH) tile of columns ``COL0 ..`` of a [rows, head_dim] matrix; columns past
+    the head dim and rows past ``n_rows`` (when masked) read as 0."""
+    offs_d = COL0 + tl.arange(0, WIDTH)
     ptrs = base + offs_row[:, None] * stride_row + offs_d[None, :]
     if MASK_ROWS:
-        if BLOCK_D == HEAD_DIM:
+        if COL0 + WIDTH <= HEAD_DIM:
             tile = tl.load(ptrs, mask=offs_row[:, None] < n_rows, other=0.0)
         else:
             tile = tl.load(ptrs, mask=(offs_row[:, None] < n_rows) & (offs_d[None, :] < HEAD_DIM), other=0.0)
     else:
-        if BLOCK_D == HEAD_DIM:
+        if COL0 + WIDTH <= HEAD_DIM:
             tile = tl.load(ptrs)
         else:
             tile = tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
@@ -83,27 +91,28 @@ def _load_tile(base, offs_row, stride_row, offs_d, n_rows,
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _rows(src, b, hh, row0, stride_row, n_rows,
-          ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+          ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, COL0: tl.constexpr, WIDTH: tl.constexpr,
           MASKED: tl.constexpr, TMA: tl.constexpr):
-    """Rows ``row0 .. row0+ROWS`` of one head as a (ROWS, BLOCK_D) tile, zero outside.
+    """Rows ``row0 .. row0+ROWS``, columns ``COL0 .. COL0+WIDTH`` of one head as a (ROWS, WIDTH)
+    tile, zero outside.
 
-    ``src`` is a 4-D tensor descriptor (TMA; the hardware zero-fills out-of-range rows and
-    columns, so no masks) or a pointer already offset to (b, hh).
+    ``src`` is a 4-D tensor descriptor whose box is (1, 1, ROWS, WIDTH) (TMA; the hardware
+    zero-fills out-of-range rows and columns, so no masks) or a pointer already offset to (b, hh).
     """
     if TMA:
-        tile = src.load([b, hh, row0, 0]).reshape([ROWS, BLOCK_D])
+        tile = src.load([b, hh, row0, COL0]).reshape([ROWS, WIDTH])
     else:
         offs_row = row0 + tl.arange(0, ROWS)
-        tile = _load_tile(src, offs_row, stride_row, tl.arange(0, BLOCK_D), n_rows, HEAD_DIM, BLOCK_D, MASKED)
+        tile = _load_tile(src, offs_row, stride_row, n_rows, HEAD_DIM, COL0, WIDTH, MASKED)
     return tile
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, start_n, row0,
-              offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+              start_n, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
               window_ptr, sink_ptr,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_N: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
               HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, DISTANCE: tl.constexpr,
               TMA: tl.constexpr):
@@ -111,11 +120,16 @@ def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, s
 
     Unmasked, unbiased blocks take the row max of the raw ``q.k`` and apply the scale inside
     one multiply-add (``qk * scale - m``); masked or biased blocks need the scaled logits
-    before the max. ``bias_base`` holds the key bias already multiplied by log2(e).
+    before the max. ``bias_base`` holds the key bias already multiplied by log2(e). With a
+    second column part (``BLOCK_D2 > 0``), ``q2``/``acc2`` and the ``*_src2`` sources hold
+    columns ``BLOCK_D ..``; otherwise they are unused.
     """
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    k = _rows(k_src, b, kvh, start_n, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, TMA)  # (BN, D)
+    k = _rows(k_src, b, kvh, start_n, stride_kn, n_kv, BLOCK_N, HEAD_DIM, 0, BLOCK_D, MASKED, TMA)  # (BN, D)
     qk = tl.dot(q, tl.trans(k))  # (BM, BN), raw q.k
+    if BLOCK_D2 > 0:
+        k2 = _rows(k_src2, b, kvh, start_n, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_D2, MASKED, TMA)
+        qk = tl.dot(q2, tl.trans(k2), qk)
     if HAS_BIAS or MASKED:
         s = qk * qk_scale
         if HAS_BIAS:
@@ -140,16 +154,19 @@ def _k1_block(acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, s
         rel_j = (offs_n - row0).to(tl.float32)  # (BN,) key position relative to the block
         w_i = alpha * w_i + tl.sum(p * rel_j[None, :], 1)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _rows(v_src, b, vh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, TMA)  # (BN, D)
+    v = _rows(v_src, b, vh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, 0, BLOCK_D, MASKED, TMA)  # (BN, D)
     acc = acc * alpha[:, None]
     acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, l_i, m_new, u_i, w_i
+    if BLOCK_D2 > 0:
+        v2 = _rows(v_src2, b, vh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_D2, MASKED, TMA)
+        acc2 = tl.dot(p.to(v2.dtype), v2, acc2 * alpha[:, None])
+    return acc, acc2, l_i, m_new, u_i, w_i
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_kernel(
-    Q, K, V, KP, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    Q, K, V, Q2, K2, V2, KP, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -159,8 +176,8 @@ def _k1_kernel(
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
     n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
     ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, HEAD_SCALE: tl.constexpr, TMA: tl.constexpr,
     WS: tl.constexpr = False,
 ):
@@ -176,20 +193,28 @@ def _k1_kernel(
     b64 = b.to(tl.int64)
     vh = h // v_group  # V may have its own heads
     kp_base = KP + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
-    if TMA:
+    if TMA:  # one descriptor per column part (Q2/K2/V2: the second part's boxes)
         q_src, k_src, v_src = Q, K, V
+        q_src2, k_src2, v_src2 = Q2, K2, V2
     else:
         q_src = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
         k_src = kp_base
         v_src = V + b64 * stride_vb + vh.to(tl.int64) * stride_vh
+        q_src2, k_src2, v_src2 = q_src, k_src, v_src
     bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
-    q = _rows(q_src, b, h, row0, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, True, TMA)  # (BM, D)
+    q = _rows(q_src, b, h, row0, stride_qm, n_q, BLOCK_M, HEAD_DIM, 0, BLOCK_D, True, TMA)  # (BM, D)
+    q2 = q
+    if BLOCK_D2 > 0:
+        q2 = _rows(q_src2, b, h, row0, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, BLOCK_D2, True, TMA)
 
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     w_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc2 = 0.0  # the second column part's accumulator, when there is one
+    if BLOCK_D2 > 0:
+        acc2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)
 
     # Unmasked ("full") key blocks first, then the masked ("partial") ones, e.g. the diagonal.
     n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_m)
@@ -197,19 +222,21 @@ def _k1_kernel(
     for t in tl.range(0, n_full, warp_specialize=WS):
         blk = tl.load(full_base + t)
         for sub in tl.static_range(SUB):
-            acc, l_i, m_i, u_i, w_i = _k1_block(
-                acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, (blk * SUB + sub) * BLOCK_N, row0,
-                offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
-                HEAD_DIM, BLOCK_D, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE, TMA)
+            acc, acc2, l_i, m_i, u_i, w_i = _k1_block(
+                acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+                (blk * SUB + sub) * BLOCK_N, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv,
+                qk_scale, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS,
+                ENTROPY, DISTANCE, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
     for t in range(0, n_part):
         blk = tl.load(part_base + t)
         for sub in tl.static_range(SUB):
-            acc, l_i, m_i, u_i, w_i = _k1_block(
-                acc, l_i, m_i, u_i, w_i, q, k_src, v_src, bias_base, b, kvh, vh, (blk * SUB + sub) * BLOCK_N, row0,
-                offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK,
-                HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE, TMA)
+            acc, acc2, l_i, m_i, u_i, w_i = _k1_block(
+                acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+                (blk * SUB + sub) * BLOCK_N, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv,
+                qk_scale, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS,
+                ENTROPY, DISTANCE, TMA)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -217,8 +244,15 @@ def _k1_kernel(
         out = out * tl.load(HSCALE + h)
 
     row_ok = offs_m < n_q
-    o_ptrs = O + b64 * stride_ob + h.to(tl.int64) * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    o_rows = O + b64 * stride_ob + h.to(tl.int64) * stride_oh + offs_m[:, None] * stride_om
+    tl.store(o_rows + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
+        out2 = acc2 / l_safe[:, None]
+        if HEAD_SCALE:
+            out2 = out2 * tl.load(HSCALE + h)
+        tl.store(o_rows + offs_d2[None, :], out2.to(O.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_d2[None, :] < HEAD_DIM))
     stat_off = bh.to(tl.int64) * n_q + offs_m
     log2_l = tl.math.log2(l_safe)
     tl.store(LSE + stat_off, (m_i + log2_l) * 0.6931471805599453, mask=row_ok)
@@ -231,17 +265,20 @@ def _k1_kernel(
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k2_block(col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, start_m, offs_n,
+def _k2_block(col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, start_m, offs_n,
               stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
               bsum_ptr, bmax_ptr,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
               HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr, TMA: tl.constexpr):
     """One query block of the column pass, in the transposed orientation (keys on rows)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = _rows(q_src, b, h, start_m, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, True, TMA)  # (BM, D)
+    q = _rows(q_src, b, h, start_m, stride_qm, n_q, BLOCK_M, HEAD_DIM, 0, BLOCK_D, True, TMA)  # (BM, D)
     lse2 = tl.load(lse_base + offs_m, mask=offs_m < n_q, other=float("inf"))  # +inf: no query
     kq = tl.dot(k, tl.trans(q))  # (BN, BM) = K Q^T, raw
+    if BLOCK_D2 > 0:  # the second column part (see _k1_block)
+        q2 = _rows(q_src2, b, h, start_m, stride_qm, n_q, BLOCK_M, HEAD_DIM, BLOCK_D, BLOCK_D2, True, TMA)
+        kq = tl.dot(k2, tl.trans(q2), kq)
     if HAS_BIAS:
         st = kq * qk_scale + (bias2[:, None] - lse2[None, :])
     else:
@@ -269,7 +306,7 @@ def _k2_block(col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, start_m,
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k2_kernel(
-    Q, K, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
+    Q, K, Q2, K2, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -278,9 +315,9 @@ def _k2_kernel(
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n,
     stride_bs_bh, stride_bs_q,
     n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr,
-    TMA: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_STATS: tl.constexpr, TMA: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -290,12 +327,16 @@ def _k2_kernel(
     b64 = b.to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if TMA:
-        q_src, k_src = Q, K
+        q_src, k_src, q_src2, k_src2 = Q, K, Q2, K2
     else:
         q_src = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
         k_src = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+        q_src2, k_src2 = q_src, k_src
     lse_base = LSE2 + bh.to(tl.int64) * n_q
-    k = _rows(k_src, b, kvh, pid_n * BLOCK_N, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, True, TMA)  # (BN, D)
+    k = _rows(k_src, b, kvh, pid_n * BLOCK_N, stride_kn, n_kv, BLOCK_N, HEAD_DIM, 0, BLOCK_D, True, TMA)  # (BN, D)
+    k2 = k
+    if BLOCK_D2 > 0:
+        k2 = _rows(k_src2, b, kvh, pid_n * BLOCK_N, stride_kn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_D2, True, TMA)
     bias2 = tl.zeros([BLOCK_N], dtype=tl.float32)
     if HAS_BIAS:
         bias_base = BIAS + b64 * stride_bias_b + h.to(tl.int64) * stride_bias_h
@@ -310,19 +351,19 @@ def _k2_kernel(
     for t in range(0, n_full):
         qb = tl.load(full_base + t)
         col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
             stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
+            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_n)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_n * stride_pi_n
     for t in range(0, n_part):
         qb = tl.load(part_base + t)
         col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, q_src, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
             stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
+            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
 
     out_off = bh.to(tl.int64) * n_kv + offs_n
     key_ok = offs_n < n_kv

@@ -91,6 +91,19 @@ def _pristine_language():
                 setattr(obj, key, now[(id(obj), key)][1])
 
 
+def builds_without_a_gpu():
+    """Marker for the sm_90a build tests: they need Triton's ptxas, and no GPU (on a GPU machine
+    Triton sends the small helper kernels the captured call still launches to the CUDA driver,
+    which refuses their CPU tensors; the gpu tests run the kernels themselves there)."""
+    import pytest
+    import triton
+    from pathlib import Path
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    return pytest.mark.skipif(not ptxas.exists() or torch.cuda.is_available(),
+                              reason="builds for sm_90a without a GPU (needs Triton's ptxas)")
+
+
 def build_for_sm90(module, name: str, call) -> str:
     """PTX of the Gluon kernel ``module.name`` as ``call()`` would launch it, built for sm_90a
     without a GPU (the launch is captured and compiled instead of run)."""

@@ -21,10 +21,11 @@ from probe.kernels import gluon_launch  # noqa: E402
 from probe.kernels.blocks import dense_table, sliding_window_table  # noqa: E402
 from probe.kernels.gluon_launch import _row_view, flash_forward_gluon, gluon_eligible  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
-from tests.kernels.helpers import build_for_sm90, rel_err  # noqa: E402
+from tests.kernels.helpers import build_for_sm90, builds_without_a_gpu, rel_err  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("memory", ["bhnd", "bnhd"])
@@ -83,7 +84,7 @@ def _ptxas(tmp_path, ptx: str) -> str:
     return report.stderr
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
+@builds_without_a_gpu()
 @pytest.mark.parametrize("entropy,causal,bias,head_dim,gqa_values", [(False, False, False, 128, False),
                                                                      (True, True, True, 128, False),
                                                                      (False, True, True, 128, True),
@@ -97,7 +98,7 @@ def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, 
     assert spills is not None and int(spills.group(1)) == 0, report[-2000:]
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
+@builds_without_a_gpu()
 @pytest.mark.parametrize("entropy,causal,bias", [(False, False, False), (False, True, True), (True, True, True)])
 def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias):
     """Producer warp + two consumer warpgroups: registers moved between partitions, stage releases
@@ -318,7 +319,7 @@ def test_bias_columns_kernel_writes_the_split_bit_for_bit(dtype):
     from probe.kernels.gluon_launch import _bias_split, bias_columns
 
     qk_scale = 128**-0.5 * 1.4426950408889634
-    bias = torch.randn(2, 1, 77) * 8
+    bias = torch.randn(2, 1, 77, device=DEVICE) * 8  # the interpreter without a GPU, compiled with one
     bias[..., :3] = -1.0e30 * 1.4426950408889634
     cols = bias_columns(bias, 2, 3, 77, 128, qk_scale, dtype)
     hi, lo = _bias_split(bias.expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)

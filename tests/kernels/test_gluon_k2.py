@@ -21,8 +21,8 @@ from probe.kernels.blocks import dense_table, random_block_table, sink_local_tab
 from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible, k2_prep, k2_walk  # noqa: E402
 from probe.kernels.launch import _bias_args, column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
-from tests.kernels.helpers import build_for_sm90, rel_err  # noqa: E402
-from tests.kernels.test_gluon_k1 import ON_HOPPER, PTXAS, _ptxas  # noqa: E402
+from tests.kernels.helpers import build_for_sm90, builds_without_a_gpu, rel_err  # noqa: E402
+from tests.kernels.test_gluon_k1 import DEVICE, ON_HOPPER, _ptxas  # noqa: E402
 
 STAT_NAMES = ("received_sum", "received_max", "count", "block_sum", "block_max")
 
@@ -44,7 +44,7 @@ def _prep_reference(lse: torch.Tensor, block_q: int) -> tuple[torch.Tensor, torc
 def test_k2_prep_negates_the_lse_in_base_2_and_counts_seen_queries_per_tile():
     """Non-finite entries (NaN padding, -inf for queries that see nothing) and the pad past the
     last query become -inf and are not counted; a strided lse view is read correctly."""
-    lse = torch.randn(2, 3, 150) * 4
+    lse = torch.randn(2, 3, 150, device=DEVICE) * 4  # the interpreter without a GPU, compiled with one
     lse[0, 1, [3, 70]] = float("nan")
     lse[1, 2, 149] = float("-inf")
     lse[1, 0, 5] = float("inf")
@@ -71,7 +71,7 @@ def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int
         os.environ.pop("HEADSCOPE_K2_KEYS")
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason="Triton's ptxas is not shipped on this platform")
+@builds_without_a_gpu()
 @pytest.mark.parametrize("causal,bias,block_stats,keys,block_q", [
     (False, False, False, 64, 128), (True, True, True, 64, 128), (True, False, True, 64, 64),
     (False, False, False, 128, 128), (True, True, True, 128, 128)])

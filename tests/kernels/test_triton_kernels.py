@@ -12,7 +12,7 @@ from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import KeyScale, LayerEdit, SinkRule, StatRequest  # noqa: E402
 from probe.kernels.backend import Call, _run_kernels, route_for  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
-from probe.kernels.launch import ActScale, column_stats, dim_class, flash_forward  # noqa: E402
+from probe.kernels.launch import ActScale, column_stats, dim_class, flash_forward, head_dim_parts  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
 from probe.kernels.sparse import _sparse_gpu, block_sparse_attention  # noqa: E402
 from tests.kernels.helpers import lazy, left_padding, qkv, random_edit, rel_err  # noqa: E402
@@ -24,8 +24,8 @@ TOL = 1e-4 if DEVICE == "cpu" else 3e-3
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("head_dim", [16, 24, pytest.param(256, marks=pytest.mark.skipif(
-    DEVICE == "cuda", reason="float32 at 256 is refused on a GPU; test_head_dim_256_bf16_* covers it there"))])
+@pytest.mark.parametrize("head_dim", [16, 24, 80, 96, pytest.param(256, marks=pytest.mark.skipif(
+    DEVICE == "cuda", reason="float32 at 256 is refused on a GPU; test_head_dims_bf16_* covers it there"))])
 def test_k1_k2_against_materialised(causal, head_dim):
     batch, heads, kv_heads, n = 1, 3, 1, 77
     q, k, v = qkv(batch, heads, kv_heads, n, head_dim, device=DEVICE)
@@ -199,6 +199,15 @@ def test_routes():
         assert route_for(Call(*too_wide, mask, 0.25, None, StatRequest(entropy=True), None)).name == "reference"
 
 
+def test_head_dim_parts_split_only_where_it_saves_columns():
+    parts = {d: head_dim_parts(d) for d in (8, 16, 24, 48, 64, 72, 80, 96, 112, 128, 160, 192, 200, 256)}
+    assert parts == {8: (16, 0), 16: (16, 0), 24: (32, 0), 48: (32, 16), 64: (64, 0), 72: (64, 16), 80: (64, 16),
+                     96: (64, 32), 112: (128, 0), 128: (128, 0), 160: (128, 32), 192: (128, 64), 200: (256, 0),
+                     256: (256, 0)}
+    for d, (first, second) in parts.items():
+        assert first + second >= d and first & (first - 1) == 0 and second & (second - 1) == 0
+
+
 def test_head_dims_past_256_are_refused_with_the_limit_named():
     q, k, v = qkv(1, 2, 2, 8, 320, device=DEVICE)
     table = dense_table(8, causal=True, block_q=16, block_kv=16, device=DEVICE)
@@ -216,10 +225,12 @@ def test_head_dims_past_256_are_refused_with_the_limit_named():
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE != "cuda", reason="needs a GPU")
 @pytest.mark.parametrize("causal", [True, False])
-def test_head_dim_256_bf16_against_float32_reference(causal):
-    """Gemma-2/3's head dim at the tuned tiles (128-query blocks): bf16 output and every
-    statistic against the float32 materialised reference, odd length, GQA, key bias."""
-    batch, heads, kv_heads, n, d = 1, 4, 1, 1000, 256
+@pytest.mark.parametrize("d", [80, 96, 256])
+def test_head_dims_bf16_against_float32_reference(causal, d):
+    """Gemma-2/3's head dim 256, and 80 / 96 as two column parts through the tensor descriptors,
+    at the tuned tiles (128-query blocks): bf16 output and every statistic against the float32
+    materialised reference, odd length, GQA, key bias."""
+    batch, heads, kv_heads, n = 1, 4, 1, 1000
     q, k, v = (t.to(torch.bfloat16) for t in qkv(batch, heads, kv_heads, n, d, device=DEVICE))
     bias = torch.randn(batch, heads, n, device=DEVICE)
     table = dense_table(n, causal=causal, device=DEVICE)
@@ -260,11 +271,13 @@ def test_head_dim_256_backend_with_act_and_every_statistic_matches_reference():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_k1_k2_tensor_descriptor_path(monkeypatch, causal):
+@pytest.mark.parametrize("d", [24, 72])
+def test_k1_k2_tensor_descriptor_path(monkeypatch, causal, d):
     """The TMA (tensor-descriptor) loads, forced on (the interpreter runs them on CPU): ragged
-    length, padded head dim (24 -> 32), GQA, bias, entropy, distance and ACT together."""
+    length, padded head dim (24 -> 32) or two column parts with a padded second one
+    (72 -> 64 + 16), GQA, bias, entropy, distance and ACT together."""
     monkeypatch.setenv("HEADSCOPE_TMA", "1")
-    batch, heads, kv_heads, n, d = 1, 4, 2, 70, 24
+    batch, heads, kv_heads, n = 1, 4, 2, 70
     q, k, v = qkv(batch, heads, kv_heads, n, d, device=DEVICE)
     bias = torch.randn(batch, heads, n, device=DEVICE)
     table = dense_table(n, causal=causal, block_q=32, block_kv=32, device=DEVICE)

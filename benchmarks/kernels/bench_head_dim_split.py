@@ -1,0 +1,162 @@
+"""Head dims 80 and 96 as two column parts (64 + 16, 64 + 32) against padding them to 128.
+
+    PYTHONUNBUFFERED=1 timeout 500 python benchmarks/kernels/bench_head_dim_split.py [--sweep]
+
+Shapes: 16 query heads over 4 KV heads, bf16, 16k tokens (batch 1) and 4k (batch 4), causal and
+not. For each head dim: PyTorch's SDPA forward; the Triton K1 alone and the backend's
+all-statistics call (entropy, distance, attention received, 128-block sums and maxima), each
+with the parts of :func:`probe.kernels.launch.head_dim_parts` and with the head dim padded to
+128 in one part (the kernels before this change), as paired ratios (``bench_kernels.paired``:
+the two calls alternately, median of 40 per-pair ratios). TFLOP/s count the real head dim.
+First, bf16 outputs and every statistic of both variants against a float32 materialised
+reference (N = 1000 and 4097, GQA 4, causal and not). ``--sweep`` instead times tile configs
+(``HEADSCOPE_K1_CONFIG`` / ``HEADSCOPE_K2_CONFIG``) at 16k for both head dims. Nothing asserts a
+timing.
+Output: ``benchmarks/kernels/runs/head_dim_split.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import probe.kernels.launch as launch  # noqa: E402
+from benchmarks.kernels.bench_kernels import bench, flops, paired, rand, rel, sdpa  # noqa: E402
+from probe.attention.mask import LazyMask  # noqa: E402
+from probe.attention.spec import StatRequest  # noqa: E402
+from probe.kernels.backend import triton_attention  # noqa: E402
+from probe.kernels.blocks import dense_table  # noqa: E402
+from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
+
+H, KVH = 16, 4
+SHAPES = ((1, 16384), (4, 4096))
+WANT = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+STATS = ("lse", "entropy", "distance", "received_sum", "received_max", "block_sum", "block_max")
+
+
+@contextmanager
+def padded(active: bool = True):
+    """The kernels as they were: one part, padded to the next power of two."""
+    split = launch.head_dim_parts
+    if active:
+        launch.head_dim_parts = lambda d: (max(16, triton.next_power_of_2(d)), 0)
+    try:
+        yield
+    finally:
+        launch.head_dim_parts = split
+
+
+def check(d: int) -> None:
+    for n in (1000, 4097):
+        for causal in (False, True):
+            q, k, v = rand(1, H, n, d), rand(1, KVH, n, d), rand(1, KVH, n, d)
+            mask = LazyMask(1, n, n, device="cuda", causal=causal)
+            allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).cuda()
+            out, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
+            for name, use_padding in (("split", False), ("padded", True)):
+                with padded(use_padding):
+                    got = triton_attention(q, k, v, mask, want=WANT)
+                errs = " ".join(f"{s}={rel(got.stats[s], ref[s]):.1e}" for s in STATS)
+                print(f"check d={d} n={n} causal={causal} {name} output={rel(got.output, out):.1e} {errs}", flush=True)
+
+
+def timings(d: int) -> None:
+    for b, n in SHAPES:
+        q, k, v = rand(b, H, n, d), rand(b, KVH, n, d), rand(b, KVH, n, d)
+        ke, ve = k.repeat_interleave(H // KVH, 1), v.repeat_interleave(H // KVH, 1)  # SDPA's GQA, expanded untimed
+        for causal in (False, True):
+            table = dense_table(n, causal=causal, device="cuda")
+            mask = LazyMask(b, n, n, device="cuda", causal=causal)
+            k1 = lambda: launch.flash_forward(q, k, v, table, scaling=d**-0.5)  # noqa: E731
+            every = lambda: triton_attention(q, k, v, mask, want=WANT)  # noqa: E731
+            sdpa_ms = bench(lambda: sdpa(q, ke, ve, causal))
+            k1_ms, every_ms = bench(k1), bench(every)
+            with padded():
+                k1_pad_ms, every_pad_ms = bench(k1), bench(every)
+            k1_ratio = _paired_against_padded(k1)
+            every_ratio = _paired_against_padded(every)
+            work = flops(b, H, n, d, causal)
+            print(f"time d={d} b={b} n={n} causal={causal} sdpa_ms={sdpa_ms:.3f} "
+                  f"sdpa_tflops={work / sdpa_ms / 1e9:.0f} k1_ms={k1_ms:.3f} k1_tflops={work / k1_ms / 1e9:.0f} "
+                  f"k1_padded_ms={k1_pad_ms:.3f} paired_k1_split/padded={k1_ratio:.3f} k1/sdpa={k1_ms / sdpa_ms:.2f} "
+                  f"all_stats_ms={every_ms:.3f} all_stats_padded_ms={every_pad_ms:.3f} "
+                  f"paired_all_split/padded={every_ratio:.3f} all_stats/sdpa={every_ms / sdpa_ms:.2f}", flush=True)
+
+
+def _paired_against_padded(fn) -> float:
+    """time(split) / time(padded), paired; the padded call swaps the parts in and out around itself."""
+    def padded_call():
+        with padded():
+            fn()
+    return 1.0 / paired(fn, padded_call)
+
+
+K1_SWEEP = ("128,8,2", "128,8,3", "64,4,3", "64,8,3", "128,4,2")
+K2_SWEEP = ("0,4,3", "0,4,2", "0,8,2", "0,8,3")
+
+
+def sweep(d: int) -> None:
+    """Tile configs at 16k, batch 1: K1 alone and K2 with 128-block statistics (64-query tiles,
+    the backend's table for the Triton K2)."""
+    q, k, v = rand(1, H, 16384, d), rand(1, KVH, 16384, d), rand(1, KVH, 16384, d)
+    for causal in (False, True):
+        t1 = dense_table(16384, causal=causal, device="cuda")
+        t2 = dense_table(16384, causal=causal, block_q=64, block_kv=128, device="cuda")
+        lse = launch.flash_forward(q, k, v, t1, scaling=d**-0.5).lse
+        k1 = {c: _with_config("HEADSCOPE_K1_CONFIG", c, lambda: launch.flash_forward(q, k, v, t1, scaling=d**-0.5))
+              for c in K1_SWEEP}
+        k2 = {c: _with_config("HEADSCOPE_K2_CONFIG", c, lambda: launch.column_stats(
+            q, k, lse, t2, scaling=d**-0.5, block_stats=True)) for c in K2_SWEEP}
+        print(f"sweep d={d} causal={causal} k1_ms " + " ".join(f"{c}={ms}" for c, ms in k1.items())
+              + " k2_blocks_ms " + " ".join(f"{c}={ms}" for c, ms in k2.items()), flush=True)
+        k2_call = lambda: launch.column_stats(q, k, lse, t2, scaling=d**-0.5, block_stats=True)  # noqa: E731
+        stages = paired(_configured("HEADSCOPE_K2_CONFIG", "0,4,3", k2_call),
+                        _configured("HEADSCOPE_K2_CONFIG", "0,4,2", k2_call))
+        k1_call = lambda: launch.flash_forward(q, k, v, t1, scaling=d**-0.5)  # noqa: E731
+        warps = paired(_configured("HEADSCOPE_K1_CONFIG", "128,8,2", k1_call),
+                       _configured("HEADSCOPE_K1_CONFIG", "128,4,2", k1_call))
+        print(f"paired d={d} causal={causal} k2_0,4,2/0,4,3={stages:.3f} k1_128,4,2/128,8,2={warps:.3f}", flush=True)
+
+
+def _configured(var: str, value: str, fn):
+    def call():
+        os.environ[var] = value
+        try:
+            fn()
+        finally:
+            os.environ.pop(var)
+    return call
+
+
+def _with_config(var: str, value: str, fn) -> str:
+    os.environ[var] = value
+    try:
+        return f"{bench(fn):.3f}"
+    except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
+        return f"error:{type(err).__name__}"
+    finally:
+        os.environ.pop(var)
+
+
+def main() -> None:
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    if "--sweep" in sys.argv:
+        for d in (80, 96):
+            sweep(d)
+        return
+    for d in (80, 96):
+        print(f"parts d={d}: {launch.head_dim_parts(d)}", flush=True)
+        check(d)
+    for d in (80, 96):
+        timings(d)
+
+
+if __name__ == "__main__":
+    main()
