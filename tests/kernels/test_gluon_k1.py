@@ -298,7 +298,7 @@ def test_bias_split_carries_the_bias_to_its_low_part(dtype):
     from probe.kernels.gluon_launch import _bias_split, bias_as_the_product_adds_it
 
     qk_scale = 128**-0.5 * 1.4426950408889634
-    bias = torch.randn(3, 4, 257) * 8
+    bias = torch.randn(3, 4, 257, device=DEVICE) * 8  # bias_as_the_product_adds_it launches a Triton kernel
     bias[..., :5] = -1.0e30 * 1.4426950408889634  # the backend's padding, base 2
     hi, lo = _bias_split(bias, qk_scale, dtype)
     assert hi.dtype == lo.dtype == dtype and torch.isfinite(hi).all() and torch.isfinite(lo).all()
@@ -321,8 +321,10 @@ def test_bias_columns_kernel_writes_the_split_bit_for_bit(dtype):
     qk_scale = 128**-0.5 * 1.4426950408889634
     bias = torch.randn(2, 1, 77, device=DEVICE) * 8  # the interpreter without a GPU, compiled with one
     bias[..., :3] = -1.0e30 * 1.4426950408889634
-    cols = bias_columns(bias, 2, 3, 77, 128, qk_scale, dtype)
-    hi, lo = _bias_split(bias.expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)
+    cols = bias_columns(bias, 2, 3, 77, 128, qk_scale, dtype).cpu()
+    # The statement on the CPU: PyTorch's CUDA division by a Python scalar multiplies by its
+    # reciprocal (an ulp off at times); the kernel and the CPU divide correctly rounded.
+    hi, lo = _bias_split(bias.cpu().expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)
     assert cols.shape == (6, 128, 16) and cols.dtype == dtype
     assert torch.equal(cols[:, :77, 0], hi) and torch.equal(cols[:, :77, 1], lo)
     assert not cols[:, 77:].any() and not cols[:, :, 2:].any()
