@@ -96,8 +96,9 @@ K2_CONFIGS: dict[str, KernelConfig] = {  # the K2's tiles are the table's; best 
     "large": KernelConfig(block_n=0, num_warps=4, num_stages=2),  # H200, 16k: 0.92-0.97x the time of (8 warps, 1 stage)
 }
 # Head dims run as two column parts (head_dim_parts) where they differ. 96 = 64 + 32 with three
-# stages took 1.27x the time of two, non-causal at 16k with 64-query tiles (paired, lent H200; 80,
-# causal and 128-query tiles: within 1 %; benchmarks/kernels/runs/head_dim_split.txt).
+# stages took 1.27x the time of two, non-causal at 16k with 64-query tiles (paired, lent H200; 80
+# and causal: within 1 %; the all-statistics call, 128-query tiles, did not change measurably;
+# benchmarks/kernels/runs/head_dim_split.txt).
 K2_TWO_PART_CONFIGS: dict[str, KernelConfig] = {"mid": KernelConfig(block_n=0, num_warps=4, num_stages=2)}
 
 
