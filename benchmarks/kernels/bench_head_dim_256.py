@@ -13,7 +13,6 @@ timing. Output: ``benchmarks/kernels/runs/head_dim_256.txt``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import bench, flops, sdpa  # noqa: E402
+from benchmarks.kernels.bench_kernels import bench, flops, sdpa, timed  # noqa: E402
 from probe.attention.mask import LazyMask  # noqa: E402
 from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import StatRequest  # noqa: E402
@@ -33,16 +32,6 @@ DEV, BF16 = "cuda", torch.bfloat16
 B, H, KVH, N, D = 1, 8, 4, 16384, 256
 K1_CANDIDATES = ("64,8,2", "64,4,1", "64,8,1", "128,4,1", "128,8,1")
 K2_CANDIDATES = ("0,4,1", "0,8,1", "0,4,2", "0,8,2", "0,4,3")
-
-
-def timed(env: str, value: str, fn) -> str:
-    os.environ[env] = value
-    try:
-        return f"{bench(fn):.3f}"
-    except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
-        return f"error:{type(err).__name__}"
-    finally:
-        os.environ.pop(env)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ Output: ``benchmarks/kernels/runs/head_dim_split.txt``.
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import probe.kernels.launch as launch  # noqa: E402
-from benchmarks.kernels.bench_kernels import bench, flops, paired, rand, rel, sdpa  # noqa: E402
+from benchmarks.kernels.bench_kernels import bench, flops, paired, rand, rel, sdpa, timed, with_env  # noqa: E402
 from probe.attention.mask import LazyMask  # noqa: E402
 from probe.attention.spec import StatRequest  # noqa: E402
 from probe.kernels.backend import triton_attention  # noqa: E402
@@ -110,39 +109,17 @@ def sweep(d: int) -> None:
         t1 = dense_table(16384, causal=causal, device="cuda")
         t2 = dense_table(16384, causal=causal, block_q=64, block_kv=128, device="cuda")
         lse = launch.flash_forward(q, k, v, t1, scaling=d**-0.5).lse
-        k1 = {c: _with_config("HEADSCOPE_K1_CONFIG", c, lambda: launch.flash_forward(q, k, v, t1, scaling=d**-0.5))
-              for c in K1_SWEEP}
-        k2 = {c: _with_config("HEADSCOPE_K2_CONFIG", c, lambda: launch.column_stats(
-            q, k, lse, t2, scaling=d**-0.5, block_stats=True)) for c in K2_SWEEP}
+        k1_call = lambda: launch.flash_forward(q, k, v, t1, scaling=d**-0.5)  # noqa: E731
+        k2_call = lambda: launch.column_stats(q, k, lse, t2, scaling=d**-0.5, block_stats=True)  # noqa: E731
+        k1 = {c: timed("HEADSCOPE_K1_CONFIG", c, k1_call) for c in K1_SWEEP}
+        k2 = {c: timed("HEADSCOPE_K2_CONFIG", c, k2_call) for c in K2_SWEEP}
         print(f"sweep d={d} causal={causal} k1_ms " + " ".join(f"{c}={ms}" for c, ms in k1.items())
               + " k2_blocks_ms " + " ".join(f"{c}={ms}" for c, ms in k2.items()), flush=True)
-        k2_call = lambda: launch.column_stats(q, k, lse, t2, scaling=d**-0.5, block_stats=True)  # noqa: E731
-        stages = paired(_configured("HEADSCOPE_K2_CONFIG", "0,4,3", k2_call),
-                        _configured("HEADSCOPE_K2_CONFIG", "0,4,2", k2_call))
-        k1_call = lambda: launch.flash_forward(q, k, v, t1, scaling=d**-0.5)  # noqa: E731
-        warps = paired(_configured("HEADSCOPE_K1_CONFIG", "128,8,2", k1_call),
-                       _configured("HEADSCOPE_K1_CONFIG", "128,4,2", k1_call))
+        stages = paired(lambda: with_env("HEADSCOPE_K2_CONFIG", "0,4,3", k2_call),
+                        lambda: with_env("HEADSCOPE_K2_CONFIG", "0,4,2", k2_call))
+        warps = paired(lambda: with_env("HEADSCOPE_K1_CONFIG", "128,8,2", k1_call),
+                       lambda: with_env("HEADSCOPE_K1_CONFIG", "128,4,2", k1_call))
         print(f"paired d={d} causal={causal} k2_0,4,2/0,4,3={stages:.3f} k1_128,4,2/128,8,2={warps:.3f}", flush=True)
-
-
-def _configured(var: str, value: str, fn):
-    def call():
-        os.environ[var] = value
-        try:
-            fn()
-        finally:
-            os.environ.pop(var)
-    return call
-
-
-def _with_config(var: str, value: str, fn) -> str:
-    os.environ[var] = value
-    try:
-        return f"{bench(fn):.3f}"
-    except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
-        return f"error:{type(err).__name__}"
-    finally:
-        os.environ.pop(var)
 
 
 def main() -> None:

@@ -343,6 +343,15 @@ def with_env(var: str, value: str, fn):
         os.environ.pop(var)
 
 
+def timed(var: str, value: str, fn) -> str:
+    """Median time of ``fn`` (ms, 3 decimals) with ``var=value`` set around it, or the error's
+    name: a config that does not fit (shared memory, registers) is a result of a sweep."""
+    try:
+        return f"{with_env(var, value, lambda: bench(fn)):.3f}"
+    except Exception as err:  # noqa: BLE001
+        return f"error:{type(err).__name__}"
+
+
 def _single_partition(fn):
     """Run ``fn`` with the single-partition Gluon K1 (the warp-specialised one turned off)."""
     return with_env("HEADSCOPE_GLUON_WS", "0", fn)
