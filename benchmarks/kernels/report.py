@@ -14,14 +14,15 @@ K1_GOAL = 0.85  # K1 (+LSE) throughput / SDPA-cuDNN, N >= 4k, causal and not
 STATS_GOAL = 1.6  # K1 + K2 with all statistics / plain SDPA forward
 EDIT_GOAL = 1.10  # edited / unedited K1
 
-# Previous full run (2026-11-22, lent nvidia-h100-x1): distance's sum p*c on the FMA pipe; otherwise this code.
+# Previous full run (2026-11-22, lent nvidia-h100-x1, before head dims 80/96 ran as two parts;
+# the hd128 kernels were the same code).
 BEFORE = {
-    "k1_over_cudnn": "0.93 / 0.96 / 1.06 / 1.07 / 0.98 / 1.04 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
-    "all_stats_over_sdpa": "1.66–1.77 at 16k–32k; 4k 1.77 nc, 3.08 c (host-bound)",
-    "k2_over_k1": "0.59–0.93 (+blocks 0.60–1.36), Gluon K2",
-    "ent": "1.08–1.24",
-    "bias": "paired: bias+scale 1.025 (causal) / 1.028 (non-causal); ACT 1.057 / 1.030",
-    "sparse": "101.3 % / 98.5 % / 88.3 % at 50 / 20 / 10 %; window 90.1 %",
+    "k1_over_cudnn": "0.94 / 0.94 / 1.04 / 1.07 / 1.03 / 1.06 (4k nc / 4k c / 16k nc / 16k c / 32k nc / 32k c)",
+    "all_stats_over_sdpa": "1.65–1.75 at 16k–32k; 4k 1.76 nc, 1.84 c",
+    "k2_over_k1": "0.60–0.77 (+blocks 0.63–0.80), Gluon K2",
+    "ent": "1.03–1.18",
+    "bias": "paired: bias+scale 1.022 (causal) / 1.028 (non-causal); ACT 1.056 / 1.029",
+    "sparse": "101.9 % / 91.7 % / 88.7 % at 50 / 20 / 10 %; window 85.4 %",
 }
 
 
@@ -180,7 +181,11 @@ def _raw(results: list[dict]) -> list[str]:
     return out + ["```", ""]
 
 
-NOTES = """## Since this run (not in the figures above)
+NOTES = """## Measured apart from this run (not in the tables above)
+* **How this run was made**: two calls on the lent H100, the same day and the same library code
+  (commits a28c2ba and 27affef differ in benchmarks and notes only): env, check, dense, sparse
+  and edits in the first; the e2e section in a second, after the first call's 330 s limit cut it
+  (the 48-case check took 151 s this time against 100 s).
 * **Head dims 80 and 96 (Phi-2, StableLM, Phi-3) as two column parts** on the Triton K1 and K2,
   instead of padded to 128 (`probe.kernels.launch.head_dim_parts`: 80 = 64 + 16, 96 = 64 + 32;
   each product is two dots into one S, O keeps one accumulator per part; other head dims split
@@ -194,13 +199,6 @@ NOTES = """## Since this run (not in the figures above)
   (non-causal, 64-query tiles, paired, H200), so two-part head dims take (4 warps, 2 stages)
   (`K2_TWO_PART_CONFIGS`). Tests: the interpreter at 80 and 96 (pointer loads) and 72 = 64 + 16
   (tensor descriptors, a padded second part); bf16 on the GPU against float32 at 80 and 96.
-* **A rerun on the lent H100 at this version** (sections check, dense, sparse, edits; the e2e
-  section was cut by the 330 s limit set for the call; records in
-  `benchmarks/kernels/runs/h100_rerun_two_part.jsonl`): the 48 correctness cases pass (hd80 now
-  through the two parts; worst output 2.3e-3, statistics ≤ 7.4e-7); K1 0.94–1.08× cuDNN's
-  throughput; the all-statistics call 1.62–1.78× SDPA at 16k–32k, 1.72× at 4k non-causal and
-  2.59× at 4k causal (host-bound; the kernels alone 1.90×), so still above 1.6; block-sparse 97.1 %
-  / 90.7 % of ideal at 20 % / 10 % kept; edits paired 1.022–1.057×.
 * **Head dim 256 (Gemma-2/3) runs on the Triton K1 and K2** (it went to the chunked reference):
   tiles per head-dim range (`probe.kernels.launch.dim_class`); at 256 only one K1 stage fits in
   shared memory (two asked for 320 KB), so K1 takes 128-key steps, 8 warps, 1 stage, and K2
@@ -228,6 +226,8 @@ NOTES = """## Since this run (not in the figures above)
   5ddd2ac). A shorter reduction per warpgroup did not make the loop faster.
 
 ## What changed in the version measured above, and why
+* **Head dims 80/96 as two column parts** (above): the check's hd80 cases ran through them;
+  the hd128 timings above are the same kernels as the previous full run's.
 * **The mean distance's within-step sum on the tensor cores** (`probe/kernels/gluon_k1_ws.py`):
   `sum p c` (`c` the column inside a 128-key step) is one more small product per step, P times
   a `[128, 8]` tile whose first column is `c` (m64n8k16, issued just before P.V so that waiting
@@ -321,16 +321,17 @@ NOTES = """## Since this run (not in the figures above)
   K1's time.
 
 ## Not done
-* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.65–1.75× at 16k–32k in this run (1.66–1.77× in
-  the one before), 1.76× / 1.84× at 4k. K2 runs at 0.60–0.77× K1 (target 0.55×) and entropy +
-  distance at 1.03–1.18×; the package needs both. The K2 loop spends, per logit, an FMA, an
+* K1 + K2 with every statistic ≤ 1.6× SDPA: 1.62–1.78× at 16k–32k in this run (1.65–1.75× in
+  the one before), 1.72× at 4k non-causal and 2.59× at 4k causal (host-bound: the kernels alone
+  sum to 1.90×). K2 runs at 0.57–0.77× K1 (+blocks 0.61–0.83×; target 0.55×) and entropy +
+  distance at 1.02–1.13×; the package needs both. The K2 loop spends, per logit, an FMA, an
   exponential, an add and a max (plus block partials) on half the products of K1; at hd128 its
   exponentials alone need as many cycles as its products, so it cannot go below ~0.5× K1 without
   fewer exponentials. Moving some to the FMA pipe, overlapping a warpgroup's own products with
   its reductions, and four warpgroups of 64 keys did not bring it down (above). At 4k the calls
-  are host-bound (causal went from 1.84× here to 3.08× in an earlier run with the host's speed);
-  the kernels alone sum to ~1.8× there.
-* Entropy + distance ≤ 1.10×: 1.03–1.18× in this run (1.05–1.24× across earlier runs).
+  are host-bound (causal 1.84× in the previous run, 2.59× in this one and 3.08× in an earlier
+  one, with the host's speed); the kernels alone sum to ~1.8–1.9× there.
+* Entropy + distance ≤ 1.10×: 1.02–1.13× in this run (1.03–1.24× across earlier runs).
 * Not tried, on purpose: the row sum `l` from the same small product (a row of ones beside the
   column index) would take another add per logit out of every K1 step, but `l` would then sum
   the bf16-rounded P, moving the log-sum-exp that K2 divides by by up to 2^-8 relative: every
