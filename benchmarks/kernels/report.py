@@ -67,7 +67,8 @@ def _correctness(results: list[dict]) -> list[str]:
     for r in _rows(results, "check"):
         worst = ", ".join(f"{k[6:]} {v:.1e}" for k, v in r.items() if k.startswith("worst_"))
         out.append(f"{r['cases']} cases (N ∈ {{1000, 4097}} × hd {{64, 80, 128}} × GQA {{1, 3, 4, 8}} × causal/not, "
-                   f"`triton` backend, all statistics, 128-blocks at hd128 (the Gluon K2 on Hopper), 64-blocks "
+                   f"`triton` backend, all statistics, 128-blocks at hd{r.get('blocks_128_at', '128')} (the Gluon K2 "
+                   f"on Hopper), 64-blocks "
                    f"otherwise). Worst relative errors: {worst} "
                    "(limits: output 1e-2, statistics 1e-3).")
     for name in ("check-edits", "check-sparse"):
@@ -186,6 +187,17 @@ NOTES = """## Measured apart from this run (not in the tables above)
   (commits a28c2ba and 27affef differ in benchmarks and notes only): env, check, dense, sparse
   and edits in the first; the e2e section in a second, after the first call's 330 s limit cut it
   (the 48-case check took 151 s this time against 100 s).
+* **Head dim 64 (SmolLM2, GPT-2, Pythia) on the Gluon kernels** (it ran on the Triton ones):
+  paired on the lent H100 (32 query / 8 KV heads, bf16, 4k x 4 and 16k;
+  `benchmarks/kernels/bench_head_dim_64.py`, `benchmarks/kernels/runs/head_dim_64.txt`), the
+  warp-specialised Gluon K1 takes 0.92–0.98× the Triton K1's time plain and 0.71–0.76× with
+  entropy + distance (row statistics cost it 1.15–1.18×, the Triton K1 1.45–1.61×); the Gluon
+  K2 0.75–0.87× the Triton K2's (block statistics on). Outputs and statistics against float32:
+  output 2.0–2.3e-3, lse ≤ 6.1e-8, entropy ≤ 3.0e-7, distance ≤ 2.8e-5 (the tensor-core sum),
+  per-key statistics ≤ 6.7e-7. After both were dispatched at 64, the 48-case check (hd64 now
+  through both Gluon kernels, 128-blocks) passed with the same worst errors as above, and
+  `tests/kernels` passed on the H100 (114 passed, 17 skipped; new GPU tests at 64: K1 against
+  float32 with bias, both memory layouts, and ACT with strong sinks; K2 against float32).
 * **Head dims 80 and 96 (Phi-2, StableLM, Phi-3) as two column parts** on the Triton K1 and K2,
   instead of padded to 128 (`probe.kernels.launch.head_dim_parts`: 80 = 64 + 16, 96 = 64 + 32;
   each product is two dots into one S, O keeps one accumulator per part; other head dims split
@@ -337,7 +349,7 @@ NOTES = """## Measured apart from this run (not in the tables above)
   the bf16-rounded P, moving the log-sum-exp that K2 divides by by up to 2^-8 relative: every
   per-key statistic would inherit that error.
 * Head dims 80/96 run on the Triton kernels (two column parts, see above) at 1.01–1.23× SDPA's
-  time (H100), not on the Gluon ones; head dim 256 runs on the Triton K1 at 0.66–0.82× SDPA's
+  time (H100), not on the Gluon ones (64 and 128 do); head dim 256 runs on the Triton K1 at 0.66–0.82× SDPA's
   throughput (H100), not on the Gluon kernels.
 """
 

@@ -20,7 +20,7 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        edited attention's), then K2 for attention received and block statistics (with ACT,
        of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a
        :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received mean) to detect the sinks.
-       On Hopper at head dim 128, K1 and K2 are the warp-specialised Gluon kernels
+       On Hopper at head dims 64 and 128, K1 and K2 are the warp-specialised Gluon kernels
        (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`); otherwise the
        Triton kernels (:func:`probe.kernels.launch.flash_forward` and
        :func:`~probe.kernels.launch.column_stats` decide).

@@ -19,7 +19,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, rule_kinds, rule_table
-from probe.kernels.gluon_launch import GLUON_HEAD_DIMS, WS_ROWS, _descriptor, _row_view, _views_fit, shared_layout
+from probe.kernels.gluon_launch import WS_ROWS, _descriptor, _row_view, _views_fit, shared_layout
+
+# Dispatched head dims. At 64 (SmolLM2, GPT-2, Pythia) the Gluon K2 took 0.75-0.87x the Triton
+# K2's time and the all-statistics call 0.89-0.96x, paired, on the lent H100 (4k x 4 and 16k,
+# 32 query / 8 KV heads; benchmarks/kernels/runs/k2_head_dim_64.txt).
+GLUON_K2_HEAD_DIMS = (64, 128)
 
 
 def gluon_k2_eligible(query: Tensor, key: Tensor, table: BlockTable) -> bool:
@@ -35,7 +40,7 @@ def gluon_k2_operands(query: Tensor, key: Tensor) -> bool:
     if torch.cuda.get_device_capability(query.device)[0] != 9:
         return False
     return (query.dtype in (torch.bfloat16, torch.float16) and key.dtype == query.dtype
-            and query.shape[-1] in GLUON_HEAD_DIMS and _views_fit(query, key, key))
+            and query.shape[-1] in GLUON_K2_HEAD_DIMS and _views_fit(query, key, key))
 
 
 def k2_stages() -> int:

@@ -2,7 +2,7 @@
 eligibility, descriptors, launch.
 
 :func:`gluon_eligible` says whether a call can take the Hopper kernels (CUDA sm_90, bf16/fp16,
-head dim 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
+head dim 64 or 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
 :func:`probe.kernels.launch.flash_forward`, which dispatches to it. It runs the
 warp-specialised kernel (:mod:`probe.kernels.gluon_k1_ws`); ``HEADSCOPE_GLUON_WS=0`` runs the
 single-partition one (:mod:`probe.kernels.gluon_k1`) instead, and ``HEADSCOPE_GLUON=0`` turns
@@ -30,7 +30,10 @@ from torch import Tensor
 
 from probe.kernels.blocks import BlockTable
 
-GLUON_HEAD_DIMS = (128,)  # dispatched; the kernel itself also takes 64
+# Dispatched head dims. At 64 (SmolLM2, GPT-2, Pythia) the warp-specialised K1 took 0.92-0.98x the
+# Triton K1's time plain and 0.71-0.76x with entropy + distance, paired, on the lent H100 (4k x 4
+# and 16k, 32 query / 8 KV heads; benchmarks/kernels/runs/head_dim_64.txt).
+GLUON_HEAD_DIMS = (64, 128)
 BLOCK_M = 128
 WS_ROWS = 64  # query rows per consumer warpgroup of the warp-specialised kernel
 

@@ -209,7 +209,7 @@ def flash_forward(
 ) -> K1Result:
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
-    On Hopper, eligible calls (bf16/fp16, head dim 128, 128x128 tiles, no explicit ``config``)
+    On Hopper, eligible calls (bf16/fp16, head dim 64 or 128, 128x128 tiles, no explicit ``config``)
     run the warp-specialised Gluon kernel of :mod:`probe.kernels.gluon_k1_ws`; the rest run the
     Triton kernel of
     :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
@@ -300,7 +300,7 @@ def column_stats(
 
     Returns ``received_sum``, ``received_max``, ``count`` (queries that see each key,
     ``[batch, head, key]``) and, with ``block_stats``, ``block_sum`` / ``block_max`` over the
-    table's ``block_q x block_kv`` tiles. On Hopper, eligible calls (bf16/fp16, head dim 128,
+    table's ``block_q x block_kv`` tiles. On Hopper, eligible calls (bf16/fp16, head dim 64 or 128,
     128-key blocks, no explicit ``config``) run the warp-specialised Gluon K2 of
     :mod:`probe.kernels.gluon_k2_ws`; the rest run the Triton kernel.
     """

@@ -99,12 +99,13 @@ def test_kernel_builds_for_sm90_without_spills(tmp_path, entropy, causal, bias, 
 
 
 @builds_without_a_gpu()
-@pytest.mark.parametrize("entropy,causal,bias", [(False, False, False), (False, True, True), (True, True, True)])
-def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias):
+@pytest.mark.parametrize("entropy,causal,bias,d", [(False, False, False, 128), (False, True, True, 128),
+                                                   (True, True, True, 128), (True, True, True, 64)])
+def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias, d):
     """Producer warp + two consumer warpgroups: registers moved between partitions, stage releases
     scoped to one warpgroup (a 128-thread named barrier, not the CTA's), the key bias added by the
     tensor cores (its tile brought by TMA with K), no spills."""
-    ptx = _sm90_ptx(entropy, causal, bias, 128, ws=True)
+    ptx = _sm90_ptx(entropy, causal, bias, d, ws=True)
     assert re.search(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+24;", ptx)  # the producer warp gives registers up
     assert re.search(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+\d+;", ptx)
     assert "wgmma.wait_group.sync.aligned 1" in ptx
@@ -116,7 +117,7 @@ def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias
     # 2 consumers x (2 S sites x (8 + bias) + 2 P.V sites x 8) products, no add per logit; with
     # the distance, 2 consumers x 2 sites x 8 products of P by the column-index tile (n = 8).
     distance = 2 * 2 * (128 // 16) if entropy else 0
-    assert ptx.count("wgmma.mma_async") == 2 * (2 * (128 // 16 + bias) + 2 * (128 // 16)) + distance
+    assert ptx.count("wgmma.mma_async") == 2 * (2 * (d // 16 + bias) + 2 * (128 // 16)) + distance
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n8k16") == distance
 
 
@@ -125,9 +126,10 @@ def test_warp_specialised_kernel_builds_for_sm90(tmp_path, entropy, causal, bias
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("memory", ["bhnd", "bnhd"])
 @pytest.mark.parametrize("in_product", ["0", "1"])
-def test_gluon_matches_materialised_on_gpu(causal, memory, in_product, monkeypatch):
+@pytest.mark.parametrize("d", [64, 128])
+def test_gluon_matches_materialised_on_gpu(causal, memory, in_product, d, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_BIAS_IN_PRODUCT", in_product)
-    n, heads, kv_heads, d = 1000, 8, 2, 128
+    n, heads, kv_heads = 1000, 8, 2
     make = ((lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)) if memory == "bhnd" else
             (lambda h: torch.randn(1, n, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)))
     q, k, v = make(heads), make(kv_heads), make(kv_heads)
@@ -213,12 +215,12 @@ def test_gluon_equals_triton_on_a_sliding_window(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("kernel", ["gluon", "triton"])
-def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, monkeypatch):
+@pytest.mark.parametrize("kernel,d", [("gluon", 128), ("triton", 128), ("gluon", 64)])
+def test_act_with_strong_sinks_matches_materialised_on_gpu(causal, kernel, d, monkeypatch):
     """bf16, sinks holding most of the attention: ACT after each K1, against float32."""
     from probe.kernels.launch import ActScale, flash_forward
 
-    n, heads, kv_heads, d = 1000, 8, 2, 128
+    n, heads, kv_heads = 1000, 8, 2
     q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")

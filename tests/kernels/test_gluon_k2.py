@@ -56,9 +56,9 @@ def test_k2_prep_negates_the_lse_in_base_2_and_counts_seen_queries_per_tile():
     assert torch.equal(seen, expect_seen)
 
 
-def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int = 128) -> str:
+def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int = 128, head_dim: int = 128) -> str:
     n = 1024
-    q = torch.empty(1, 2, n, 128, dtype=torch.bfloat16)
+    q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=block_q, block_kv=128)
     bias_t, strides = _bias_args(torch.zeros(1, 2, n) if bias else None, 1, 2, n, "cpu")
     cols = tuple(torch.empty(1, 2, n) for _ in range(3))
@@ -72,21 +72,22 @@ def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int
 
 
 @builds_without_a_gpu()
-@pytest.mark.parametrize("causal,bias,block_stats,keys,block_q", [
-    (False, False, False, 64, 128), (True, True, True, 64, 128), (True, False, True, 64, 64),
-    (False, False, False, 128, 128), (True, True, True, 128, 128)])
-def test_k2_builds_for_sm90(tmp_path, causal, bias, block_stats, keys, block_q):
+@pytest.mark.parametrize("causal,bias,block_stats,keys,block_q,head_dim", [
+    (False, False, False, 64, 128, 128), (True, True, True, 64, 128, 128), (True, False, True, 64, 64, 128),
+    (False, False, False, 128, 128, 128), (True, True, True, 128, 128, 128), (True, True, True, 128, 128, 64),
+    (True, True, True, 64, 128, 64)])
+def test_k2_builds_for_sm90(tmp_path, causal, bias, block_stats, keys, block_q, head_dim):
     """A producer warp with its registers given up, one product per step of KEYS x BLOCK_Q per
     consumer, stage releases scoped to a warpgroup, block partials without barriers between
     warps; no spills with 64 keys per consumer, a few words with 128 (128 accumulator registers)."""
-    ptx = _k2_ptx(causal, bias, block_stats, keys, block_q)
+    ptx = _k2_ptx(causal, bias, block_stats, keys, block_q, head_dim)
     assert "cp.async.bulk.tensor" in ptx
     assert re.search(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+24;", ptx)
     # Two issue sites per consumer (first tile, loop), (keys / 64) x (128 / 16) instructions each.
     products = ptx.count(f"wgmma.mma_async.sync.aligned.m64n{block_q}k16")
-    assert products == 2 * 2 * (keys // 64) * (128 // 16), products
+    assert products == 2 * 2 * (keys // 64) * (head_dim // 16), products
     assert re.search(r"bar\.sync\s+\d+, 128;(?:\n[^\n]*){0,3}\n\s*@%p\d+ mbarrier\.arrive", ptx)
-    without_blocks = _k2_ptx(causal, bias, False, keys, block_q)
+    without_blocks = _k2_ptx(causal, bias, False, keys, block_q, head_dim)
     assert len(re.findall(r"bar\.sync", ptx)) == len(re.findall(r"bar\.sync", without_blocks))  # partials: no barriers
     spills = int(re.search(r"(\d+) bytes spill stores", _ptxas(tmp_path, ptx)).group(1))
     assert spills == 0 if keys == 64 else spills <= 64
@@ -103,8 +104,7 @@ def test_k2_walks_rule_tables_wide_and_sparse_tables_as_given():
     assert k2_walk(sparse) == (sparse, 64)
 
 
-def _inputs(n: int, heads: int, kv_heads: int, causal: bool, bias: bool):
-    d = 128
+def _inputs(n: int, heads: int, kv_heads: int, causal: bool, bias: bool, d: int = 128):
     q = torch.randn(1, heads, n, d, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, kv_heads, n, d, device="cuda", dtype=torch.bfloat16)
     key_bias = None
@@ -117,16 +117,17 @@ def _inputs(n: int, heads: int, kv_heads: int, causal: bool, bias: bool):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_HOPPER, reason="needs a Hopper GPU")
 @pytest.mark.parametrize("keys", ["64", "128"])
-@pytest.mark.parametrize("n,group,causal,bias", [(1000, 4, False, True), (4097, 1, True, False),
-                                                  (1000, 8, True, True), (4097, 3, False, False)])
-def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, keys, monkeypatch):
+@pytest.mark.parametrize("n,group,causal,bias,d", [(1000, 4, False, True, 128), (4097, 1, True, False, 128),
+                                                    (1000, 8, True, True, 128), (4097, 3, False, False, 128),
+                                                    (4097, 3, True, True, 64), (1000, 1, False, False, 64)])
+def test_gluon_k2_matches_materialised_on_gpu(n, group, causal, bias, d, keys, monkeypatch):
     monkeypatch.setenv("HEADSCOPE_K2_KEYS", keys)
     heads = 2 * group if group > 1 else 2
-    q, k, key_bias = _inputs(n, heads, heads // group, causal, bias)
+    q, k, key_bias = _inputs(n, heads, heads // group, causal, bias, d)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128, device="cuda")
     assert gluon_k2_eligible(q, k, table)
-    lse = flash_forward(q, k, k, table, scaling=128**-0.5, key_bias=key_bias).lse
-    cols = column_stats(q, k, lse, table, scaling=128**-0.5, key_bias=key_bias, block_stats=True)
+    lse = flash_forward(q, k, k, table, scaling=d**-0.5, key_bias=key_bias).lse
+    cols = column_stats(q, k, lse, table, scaling=d**-0.5, key_bias=key_bias, block_stats=True)
     _, ref = materialised_attention(q, k, k, table.allowed_rows(0, n, heads), key_bias=key_bias, block_size=128,
                                     dtype=torch.float32)
     for name in STAT_NAMES:

@@ -1,0 +1,116 @@
+"""The Gluon kernels at head dim 64 (SmolLM2, GPT-2, Pythia) against the Triton ones.
+
+    PYTHONUNBUFFERED=1 timeout 400 python benchmarks/kernels/bench_head_dim_64.py [k2] [k1]
+
+Shapes: 32 query / 8 KV heads, head dim 64, bf16; 16k (batch 1) and 4k (batch 4), causal and
+not. ``k2``: every statistic of the backend call (Gluon K2) against a float32 materialised
+reference (N = 1000 and 4097); then K1, the K2 with 128-block statistics on each kernel
+(``HEADSCOPE_GLUON_K2=0`` for the Triton one; paired: the two alternately, median of 40
+per-pair ratios), the all-statistics backend call each way, and SDPA. ``k1``: the
+warp-specialised Gluon K1 (called directly; it is dispatched at 128 only) against the Triton K1,
+plain and with entropy + distance, the same way, after its outputs against the reference.
+Nothing asserts a timing. Output: ``benchmarks/kernels/runs/head_dim_64.txt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.kernels.bench_kernels import bench, paired, rand, rel, sdpa, with_env  # noqa: E402
+from probe.attention.mask import LazyMask  # noqa: E402
+from probe.attention.spec import StatRequest  # noqa: E402
+from probe.kernels.backend import triton_attention  # noqa: E402
+from probe.kernels.blocks import dense_table  # noqa: E402
+from probe.kernels.gluon_launch import flash_forward_gluon  # noqa: E402
+from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
+from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
+
+H, KVH, D = 32, 8, 64
+WANT = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+STATS = ("received_sum", "received_max", "received_mean", "block_sum", "block_max")
+
+
+def triton_k2(fn):
+    return lambda: with_env("HEADSCOPE_GLUON_K2", "0", fn)
+
+
+def check() -> None:
+    for n in (1000, 4097):
+        for causal in (False, True):
+            q, k, v = rand(1, H, n, D), rand(1, KVH, n, D), rand(1, KVH, n, D)
+            allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).cuda()
+            _, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
+            got = triton_attention(q, k, v, LazyMask(1, n, n, device="cuda", causal=causal), want=WANT)
+            errs = " ".join(f"{s}={rel(got.stats[s], ref[s]):.1e}" for s in STATS)
+            print(f"check n={n} causal={causal} gluon_k2 {errs}", flush=True)
+
+
+def timings() -> None:
+    for b, n in ((1, 16384), (4, 4096)):
+        q, k, v = rand(b, H, n, D), rand(b, KVH, n, D), rand(b, KVH, n, D)
+        ke, ve = k.repeat_interleave(H // KVH, 1), v.repeat_interleave(H // KVH, 1)  # SDPA's GQA, expanded untimed
+        for causal in (False, True):
+            table = dense_table(n, causal=causal, device="cuda")
+            lse = flash_forward(q, k, v, table, scaling=D**-0.5).lse
+            k2 = lambda: column_stats(q, k, lse, table, scaling=D**-0.5, block_stats=True)  # noqa: E731
+            every = lambda: triton_attention(q, k, v, LazyMask(b, n, n, device="cuda", causal=causal),  # noqa: E731
+                                             want=WANT)
+            sdpa_ms = bench(lambda: sdpa(q, ke, ve, causal))
+            k1_ms = bench(lambda: flash_forward(q, k, v, table, scaling=D**-0.5))
+            g_ms, t_ms = bench(k2), bench(triton_k2(k2))
+            all_g, all_t = bench(every), bench(triton_k2(every))
+            k2_ratio = paired(triton_k2(k2), k2)
+            all_ratio = paired(triton_k2(every), every)
+            print(f"time b={b} n={n} causal={causal} sdpa_ms={sdpa_ms:.3f} k1_ms={k1_ms:.3f} "
+                  f"k2_blocks_gluon_ms={g_ms:.3f} k2_blocks_triton_ms={t_ms:.3f} paired_k2_gluon/triton={k2_ratio:.3f} "
+                  f"k2_gluon/k1={g_ms / k1_ms:.2f} k2_triton/k1={t_ms / k1_ms:.2f} all_stats_gluon_ms={all_g:.3f} "
+                  f"all_stats_triton_ms={all_t:.3f} paired_all_gluon/triton={all_ratio:.3f} "
+                  f"all_gluon/sdpa={all_g / sdpa_ms:.2f} all_triton/sdpa={all_t / sdpa_ms:.2f}", flush=True)
+
+
+def check_k1() -> None:
+    for n in (1000, 4097):
+        for causal in (False, True):
+            q, k, v = rand(1, H, n, D), rand(1, KVH, n, D), rand(1, KVH, n, D)
+            allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).cuda()
+            out, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
+            got = flash_forward_gluon(q, k, v, dense_table(n, causal=causal, device="cuda"), scaling=D**-0.5,
+                                      entropy=True, distance=True)
+            print(f"check_k1 n={n} causal={causal} gluon_ws output={rel(got.output, out):.1e} "
+                  f"lse={rel(got.lse, ref['lse']):.1e} entropy={rel(got.entropy, ref['entropy']):.1e} "
+                  f"distance={rel(got.distance, ref['distance']):.1e}", flush=True)
+
+
+def timings_k1() -> None:
+    for b, n in ((1, 16384), (4, 4096)):
+        q, k, v = rand(b, H, n, D), rand(b, KVH, n, D), rand(b, KVH, n, D)
+        for causal in (False, True):
+            table = dense_table(n, causal=causal, device="cuda")
+            for stats in (False, True):
+                kw = dict(scaling=D**-0.5, entropy=stats, distance=stats)
+                tri = lambda: flash_forward(q, k, v, table, **kw)  # noqa: E731
+                glu = lambda: flash_forward_gluon(q, k, v, table, **kw)  # noqa: E731
+                t_ms, g_ms = bench(tri), bench(glu)
+                print(f"time_k1 b={b} n={n} causal={causal} ent_dist={stats} triton_ms={t_ms:.3f} gluon_ms={g_ms:.3f} "
+                      f"paired_gluon/triton={paired(tri, glu):.3f}", flush=True)
+
+
+def main() -> None:
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    parts = sys.argv[1:] or ["k2", "k1"]
+    if "k2" in parts:
+        check()
+        timings()
+    if "k1" in parts:
+        check_k1()
+        timings_k1()
+
+
+if __name__ == "__main__":
+    main()
