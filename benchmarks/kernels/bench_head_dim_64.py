@@ -3,12 +3,12 @@
     PYTHONUNBUFFERED=1 timeout 400 python benchmarks/kernels/bench_head_dim_64.py [k2] [k1]
 
 Shapes: 32 query / 8 KV heads, head dim 64, bf16; 16k (batch 1) and 4k (batch 4), causal and
-not. ``k2``: every statistic of the backend call (Gluon K2) against a float32 materialised
-reference (N = 1000 and 4097); then K1, the K2 with 128-block statistics on each kernel
-(``HEADSCOPE_GLUON_K2=0`` for the Triton one; paired: the two alternately, median of 40
-per-pair ratios), the all-statistics backend call each way, and SDPA. ``k1``: the
-warp-specialised Gluon K1 (called directly; it is dispatched at 128 only) against the Triton K1,
-plain and with entropy + distance, the same way, after its outputs against the reference.
+not. First the output and every statistic of the backend call (the Gluon K1 and K2) against a
+float32 materialised reference (N = 1000 and 4097). ``k2``: K1, the K2 with 128-block
+statistics on each kernel (``HEADSCOPE_GLUON_K2=0`` for the Triton one; paired: the two
+alternately, median of 40 per-pair ratios), the all-statistics backend call each way, and SDPA.
+``k1``: the warp-specialised Gluon K1 (``flash_forward_gluon``) against the Triton K1
+(``HEADSCOPE_GLUON=0``), plain and with entropy + distance, the same way.
 Nothing asserts a timing. Output: ``benchmarks/kernels/runs/head_dim_64.txt``.
 """
 
@@ -33,7 +33,7 @@ from probe.kernels.materialised import causal_allowed, materialised_attention  #
 
 H, KVH, D = 32, 8, 64
 WANT = StatRequest(received=True, entropy=True, distance=True, block_size=128)
-STATS = ("received_sum", "received_max", "received_mean", "block_sum", "block_max")
+STATS = ("lse", "entropy", "distance", "received_sum", "received_max", "received_mean", "block_sum", "block_max")
 
 
 def triton_k2(fn):
@@ -41,14 +41,15 @@ def triton_k2(fn):
 
 
 def check() -> None:
+    """Every statistic and the output of the backend call (the Gluon K1 and K2 at 64) against float32."""
     for n in (1000, 4097):
         for causal in (False, True):
             q, k, v = rand(1, H, n, D), rand(1, KVH, n, D), rand(1, KVH, n, D)
             allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).cuda()
-            _, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
+            out, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
             got = triton_attention(q, k, v, LazyMask(1, n, n, device="cuda", causal=causal), want=WANT)
             errs = " ".join(f"{s}={rel(got.stats[s], ref[s]):.1e}" for s in STATS)
-            print(f"check n={n} causal={causal} gluon_k2 {errs}", flush=True)
+            print(f"check n={n} causal={causal} output={rel(got.output, out):.1e} {errs}", flush=True)
 
 
 def timings() -> None:
@@ -74,19 +75,6 @@ def timings() -> None:
                   f"all_gluon/sdpa={all_g / sdpa_ms:.2f} all_triton/sdpa={all_t / sdpa_ms:.2f}", flush=True)
 
 
-def check_k1() -> None:
-    for n in (1000, 4097):
-        for causal in (False, True):
-            q, k, v = rand(1, H, n, D), rand(1, KVH, n, D), rand(1, KVH, n, D)
-            allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).cuda()
-            out, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
-            got = flash_forward_gluon(q, k, v, dense_table(n, causal=causal, device="cuda"), scaling=D**-0.5,
-                                      entropy=True, distance=True)
-            print(f"check_k1 n={n} causal={causal} gluon_ws output={rel(got.output, out):.1e} "
-                  f"lse={rel(got.lse, ref['lse']):.1e} entropy={rel(got.entropy, ref['entropy']):.1e} "
-                  f"distance={rel(got.distance, ref['distance']):.1e}", flush=True)
-
-
 def timings_k1() -> None:
     for b, n in ((1, 16384), (4, 4096)):
         q, k, v = rand(b, H, n, D), rand(b, KVH, n, D), rand(b, KVH, n, D)
@@ -94,7 +82,7 @@ def timings_k1() -> None:
             table = dense_table(n, causal=causal, device="cuda")
             for stats in (False, True):
                 kw = dict(scaling=D**-0.5, entropy=stats, distance=stats)
-                tri = lambda: flash_forward(q, k, v, table, **kw)  # noqa: E731
+                tri = lambda: with_env("HEADSCOPE_GLUON", "0", lambda: flash_forward(q, k, v, table, **kw))  # noqa: E731
                 glu = lambda: flash_forward_gluon(q, k, v, table, **kw)  # noqa: E731
                 t_ms, g_ms = bench(tri), bench(glu)
                 print(f"time_k1 b={b} n={n} causal={causal} ent_dist={stats} triton_ms={t_ms:.3f} gluon_ms={g_ms:.3f} "
@@ -104,11 +92,10 @@ def timings_k1() -> None:
 def main() -> None:
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     parts = sys.argv[1:] or ["k2", "k1"]
+    check()
     if "k2" in parts:
-        check()
         timings()
     if "k1" in parts:
-        check_k1()
         timings_k1()
 
 
