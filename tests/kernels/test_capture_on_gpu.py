@@ -1,7 +1,7 @@
 """The capture path on a GPU through the kernels' backend, against the reference backend on the
-same model and batch: tiny random models in bf16 with left padding, one with head dim 128 (the
-Gluon kernels on Hopper) and a Gemma-3 with head dim 256 (sliding-window and global layers, the
-Triton kernels). CI has no GPU: these run on the lent machine (``-m gpu``). Every layer must run
+same model and batch: tiny random models in bf16 with left padding, Llamas with head dims 64 and
+128 (the Gluon kernels on Hopper) and a Gemma-3 with head dim 256 (sliding-window and global
+layers, the Triton kernels). CI has no GPU: these run on the lent machine (``-m gpu``). Every layer must run
 K1 (no fallback to the reference)."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from tests.helpers import VOCAB, random_batch
 from tests.kernels.helpers import rel_err
 
 ARCHS = {
+    "llama_hd64": lambda: LlamaForCausalLM(LlamaConfig(  # SmolLM2's head dim and GQA ratio (3)
+        vocab_size=VOCAB, hidden_size=192, intermediate_size=96, num_hidden_layers=2, num_attention_heads=3,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024)),
     "llama_hd128": lambda: LlamaForCausalLM(LlamaConfig(
         vocab_size=VOCAB, hidden_size=256, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=128, max_position_embeddings=1024)),
