@@ -197,7 +197,9 @@ NOTES = """## Measured apart from this run (not in the tables above)
   per-key statistics ≤ 6.7e-7. After both were dispatched at 64, the 48-case check (hd64 now
   through both Gluon kernels, 128-blocks) passed with the same worst errors as above, and
   `tests/kernels` passed on the H100 (114 passed, 17 skipped; new GPU tests at 64: K1 against
-  float32 with bias, both memory layouts, and ACT with strong sinks; K2 against float32).
+  float32 with bias, both memory layouts, and ACT with strong sinks; K2 against float32; the
+  capture path of a tiny bf16 Llama at 64 with SmolLM2's GQA ratio 3 against the reference
+  backend).
 * **Head dims 80 and 96 (Phi-2, StableLM, Phi-3) as two column parts** on the Triton K1 and K2,
   instead of padded to 128 (`probe.kernels.launch.head_dim_parts`: 80 = 64 + 16, 96 = 64 + 32;
   each product is two dots into one S, O keeps one accumulator per part; other head dims split
