@@ -121,6 +121,16 @@ def rel(a, b) -> float:
     return float((a[keep] - b[keep]).norm() / b[keep].norm().clamp_min(1e-30))
 
 
+def backend_errors(q, k, v, causal: bool, want, names) -> str:
+    """``output=… name=…`` relative errors of the backend call against the float32 materialised
+    reference (128-blocks), for the benchmarks' accuracy lines."""
+    n = q.shape[2]
+    allowed = (causal_allowed(n, n) if causal else torch.ones(1, 1, n, n, dtype=torch.bool)).to(q.device)
+    out, ref = materialised_attention(q, k, v, allowed, block_size=128, dtype=torch.float32)
+    got = triton_attention(q, k, v, LazyMask(q.shape[0], n, n, device=q.device, causal=causal), want=want)
+    return f"output={rel(got.output, out):.1e} " + " ".join(f"{s}={rel(got.stats[s], ref[s]):.1e}" for s in names)
+
+
 def flops(b, h, n, d, causal) -> float:
     return 4 * b * h * n * n * d / (2 if causal else 1)
 

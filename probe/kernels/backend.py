@@ -244,7 +244,7 @@ def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_
         "received_sum": total,
         "received_max": cols["received_max"],
         "visible_count": count,
-        "received_mean": torch.where(count[:, None] > 0, total / count[:, None].clamp_min(1), 0.0),
+        "received_mean": _received_mean(total, count),
     }
     if block_size is not None:
         out.update(block_sum=cols["block_sum"], block_max=cols["block_max"])
@@ -260,9 +260,13 @@ def _received_with_act(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tenso
     lists = act.kernel_lists(batch, heads, c.value.shape[1], c.key.shape[2], c.query.device)
     act_columns.add_selected_columns(out, c.query, c.key, lse, bias, lists, weights[0], rule, c.scaling,
                                      c.want.block_size)
-    count = out["visible_count"][:, None]
-    out["received_mean"] = torch.where(count > 0, out["received_sum"] / count.clamp_min(1), 0.0)
+    out["received_mean"] = _received_mean(out["received_sum"], out["visible_count"])
     return out
+
+
+def _received_mean(total: Float[Tensor, "batch head k"], count: Float[Tensor, "batch k"]) -> Float[Tensor, "batch head k"]:
+    """ACT's per-key mean: attention received over the queries that see the key (0 for none)."""
+    return torch.where(count[:, None] > 0, total / count[:, None].clamp_min(1), 0.0)
 
 
 def _first_token_factor(c: Call, act: "ActScale", weights: Float[Tensor, "2 batch head q"]) -> Float[Tensor, "batch head q"]:

@@ -23,7 +23,7 @@ from probe.kernels.gluon_launch import WS_ROWS, _descriptor, _row_view, _views_f
 
 # Dispatched head dims. At 64 (SmolLM2, GPT-2, Pythia) the Gluon K2 took 0.75-0.87x the Triton
 # K2's time and the all-statistics call 0.89-0.96x, paired, on the lent H100 (4k x 4 and 16k,
-# 32 query / 8 KV heads; benchmarks/kernels/runs/k2_head_dim_64.txt).
+# 32 query / 8 KV heads; benchmarks/kernels/runs/head_dim_64.txt).
 GLUON_K2_HEAD_DIMS = (64, 128)
 
 
