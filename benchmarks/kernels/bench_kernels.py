@@ -107,6 +107,13 @@ def paired(base, other, pairs: int = 40) -> float:
     return median([ev[2].elapsed_time(ev[3]) / ev[0].elapsed_time(ev[1]) for ev in events])
 
 
+def paired_both_orders(base, other, pairs: int = 40) -> float:
+    """:func:`paired` taken both ways round (``other`` second, then first), the geometric mean of
+    the two: whatever the call before does to the call after (clocks, caches) cancels."""
+    forward, backward = paired(base, other, pairs), paired(other, base, pairs)
+    return (forward / backward) ** 0.5
+
+
 def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
@@ -343,6 +350,18 @@ def section_dense_and_stats():
                    triton_k2_over_k1=ratio(tm, "k2_triton", "k1"), triton_k2_blocks_over_k1=ratio(tm, "k2b_triton", "k1"),
                    all_stats_backend_ms=median(tm["all"]), all_stats_over_sdpa=ratio(tm, "all", "sdpa"),
                    k1s_plus_k2b_over_sdpa=median([(a + c) / s_ for a, c, s_ in zip(tm["k1s"], tm["k2b"], tm["sdpa"])]))
+            # The same ratios in pairs, both orders (see paired_both_orders): per-round do_bench
+            # ratios of one session spread by ~0.1-0.2 at 16k-32k, the paired ones by ~0.01.
+            base, every = (lambda: sdpa(q, k, v, causal)), (lambda: triton_attention(q, k, v, mask, want=want))
+            record("paired", n=n, causal=causal,
+                   k1_over_cudnn_throughput=1 / paired_both_orders(
+                       lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION),
+                       lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
+                   all_stats_over_sdpa=paired_both_orders(base, every),
+                   k1s_over_sdpa=paired_both_orders(base, lambda: flash_forward(
+                       q, k, v, t, scaling=d**-0.5, entropy=True, distance=True)),
+                   k2b_over_sdpa=paired_both_orders(base, lambda: column_stats(
+                       q, k, lse, tb, scaling=d**-0.5, block_stats=True)))
         del q, k, v
         torch.cuda.empty_cache()
 

@@ -205,6 +205,39 @@ def timing_methods() -> None:
                 f"{m} {r['base']:.3f} / {r['bias+hs']:.3f} ms = {r['bias+hs'] / r['base']:.3f}" for m, r in row.items()))
 
 
+def all_stats_methods() -> None:
+    """The all-statistics call against SDPA under each timing method (do_bench, flushed, back to
+    back, paired), with the GPU busy time of its kernels: why did the paired ratio come out above
+    the interleaved do_bench one?"""
+    from benchmarks.kernels.bench_kernels import paired
+
+    for n, causal in ((16384, False), (16384, True), (32768, False), (32768, True)):
+        b, h, d = 1, 16, 128
+        q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
+        t = dense_table(n, causal=causal, device=DEV)
+        lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
+        mask = LazyMask(b, n, n, device=DEV, causal=causal)
+        want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
+        calls = {"sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                 "k1s": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True),
+                 "k2b": lambda: column_stats(q, k, lse, t, scaling=d**-0.5, block_stats=True),
+                 "all": lambda: triton_attention(q, k, v, mask, want=want)}
+        methods = {"busy": lambda f: busy_us(f) / 1e3,
+                   "do_bench": lambda f: triton.testing.do_bench(f, rep=40, return_mode="median"),
+                   "flushed": flushed_ms, "back-to-back": loop_ms}
+        for rnd in range(2):
+            row = {m: {c: fn_m(f) for c, f in calls.items()} for m, fn_m in methods.items()}
+            print(f"{n // 1024}k causal={causal} round {rnd}: " + "; ".join(
+                f"{m} " + " ".join(f"{c} {x:.3f}" for c, x in r.items()) + f" all/sdpa {r['all'] / r['sdpa']:.3f}"
+                for m, r in row.items())
+                + f"; paired all/sdpa {paired(calls['sdpa'], calls['all']):.3f}"
+                + f", k1s/sdpa {paired(calls['sdpa'], calls['k1s']):.3f}, k2b/sdpa {paired(calls['sdpa'], calls['k2b']):.3f}",
+                flush=True)
+        if n == 16384 and not causal:
+            kernel_timeline("all statistics (backend) 16k causal=False", calls["all"])
+        del q, k, v
+
+
 def k2_order() -> None:
     """The causal Gluon K2 with its grid heads-inner (heavy key blocks of every head first) or
     key-blocks-inner, as a ratio to K1 and to each other (paired, alternating calls)."""
@@ -272,7 +305,8 @@ def main() -> None:
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), torch.__version__)
     for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods, "k2order": k2_order}[part]()
+        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods, "k2order": k2_order,
+         "allstats": all_stats_methods}[part]()
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ def _header(results: list[dict], command: str) -> list[str]:
         f"TFLOP/s (8192³ bf16 matmul), {_f(env.get('copy_tbs', '?'))} TB/s (copy).",
         "Times are `triton.testing.do_bench` medians, bf16, hd128. The GPU's speed drifts by up to ~10 % "
         "within and between runs, so the timed calls of one shape run in 5 interleaved rounds and each ratio "
-        "is the median of its per-round ratios. Edit ratios are also taken in pairs (the unedited and the "
-        "edited call alternately, back to back, median of 40 per-pair ratios), which the verdict uses.",
+        "is the median of its per-round ratios. The ratios the verdicts use are also taken in pairs (the two "
+        "calls alternately, back to back, median of 40 per-pair ratios; for K1 and the statistics both orders, "
+        "geometric mean), which spread far less between repeats, and the verdicts use those.",
         "",
     ]
 
@@ -81,8 +82,10 @@ def _correctness(results: list[dict]) -> list[str]:
 
 def _acceptance(results: list[dict]) -> list[str]:
     dense, stats, edits = _rows(results, "dense"), _rows(results, "stats"), _rows(results, "edits")
-    k1 = [r["k1_over_cudnn_throughput"] for r in dense]
-    allst = [r["all_stats_over_sdpa"] for r in stats]
+    pairs = {(r["n"], r["causal"]): r for r in _rows(results, "paired")}
+    # Verdicts from the paired ratios (both orders) when the run has them, else the interleaved ones.
+    k1 = [pairs.get((r["n"], r["causal"]), r)["k1_over_cudnn_throughput"] for r in dense]
+    allst = [pairs.get((r["n"], r["causal"]), r)["all_stats_over_sdpa"] for r in stats]
     # Verdict from the paired (alternating, back-to-back) ratios when the run has them: see paired().
     bias = [r.get("bias_headscale_over_base_paired", r["bias_headscale_over_base"]) for r in edits]
     act = [r.get("act_over_base_paired", r["act_over_base"]) for r in edits]
@@ -91,6 +94,14 @@ def _acceptance(results: list[dict]) -> list[str]:
                        f"{r.get('gluon_single_over_cudnn_throughput', float('nan')):.2f}×, Triton K1 "
                        f"{r.get('triton_k1_over_cudnn_throughput', float('nan')):.2f}×)" for r in dense)
     st_txt = "; ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} {r['all_stats_over_sdpa']:.2f}×" for r in stats)
+    if pairs:
+        k1_txt = ("paired: " + ", ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} "
+                                        f"{r['k1_over_cudnn_throughput']:.2f}×" for r in pairs.values())
+                  + "; interleaved do_bench: " + k1_txt)
+        st_txt = ("paired: " + "; ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} {r['all_stats_over_sdpa']:.2f}× "
+                                         f"(K1 with entropy + distance {r['k1s_over_sdpa']:.2f}, K2 + blocks "
+                                         f"{r['k2b_over_sdpa']:.2f})" for r in pairs.values())
+                  + "; interleaved do_bench: " + st_txt)
     k2_txt = "; ".join(f"{r['n'] // 1024}k {'c' if r['causal'] else 'nc'} {r['k2_over_k1']:.2f} "
                        f"(+blocks {r['k2_blocks_over_k1']:.2f}; Triton K2 {r.get('triton_k2_over_k1', float('nan')):.2f}, "
                        f"+blocks {r.get('triton_k2_blocks_over_k1', float('nan')):.2f})" for r in stats)
@@ -172,7 +183,7 @@ def _tuning(results: list[dict]) -> list[str]:
 def _raw(results: list[dict]) -> list[str]:
     groups = defaultdict(list)
     for r in results:
-        if r["section"] in ("dense", "stats", "edits", "sparse", "time", "error"):
+        if r["section"] in ("dense", "stats", "paired", "edits", "sparse", "time", "error"):
             groups[r["section"]].append(r)
     out = ["## Raw records (dense, stats, edits, sparse, section times)", "", "```"]
     for name, rows in groups.items():

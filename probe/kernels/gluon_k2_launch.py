@@ -48,12 +48,6 @@ def k2_stages() -> int:
     return int(os.environ.get("HEADSCOPE_K2_STAGES", "3"))
 
 
-def _key_tile_in_registers(keys: int) -> bool:
-    """EXPERIMENT: HEADSCOPE_K2_AREG=1 (64-key consumers), =all (128 too), =0 (never)."""
-    mode = os.environ.get("HEADSCOPE_K2_AREG", "1")
-    return mode == "all" or (mode == "1" and keys == WS_ROWS)
-
-
 def k2_walk(table: BlockTable) -> tuple[BlockTable, int]:
     """The table the Gluon K2 walks and its keys per consumer.
 
@@ -157,7 +151,7 @@ def column_stats_gluon(
         table.rule.kv_offset, qk_scale,
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
-        K_IN_REGISTERS=_key_tile_in_registers(keys), num_warps=4,
+        K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
         HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
