@@ -326,7 +326,7 @@ def section_dense_and_stats():
             tb = dense_table(n, causal=causal, block_q=128, block_kv=128, device=DEV)
             mask = LazyMask(b, n, n, device=DEV, causal=causal)
             want = StatRequest(received=True, entropy=True, distance=True, block_size=128)
-            tm = interleaved({
+            tm_fn = {
                 "cudnn": lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION),
                 "sdpa": lambda: sdpa(q, k, v, causal),
                 "k1": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
@@ -338,7 +338,8 @@ def section_dense_and_stats():
                 "k2_triton": lambda: _triton_k2(lambda: column_stats(q, k, lse, t2_triton, scaling=d**-0.5)),
                 "k2b_triton": lambda: _triton_k2(lambda: column_stats(q, k, lse, tb, scaling=d**-0.5, block_stats=True)),
                 "all": lambda: triton_attention(q, k, v, mask, want=want),
-            })
+            }
+            tm = interleaved(tm_fn)
             t_cudnn, t_sdpa, t_k1, t_triton = (median(tm[x]) for x in ("cudnn", "sdpa", "k1", "triton"))
             record("dense", n=n, b=b, causal=causal, cudnn_ms=t_cudnn, sdpa_ms=t_sdpa, k1_ms=t_k1,
                    k1_tflops=f / t_k1 / 1e9, cudnn_tflops=f / t_cudnn / 1e9,
@@ -352,16 +353,14 @@ def section_dense_and_stats():
                    k1s_plus_k2b_over_sdpa=median([(a + c) / s_ for a, c, s_ in zip(tm["k1s"], tm["k2b"], tm["sdpa"])]))
             # The same ratios in pairs, both orders (see paired_both_orders): per-round do_bench
             # ratios of one session spread by ~0.1-0.2 at 16k-32k, the paired ones by ~0.01.
-            base, every = (lambda: sdpa(q, k, v, causal)), (lambda: triton_attention(q, k, v, mask, want=want))
             record("paired", n=n, causal=causal,
-                   k1_over_cudnn_throughput=1 / paired_both_orders(
-                       lambda: sdpa(q, k, v, causal, SDPBackend.CUDNN_ATTENTION),
-                       lambda: flash_forward(q, k, v, t, scaling=d**-0.5)),
-                   all_stats_over_sdpa=paired_both_orders(base, every),
-                   k1s_over_sdpa=paired_both_orders(base, lambda: flash_forward(
-                       q, k, v, t, scaling=d**-0.5, entropy=True, distance=True)),
-                   k2b_over_sdpa=paired_both_orders(base, lambda: column_stats(
-                       q, k, lse, tb, scaling=d**-0.5, block_stats=True)))
+                   k1_over_cudnn_throughput=1 / paired_both_orders(tm_fn["cudnn"], tm_fn["k1"]),
+                   all_stats_over_sdpa=paired_both_orders(tm_fn["sdpa"], tm_fn["all"]),
+                   k1s_over_sdpa=paired_both_orders(tm_fn["sdpa"], tm_fn["k1s"]),
+                   k2b_over_sdpa=paired_both_orders(tm_fn["sdpa"], tm_fn["k2b"]),
+                   k1s_over_k1=paired_both_orders(tm_fn["k1"], tm_fn["k1s"]),
+                   k2_over_k1=paired_both_orders(tm_fn["k1"], tm_fn["k2"]),
+                   k2b_over_k1=paired_both_orders(tm_fn["k1"], tm_fn["k2b"]))
         del q, k, v
         torch.cuda.empty_cache()
 
@@ -409,11 +408,14 @@ def section_sparse():
     tables = {f"random_{p}": random_block_table(p, n, h, device=DEV) for p in (0.5, 0.2, 0.1)}
     tables["window_2048"] = sliding_window_table(n, 2048, device=DEV)
     for name, t in tables.items():
-        ms = bench(lambda: flash_forward(q, k, v, t, scaling=d**-0.5))
+        sparse_k1 = lambda: flash_forward(q, k, v, t, scaling=d**-0.5)  # noqa: E731
+        ms = bench(sparse_k1)
         kept = t.visited_fraction(dense)
         ideal = 1 / kept
+        speedup_paired = paired_both_orders(sparse_k1, lambda: flash_forward(q, k, v, dense, scaling=d**-0.5))
         record("sparse", pattern=name, kept_of_causal=kept, ms=ms, dense_k1_ms=t_dense, speedup=t_dense / ms,
-               ideal=ideal, pct_of_ideal=100 * (t_dense / ms) / ideal, vs_cudnn_causal=t_cudnn / ms)
+               ideal=ideal, pct_of_ideal=100 * (t_dense / ms) / ideal, vs_cudnn_causal=t_cudnn / ms,
+               speedup_paired=speedup_paired, pct_of_ideal_paired=100 * speedup_paired / ideal)
 
 
 # --------------------------------------------------------------------------------------- edits
