@@ -38,7 +38,10 @@ Context:
     halves with one product always in flight took 0.97-0.99x without block statistics but
     1.07-1.18x with them, and 1.05-1.12x causal; four warpgroups of 64 keys (run H; 96
     registers, as the producer warp pads the CTA to 640 threads) took 0.97-0.98x non-causal
-    with block statistics and 1.33-1.46x causal (spills in the masked path).
+    with block statistics and 1.33-1.46x causal (spills in the masked path). The 128-key tile
+    in registers as the products' register operand (run I; shared-memory reads per product down
+    from 96 to 64 B per tensor cycle) took 1.00-1.01x non-causal and 1.18-1.20x causal, so
+    shared-memory reads do not bind the products either.
 
     Block statistics: each warp reduces its 16 keys of a 64-key half of a tile with shuffles
     and stores a partial; the host adds (or takes the max of) the partials of each 128 x 128
