@@ -56,9 +56,10 @@ def _header(results: list[dict], command: str) -> list[str]:
         f"TFLOP/s (8192³ bf16 matmul), {_f(env.get('copy_tbs', '?'))} TB/s (copy).",
         "Times are `triton.testing.do_bench` medians, bf16, hd128. The GPU's speed drifts by up to ~10 % "
         "within and between runs, so the timed calls of one shape run in 5 interleaved rounds and each ratio "
-        "is the median of its per-round ratios. The ratios the verdicts use are also taken in pairs (the two "
-        "calls alternately, back to back, median of 40 per-pair ratios; for K1 and the statistics both orders, "
-        "geometric mean), which spread far less between repeats, and the verdicts use those.",
+        "is the median of its per-round ratios. Every ratio with a verdict is also taken in pairs (the two "
+        "calls alternately, back to back, median of 40 per-pair ratios; both orders and their geometric mean, "
+        "except for the edits, one order), which repeat far better between runs; the verdicts use the paired "
+        "ratios.",
         "",
     ]
 
