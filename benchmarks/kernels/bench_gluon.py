@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.kernels.bench_kernels import rel  # noqa: E402
 from probe.kernels import launch  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sliding_window_table  # noqa: E402
 from probe.kernels.gluon_launch import flash_forward_gluon, gluon_eligible  # noqa: E402
@@ -36,13 +37,6 @@ def record(section: str, **fields) -> None:
     ROWS.append({"section": section, **fields})
     print(f"[{section}] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in fields.items()), flush=True)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def qkv(b, h, hkv, n, d, layout="bhnd"):

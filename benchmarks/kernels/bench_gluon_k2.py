@@ -19,18 +19,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import interleaved, median, ratio, with_env  # noqa: E402
+from benchmarks.kernels.bench_kernels import interleaved, median, ratio, rel, with_env  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
 
 DEV, BF16 = "cuda", torch.bfloat16
 NAMES = ("received_sum", "received_max", "count", "block_sum", "block_max")
-
-
-def rel(a, b) -> float:
-    a, b = a.double(), b.double()
-    return float("inf") if not torch.isfinite(a).all() else ((a - b).norm() / b.norm()).item()
 
 
 def envs(pairs: dict[str, str], fn):

@@ -18,17 +18,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import interleaved, median, ratio, with_env  # noqa: E402
+from benchmarks.kernels.bench_kernels import interleaved, median, ratio, rel, with_env  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.gluon_launch import flash_forward_gluon  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
 
 DEV, BF16 = "cuda", torch.bfloat16
-
-
-def rel(a, b) -> float:
-    a, b = a.double(), b.double()
-    return float("inf") if not torch.isfinite(a).all() else ((a - b).norm() / b.norm()).item()
 
 
 def with_ws(flag: str, fn):

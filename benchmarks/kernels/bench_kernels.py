@@ -123,8 +123,13 @@ def rand(*shape, dtype=BF16):
 
 
 def rel(a, b) -> float:
+    """Relative error ``|a - b| / |b|`` over the reference's finite entries (e.g. the log-sum-exp of
+    queries that see nothing is -inf in both); inf if ``a`` is not finite where ``b`` is, so a NaN
+    result can never read as a small error."""
     a, b = a.double(), b.double()
     keep = torch.isfinite(b)
+    if not torch.isfinite(a[keep]).all():
+        return float("inf")
     return float((a[keep] - b[keep]).norm() / b[keep].norm().clamp_min(1e-30))
 
 
