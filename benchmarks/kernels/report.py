@@ -238,6 +238,31 @@ NOTES = """## Measured apart from this run (not in the tables above)
   kernels, 6.05 ms busy in 6.06 ms first to last (`profile_calls.py --parts allstats`,
   `benchmarks/kernels/runs/profile_h100.txt`), and the paired parts add up (K1 with entropy +
   distance 1.115× SDPA, K2 with blocks 0.744×, sum 1.859 against 1.864 for the call).
+* **Where the cycles go, from hardware counters** (`benchmarks/kernels/profile_pipes.sh`,
+  `benchmarks/kernels/runs/profile_pipes_h100.txt`; lent H100, 16k non-causal, hd128, one warm
+  call each under Nsight Compute with the card's own clocks):
+
+  | call | cycles ÷ SDPA | tensor pipe busy | exponential unit busy | sum |
+  |---|---|---|---|---|
+  | SDPA (cuDNN) | 1.000 | 75.3 % | 38.8 % | 114 % |
+  | K1 | 0.997 | 75.5 % | 38.9 % | 114 % |
+  | K1 + entropy + distance | 1.116 | 69.6 % | 34.8 % | 104 % |
+  | K2 | 0.677 | 55.5 % | 55.5 % | 111 % |
+  | K2 + block statistics | 0.725 | 51.8 % | 51.8 % | 104 % |
+
+  * The K2 has as much work for the exponential unit as for the tensor cores (one exponential
+    and one hd128 product per logit), and it keeps the two busy 111 % of the time between them,
+    about what cuDNN's forward reaches with half as much exponential work (114 %). At cuDNN's
+    degree of overlap the K2 could not go below 0.66× SDPA's cycles (it is at 0.677).
+  * With its exponentials and reductions hidden entirely (tensor-bound at SDPA's 75 %), the K2
+    would take 0.50× SDPA and the pair with K1's entropy + distance 1.62×; at the measured
+    matrix-product ceiling (80 % of the datasheet rate), 1.59×. The target needs both units
+    near their peaks at once, further than cuDNN's forward goes on this chip.
+  * A K2 consumer warp spends 39 % of its time in its burst of 128 exponentials (the sm_90a
+    build gives each an 8-cycle stall count, with the row sums and maxima after the burst),
+    21 % waiting for its own product, and about a quarter in the reductions.
+  * Every call runs at the card's ~700 W software power cap (SM clock 1545 MHz under SDPA,
+    1770 MHz under the K2), so the K2's time ratios are ~9 % below its cycle ratios.
 * **Measured and not kept: each K2 consumer's 128-key tile in registers** (run I in
   `benchmarks/kernels/runs/gluon_k2_h100.txt`; code at commit d6326b2). With both operands in
   shared memory the K2's products read 96 B of shared memory per cycle of tensor work at the
@@ -398,11 +423,13 @@ NOTES = """## Measured apart from this run (not in the tables above)
   goal of 1.10) and K2 with block statistics at 0.71–0.87× SDPA (0.74–0.87× K1; K2 alone
   0.68–0.81×, against 0.55). The K2 loop spends, per logit, an FMA, an exponential, an add and a
   max (plus block partials) on half the products of K1; at hd128 its exponentials alone need as
-  many cycles as its products, so it cannot go below ~0.5× K1 without fewer exponentials; with
-  products at K1's efficiency the whole package cannot go below ~1.5×. Moving some exponentials
-  to the FMA pipe, overlapping a warpgroup's own products with its reductions, four warpgroups of
-  64 keys and the key tile in registers did not bring it down (above); no change tried has
-  brought it within reach, and no further idea with good odds is left.
+  many cycles as its products. Nsight Compute shows it keeps the tensor pipe and the
+  exponential unit 55.5 % + 55.5 % busy, about the overlap cuDNN's own forward reaches
+  (75 % + 39 %); with every exponential and reduction hidden the pair would still take
+  1.59–1.62× SDPA's cycles (above). Moving some exponentials to the FMA pipe, overlapping a
+  warpgroup's own products with its reductions, four warpgroups of 64 keys and the key tile in
+  registers did not bring it down (above); no change tried has brought it within reach, and no
+  further idea with good odds is left.
 * Entropy + distance ≤ 1.10×: 1.11–1.12× paired in this run.
 * Not tried, on purpose: the row sum `l` from the same small product (a row of ones beside the
   column index) would take another add per logit out of every K1 step, but `l` would then sum
