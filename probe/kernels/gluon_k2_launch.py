@@ -48,12 +48,6 @@ def k2_stages() -> int:
     return int(os.environ.get("HEADSCOPE_K2_STAGES", "3"))
 
 
-def k2_schedule(keys: int) -> int:
-    """EXPERIMENT switch, 128 keys per consumer only: ``HEADSCOPE_K2_SCHEDULE=halves`` (1) or ``turns`` (2)."""
-    name = os.environ.get("HEADSCOPE_K2_SCHEDULE", "plain")
-    return {"plain": 0, "halves": 1, "turns": 2}[name] if keys == 128 else 0
-
-
 def k2_walk(table: BlockTable) -> tuple[BlockTable, int]:
     """The table the Gluon K2 walks and its keys per consumer.
 
@@ -158,7 +152,7 @@ def column_stats_gluon(
         HEAD_DIM=head_dim, KEYS=keys, BLOCK_Q=table.block_q, STAGES=k2_stages(), CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=has_bias, BLOCK_STATS=block_stats,
         K_IN_REGISTERS=os.environ.get("HEADSCOPE_K2_AREG", "1") == "1" and keys == WS_ROWS, num_warps=4,
-        HEADS_INNER=heads_inner, SCHEDULE=k2_schedule(keys),
+        HEADS_INNER=heads_inner,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:

@@ -96,18 +96,6 @@ def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, co
     """Fold one (KEYS, BLOCK_Q) tile of raw ``k.q`` into the per-key sums and maxima (and, in a
     masked tile, the counts; full tiles are counted once at the end, :func:`_seen_in_full_tiles`).
     Block partials of key rows ``64 * j + 16 * w ...`` go to ``bsum_ptr + stride_bp_q * query_tile + 4 * j + w``.
-    """
-    p, count = _exponentials(s, neg_lse, bias, start_q, masked, offs_k, count, h, diag, kv_offset, n_kv, qk_scale,
-                             window_ptr, sink_ptr, s_layout, BLOCK_Q, CAUSAL, LOCAL, HAS_BIAS)
-    return _fold(p, start_q, col_sum, col_max, count, bsum_ptr, bmax_ptr, stride_bp_q, BLOCK_Q, BLOCK_STATS)
-
-
-@no_type_check
-@gluon.jit
-def _exponentials(s, neg_lse, bias, start_q, masked, offs_k, count, h, diag, kv_offset, n_kv, qk_scale, window_ptr,
-                  sink_ptr, s_layout: gl.constexpr, BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
-                  HAS_BIAS: gl.constexpr):
-    """``p = 2^(s * scale + bias - lse)`` of one tile (0 where the query does not see the key).
 
     ``neg_lse`` is minus the base-2 log-sum-exp, -inf for unseen queries: one FMA per logit, and
     unseen queries' terms are exactly 0 without a test.
@@ -124,18 +112,10 @@ def _exponentials(s, neg_lse, bias, start_q, masked, offs_k, count, h, diag, kv_
         count += gl.sum(ok.to(gl.float32), 1)
     else:
         p = gl.exp2(st)
-    return p, count
-
-
-@no_type_check
-@gluon.jit
-def _fold(p, start_q, col_sum, col_max, count, bsum_ptr, bmax_ptr, stride_bp_q, BLOCK_Q: gl.constexpr,
-          BLOCK_STATS: gl.constexpr):
-    """Add one tile's ``p`` to the per-key sums and maxima and write its block partials."""
     row_sum = gl.sum(p, 1)
     row_max = gl.max(p, 1)
     if BLOCK_STATS:  # one partial per warp and 64-key half: shuffles only, no barrier between warps
-        halves: gl.constexpr = p.shape[0] // 64  # rows r = 64 * half + 16 * warp + i
+        halves: gl.constexpr = s.shape[0] // 64  # rows r = 64 * half + 16 * warp + i
         warp_sum = gl.sum(gl.reshape(row_sum, [halves, 4, 16]), 2)
         warp_max = gl.max(gl.reshape(row_max, [halves, 4, 16]), 2)
         slot = (gl.arange(0, halves, layout=gl.SliceLayout(1, warp_sum.type.layout))[:, None] * 4
@@ -228,124 +208,6 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
 
 @no_type_check
 @gluon.jit
-def _turn_exponentials(turn, burst, me, s, neg_lse, bias, start_q, masked, offs_k, count, h, diag, kv_offset, n_kv,
-                       qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr, BLOCK_Q: gl.constexpr,
-                       CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, TURNS: gl.constexpr):
-    """:func:`_exponentials` as this warpgroup's ``burst``-th burst; with ``TURNS`` the two consumers'
-    bursts alternate (consumer 0 first): each waits for the other's previous burst and signals its
-    own end, so the exponential unit serves one warpgroup at a time while the other reduces."""
-    if TURNS:
-        mbarrier.wait(turn.index(me), (burst - 1 + me) & 1, pred=burst + me >= 1)
-    p, count = _exponentials(s, neg_lse, bias, start_q, masked, offs_k, count, h, diag, kv_offset, n_kv, qk_scale,
-                             window_ptr, sink_ptr, s_layout, BLOCK_Q, CAUSAL, LOCAL, HAS_BIAS)
-    if TURNS:
-        mbarrier.arrive(turn.index(1 - me))
-    return p, count
-
-
-@no_type_check
-@gluon.jit
-def _k2_consumer_halves(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, turn, COL_SUM, COL_MAX, COUNT,
-                        bsum_ptr, bmax_ptr, stride_bp_q, seen_base, WINDOW, SINK, bias_base, h, bh, key0, n_tot,
-                        n_full, full_base, part_base, n_kv, diag, kv_offset, qk_scale):
-    """EXPERIMENT (HEADSCOPE_K2_SCHEDULE=halves|turns): one warpgroup owning 128 keys as two
-    64-key halves with one half's product always in flight (half 0 of tile t + 1 is issued
-    before half 1 of tile t is reduced), and with ``turns`` the two consumers' exponential
-    bursts alternating (:func:`_turn_exponentials`)."""
-    STAGES: gl.constexpr = q_smem.shape[0]
-    BLOCK_Q: gl.constexpr = q_smem.shape[1]
-    HALF: gl.constexpr = k.shape[0] // 2
-    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see _k2_ws_kernel)
-    CAUSAL: gl.constexpr = (CODE & 1) != 0
-    LOCAL: gl.constexpr = (CODE & 2) != 0
-    HAS_BIAS: gl.constexpr = (CODE & 4) != 0
-    BLOCK_STATS: gl.constexpr = (CODE & 8) != 0
-    TURNS: gl.constexpr = (CODE & 32) != 0
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_Q, 16])
-    row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    me = (key0 // k.shape[0]) % 2
-    offs_0 = key0 + gl.arange(0, HALF, layout=row)
-    offs_1 = offs_0 + HALF
-    sum_0 = gl.zeros([HALF], gl.float32, layout=row)
-    max_0 = gl.zeros([HALF], gl.float32, layout=row)
-    cnt_0 = gl.zeros([HALF], gl.float32, layout=row)
-    sum_1 = gl.zeros([HALF], gl.float32, layout=row)
-    max_1 = gl.zeros([HALF], gl.float32, layout=row)
-    cnt_1 = gl.zeros([HALF], gl.float32, layout=row)
-    bias_0 = 0.0
-    bias_1 = 0.0
-    if HAS_BIAS:
-        bias_0 = gl.load(bias_base + offs_0, mask=offs_0 < n_kv, other=0.0)
-        bias_1 = gl.load(bias_base + offs_1, mask=offs_1 < n_kv, other=0.0)
-    k_0 = k.slice(0, HALF)
-    k_1 = k.slice(HALF, HALF)
-    s_0 = gl.zeros([HALF, BLOCK_Q], gl.float32, layout=s_layout)
-    s_1 = gl.zeros([HALF, BLOCK_Q], gl.float32, layout=s_layout)
-    if n_tot > 0:
-        mbarrier.wait(k_bar, 0)
-        mbarrier.wait(q_full.index(0), 0)
-        tok_0 = warpgroup_mma(k_0, q_smem.index(0).permute((1, 0)), s_0, use_acc=False, is_async=True)
-        tok_1 = warpgroup_mma(k_1, q_smem.index(0).permute((1, 0)), s_1, use_acc=False, is_async=True)
-        neg_lse = lse_smem.index(0).load(col)
-        s_0 = warpgroup_mma_wait(num_outstanding=1, deps=(tok_0, ))
-        start_q = _block_start(0, n_full, full_base, part_base, True, BLOCK_Q, 1)
-        for t in range(1, n_tot):
-            stage = t % STAGES
-            masked = t - 1 >= n_full
-            p, cnt_0 = _turn_exponentials(turn, 2 * t - 2, me, s_0, neg_lse, bias_0, start_q, masked, offs_0, cnt_0, h, diag,
-                                          kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                                          HAS_BIAS, TURNS)
-            sum_0, max_0, cnt_0 = _fold(p, start_q, sum_0, max_0, cnt_0, bsum_ptr, bmax_ptr, stride_bp_q, BLOCK_Q,
-                                        BLOCK_STATS)
-            s_1 = warpgroup_mma_wait(num_outstanding=0, deps=(tok_1, ))
-            mbarrier.arrive(q_empty.index((t - 1) % STAGES))  # both halves have read tile t - 1
-            mbarrier.wait(q_full.index(stage), (t // STAGES) & 1)
-            tok_0 = warpgroup_mma(k_0, q_smem.index(stage).permute((1, 0)), s_0, use_acc=False, is_async=True)
-            next_lse = lse_smem.index(stage).load(col)
-            p, cnt_1 = _turn_exponentials(turn, 2 * t - 1, me, s_1, neg_lse, bias_1, start_q, masked, offs_1, cnt_1, h, diag,
-                                          kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                                          HAS_BIAS, TURNS)
-            sum_1, max_1, cnt_1 = _fold(p, start_q, sum_1, max_1, cnt_1, bsum_ptr + 4, bmax_ptr + 4, stride_bp_q,
-                                        BLOCK_Q, BLOCK_STATS)
-            tok_1 = warpgroup_mma(k_1, q_smem.index(stage).permute((1, 0)), s_1, use_acc=False, is_async=True)
-            s_0 = warpgroup_mma_wait(num_outstanding=1, deps=(tok_0, ))
-            neg_lse = next_lse
-            start_q = _block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
-        masked = n_tot - 1 >= n_full
-        p, cnt_0 = _turn_exponentials(turn, 2 * n_tot - 2, me, s_0, neg_lse, bias_0, start_q, masked, offs_0, cnt_0, h, diag,
-                                      kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                                      HAS_BIAS, TURNS)
-        sum_0, max_0, cnt_0 = _fold(p, start_q, sum_0, max_0, cnt_0, bsum_ptr, bmax_ptr, stride_bp_q, BLOCK_Q,
-                                    BLOCK_STATS)
-        s_1 = warpgroup_mma_wait(num_outstanding=0, deps=(tok_1, ))
-        mbarrier.arrive(q_empty.index((n_tot - 1) % STAGES))
-        p, cnt_1 = _turn_exponentials(turn, 2 * n_tot - 1, me, s_1, neg_lse, bias_1, start_q, masked, offs_1, cnt_1, h, diag,
-                                      kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
-                                      HAS_BIAS, TURNS)
-        sum_1, max_1, cnt_1 = _fold(p, start_q, sum_1, max_1, cnt_1, bsum_ptr + 4, bmax_ptr + 4, stride_bp_q,
-                                    BLOCK_Q, BLOCK_STATS)
-        seen = _seen_in_full_tiles(seen_base, full_base, n_full)
-        cnt_0 += seen
-        cnt_1 += seen
-    _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_0, sum_0, max_0, cnt_0)
-    _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_1, sum_1, max_1, cnt_1)
-
-
-@no_type_check
-@gluon.jit
-def _store_columns(COL_SUM, COL_MAX, COUNT, bh, n_kv, offs_k, col_sum, col_max, count):
-    """The per-key results of keys ``offs_k`` of (batch x head) ``bh``."""
-    out = bh.to(gl.int64) * n_kv + offs_k
-    key_ok = offs_k < n_kv
-    gl.store(COL_SUM + out, col_sum, mask=key_ok)
-    gl.store(COL_MAX + out, col_max, mask=key_ok)
-    gl.store(COUNT + out, count, mask=key_ok)
-
-
-@no_type_check
-@gluon.jit
 def _k2_ws_kernel(
     q_desc, k_desc, lse_desc, SEEN, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
@@ -358,7 +220,6 @@ def _k2_ws_kernel(
     HEAD_DIM: gl.constexpr, KEYS: gl.constexpr, BLOCK_Q: gl.constexpr, STAGES: gl.constexpr,
     CAUSAL: gl.constexpr, LOCAL: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_STATS: gl.constexpr,
     K_IN_REGISTERS: gl.constexpr, num_warps: gl.constexpr, HEADS_INNER: gl.constexpr = False,
-    SCHEDULE: gl.constexpr = 0,
 ):
     """Grid (key blocks of 2 x KEYS, batch x heads), or (batch x heads, key blocks) with
     ``HEADS_INNER``: CUDA starts programs in grid order, so under causality the heavy first key
@@ -399,12 +260,7 @@ def _k2_ws_kernel(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_n, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n, 1)
 
-    code: gl.constexpr = (CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
-                          + (SCHEDULE == 2) * 32)
-    if SCHEDULE != 0:  # EXPERIMENT: the consumers' turns at the exponential unit
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(2):
-            mbarrier.init(turn.index(i), count=1)
+    code: gl.constexpr = CAUSAL * 1 + LOCAL * 2 + HAS_BIAS * 4 + BLOCK_STATS * 8 + K_IN_REGISTERS * 16
     cfg_smem = gl.allocate_shared_memory(gl.int8, [code + 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     # Block partials: 64-key half j of consumer c lies in 128-key block (2 * KEYS * pid_n + KEYS * c
     # + 64 * j) // 128, at slot 4 * (half within that block) + warp.
@@ -417,22 +273,11 @@ def _k2_ws_kernel(
     loop = (SEEN + bh * (n_q_pad // BLOCK_Q), WINDOW, SINK, bias_base, h, bh)
     tail = (n_tot, n_full, full_base, part_base, n_kv, diag, kv_offset, qk_scale)
     ring = (q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem)
-    loads = (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, n_tot, n_full,
-             full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch, b * q_rb + h * q_rh, h * q_ch,
-             bh * n_q_pad)
-    if SCHEDULE == 0:
-        gl.warp_specialize([
-            (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop
-             + (key0, ) + tail),
-            (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop
-             + (key0 + KEYS, ) + tail),
-            (_k2_producer, loads),
-        ], [4, 1], [240, 24])
-    else:  # EXPERIMENT: 64-key halves (1), and alternating exponential bursts (2)
-        gl.warp_specialize([
-            (_k2_consumer_halves, (k_smem.index(0), ) + ring + (turn, ) + rest + (BSUM + part, BMAX + part, stride_bp_q)
-             + loop + (key0, ) + tail),
-            (_k2_consumer_halves, (k_smem.index(1), ) + ring + (turn, ) + rest
-             + (BSUM + part1, BMAX + part1, stride_bp_q) + loop + (key0 + KEYS, ) + tail),
-            (_k2_producer, loads),
-        ], [4, 1], [240, 24])
+    gl.warp_specialize([
+        (_k2_consumer, (k_smem.index(0), ) + ring + rest + (BSUM + part, BMAX + part, stride_bp_q) + loop + (key0, ) + tail),
+        (_k2_consumer, (k_smem.index(1), ) + ring + rest + (BSUM + part1, BMAX + part1, stride_bp_q) + loop
+         + (key0 + KEYS, ) + tail),
+        (_k2_producer, (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem,
+                        n_tot, n_full, full_base, part_base, b * k_rb + kvh * k_rh + key0, kvh * k_ch,
+                        b * q_rb + h * q_rh, h * q_ch, bh * n_q_pad)),
+    ], [4, 1], [240, 24])
