@@ -261,6 +261,11 @@ NOTES = """## Measured apart from this run (not in the tables above)
   * A K2 consumer warp spends 39 % of its time in its burst of 128 exponentials (the sm_90a
     build gives each an 8-cycle stall count, with the row sums and maxima after the burst),
     21 % waiting for its own product, and about a quarter in the reductions.
+  * Measured and not kept (run J in `benchmarks/kernels/runs/gluon_k2_h100.txt`, code at commit
+    e6c81d1): the two consumers handing the exponential unit over around each burst, so that one
+    bursts while the other reduces (on top of 64-key halves with a product always in flight).
+    Paired against the kept loop it took 1.12–1.20× the time, every statistic unchanged: the
+    bursts' collisions are not what holds the loop back.
   * Every call runs at the card's ~700 W software power cap (SM clock 1545 MHz under SDPA,
     1770 MHz under the K2), so the K2's time ratios are ~9 % below its cycle ratios.
 * **Measured and not kept: each K2 consumer's 128-key tile in registers** (run I in
@@ -427,8 +432,8 @@ NOTES = """## Measured apart from this run (not in the tables above)
   exponential unit 55.5 % + 55.5 % busy, about the overlap cuDNN's own forward reaches
   (75 % + 39 %); with every exponential and reduction hidden the pair would still take
   1.59–1.62× SDPA's cycles (above). Moving some exponentials to the FMA pipe, overlapping a
-  warpgroup's own products with its reductions, four warpgroups of 64 keys and the key tile in
-  registers did not bring it down (above); no change tried has brought it within reach, and no
+  warpgroup's own products with its reductions, four warpgroups of 64 keys, the key tile in
+  registers and taking turns at the exponential unit did not bring it down (above); no change tried has brought it within reach, and no
   further idea with good odds is left.
 * Entropy + distance ≤ 1.10×: 1.11–1.12× paired in this run.
 * Not tried, on purpose: the row sum `l` from the same small product (a row of ones beside the
