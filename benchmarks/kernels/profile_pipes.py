@@ -82,9 +82,7 @@ def clocks(calls: dict, seconds: float = 3.0) -> None:
         rows = [[f.strip() for f in line.split(",")] for line in smi.communicate()[0].splitlines()
                 if line.count(",") == 3]
         busy = rows[4:-2] or rows  # drop the samples taken before the loop ramped up and after it ended
-        reasons: dict[str, int] = {}
-        for r in busy:
-            reasons[r[3]] = reasons.get(r[3], 0) + 1
+        reasons = dict(collections.Counter(r[3] for r in busy))
         print(f"{name:6s} {ev0.elapsed_time(ev1) / done:8.3f} {statistics.median(float(r[0]) for r in busy):7.0f} "
               f"{statistics.median(float(r[1]) for r in busy):6.1f} {statistics.median(float(r[2]) for r in busy):5.0f}  "
               f"{reasons}")
