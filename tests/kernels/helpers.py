@@ -133,3 +133,16 @@ def build_for_sm90(module, name: str, call) -> str:
     finally:
         setattr(module, name, kernel)
     return built["k"].asm["ptx"]
+
+
+def load_benchmark_script(name: str):
+    """The module ``benchmarks/kernels/<name>.py``, loaded from its file (the benchmarks are
+    scripts, not an installed package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

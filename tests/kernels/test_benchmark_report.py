@@ -4,20 +4,14 @@ the interleaved ones otherwise, and name the worst case."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / "report.py"
+from tests.kernels.helpers import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("kernels_report", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("report")
 
 
 def _run(all_interleaved: float, all_paired: float | None, sparse_10: float, sparse_10_paired: float | None):

@@ -4,20 +4,14 @@ samples to the right opcodes of the right kernel."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / "profile_pipes.py"
+from tests.kernels.helpers import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def pipes():
-    spec = importlib.util.spec_from_file_location("profile_pipes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("profile_pipes")
 
 
 def _kernel_block(name: str, ghz: float, cycles: int, tensor: float, xu: float) -> str:
