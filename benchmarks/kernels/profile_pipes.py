@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.kernels.bench_kernels import sdpa  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
 
@@ -46,13 +47,8 @@ def build_calls(n: int = 16384, heads: int = 16, d: int = 128) -> dict:
     t = dense_table(n, causal=False, device=DEV)
     tb = dense_table(n, causal=False, block_q=128, block_kv=128, device=DEV)
     lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
-
-    def cudnn():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-
     return {
-        "sdpa": cudnn,
+        "sdpa": lambda: sdpa(q, k, v, False, SDPBackend.CUDNN_ATTENTION),
         "k1": lambda: flash_forward(q, k, v, t, scaling=d**-0.5),
         "k1s": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True, distance=True),
         "k2": lambda: column_stats(q, k, lse, tb, scaling=d**-0.5),
