@@ -36,7 +36,7 @@ TEMPLATES = (
     "While {a} and {b} were working at the {place}, {s2} passed a {thing} to",
     "Then, {a} and {b} went to the {place}. {s2} gave a {thing} to",
     "Yesterday {a} and {b} had lunch at the {place}, and {s2} offered a {thing} to",
-    "{a} and {b} found a {thing} at the {place}. {s2} gave it to",
+    "Later, {a} and {b} found a {thing} at the {place}. {s2} gave it to",
 )
 NAMES = ("Mary", "John", "Tom", "James", "Sarah", "Anna", "David", "Paul", "Lisa", "Mark", "Emma", "Peter",
          "Laura", "Kevin", "Alice", "Daniel")
