@@ -76,9 +76,9 @@ def ioi_items(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> list[IoiI
     rng = random.Random(seed)
     items = []
     for index in range(count):
-        io, s, third = rng.sample(NAMES, 3)
-        template = rng.randrange(len(TEMPLATES))
-        place, thing = rng.choice(PLACES), rng.choice(THINGS)
+        io, s, third = _distinct(rng, NAMES, 3)
+        template = _index(rng, len(TEMPLATES))
+        place, thing = PLACES[_index(rng, len(PLACES))], THINGS[_index(rng, len(THINGS))]
         order = "ABBA" if index % 2 == 0 else "BABA"
         a, b = (io, s) if order == "ABBA" else (s, io)
         fill = TEMPLATES[template].format
@@ -92,6 +92,18 @@ def ioi_items(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> list[IoiI
             template=template,
         ))
     return items
+
+
+def _index(rng: random.Random, n: int) -> int:
+    """A draw from ``range(n)`` through ``rng.random()``, the one method whose sequence Python keeps
+    the same across versions (``choice`` and ``sample`` may change), so the files stay reproducible."""
+    return min(int(rng.random() * n), n - 1)
+
+
+def _distinct(rng: random.Random, pool: tuple[str, ...], k: int) -> list[str]:
+    """``k`` different entries of ``pool``, drawn one after another."""
+    left = list(pool)
+    return [left.pop(_index(rng, len(left))) for _ in range(k)]
 
 
 def write_files(items: list[IoiItem], data_dir: Path) -> tuple[Path, Path]:

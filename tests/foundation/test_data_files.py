@@ -108,8 +108,8 @@ def _logit_differences(model, prompts: list[str], answers: list[str], subjects: 
 
 @pytest.mark.real_model
 def test_smollm2_solves_the_ioi_set_and_the_corruption_removes_the_cue(make_ioi):
-    """Measured on CPU (torch 2.13): all 48 prompts prefer the indirect object, mean logit difference
-    4.45; the corrupted prompts -0.32. The bounds leave room for other torch builds."""
+    """Measured on CPU (torch 2.13): 47 of 48 prompts prefer the indirect object, mean logit difference
+    4.45; the corrupted prompts -0.01. The bounds leave room for other torch builds."""
     from probe import load_model
 
     model = load_model("smollm2-135m")
