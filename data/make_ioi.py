@@ -29,6 +29,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from probe.files import write_text_atomic
+
 # {a} and {b}: the opening pair (indirect object and subject, in either order); {s2}: the subject's second mention.
 TEMPLATES = (
     "When {a} and {b} went to the {place}, {s2} gave a {thing} to",
@@ -110,9 +112,8 @@ def write_files(items: list[IoiItem], data_dir: Path) -> tuple[Path, Path]:
     """Write ``prompts/ioi.txt`` and ``ioi.jsonl`` under ``data_dir``, each atomically."""
     prompts = data_dir / "prompts" / "ioi.txt"
     records = data_dir / "ioi.jsonl"
-    prompts.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(prompts, "".join(item.prompt + "\n" for item in items))
-    _write_atomic(records, "".join(json.dumps(asdict(item)) + "\n" for item in items))
+    write_text_atomic(prompts, "".join(item.prompt + "\n" for item in items))
+    write_text_atomic(records, "".join(json.dumps(asdict(item)) + "\n" for item in items))
     return prompts, records
 
 
@@ -135,12 +136,6 @@ def read_items(path: Path) -> list[IoiItem]:
             raise ValueError(f"{path}:{number}: expected an object with the fields {sorted(fields)}")
         items.append(IoiItem(**record))
     return items
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

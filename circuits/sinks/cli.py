@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from probe.files import write_text_atomic
 from probe.models import DEFAULT_MODEL, load_model
 
 
@@ -153,10 +154,7 @@ def _cache(args) -> Path:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _ints(text: str) -> tuple[int, ...]:

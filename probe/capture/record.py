@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from probe.capture.config import CaptureConfig
+from probe.files import atomic_path, write_text_atomic
 
 FORMAT_VERSION = 1
 
@@ -90,8 +90,9 @@ class AttentionRecord:
         tensors = _flatten(self)
         meta = self.metadata()
         tensor_path, json_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
-        _atomic(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata={"headscope": json.dumps(meta)}))
-        _atomic(json_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+        with atomic_path(tensor_path) as tmp:
+            save_file(tensors, str(tmp), metadata={"headscope": json.dumps(meta)})
+        write_text_atomic(json_path, json.dumps(meta, indent=1))
         return tensor_path, json_path
 
     def metadata(self) -> dict:
@@ -156,16 +157,4 @@ def _unflatten(meta: dict, tensors: dict[str, Tensor]) -> AttentionRecord:
         head_outputs=head_outputs,
         last_logits=tensors.get("last_logits"),
     )
-
-
-def _atomic(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

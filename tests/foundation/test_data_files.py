@@ -41,7 +41,8 @@ def test_committed_ioi_files_are_what_the_generator_writes(make_ioi, tmp_path):
     make_ioi.main(["--out", str(tmp_path)])
     assert (tmp_path / "prompts" / "ioi.txt").read_bytes() == (DATA / "prompts" / "ioi.txt").read_bytes()
     assert (tmp_path / "ioi.jsonl").read_bytes() == (DATA / "ioi.jsonl").read_bytes()
-    assert not list(tmp_path.rglob("*.partial"))
+    written = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
+    assert written == ["ioi.jsonl", "prompts/ioi.txt"]  # no temporary left behind
 
 
 def test_ioi_items_name_the_indirect_object_once_and_the_subject_twice(make_ioi):
