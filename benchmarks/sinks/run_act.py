@@ -16,6 +16,7 @@ import torch
 import probe
 from circuits.evaluation.harness import EvalConfig, act_evaluation, format_table, load_tasks
 from circuits.sinks.search import SearchConfig
+from probe.files import write_text_atomic
 
 TASKS = ("hyperbaton", "navigate", "ruin_names", "reasoning_about_colored_objects", "geometric_shapes")
 
@@ -30,9 +31,9 @@ def main(model_name: str, out: str, first_layer: int = 0, n_cal: int = 2, n_test
     start = time.perf_counter()
     report = act_evaluation(model, tasks, SearchConfig(batch_size=10, layers=tuple(range(first_layer, model.geometry.n_layers))), config, cache=out_dir / "search_cache.jsonl")
     report["wall_seconds"] = time.perf_counter() - start
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1))
     table = format_table(report)
-    (out_dir / "table.txt").write_text(table + "\n")
+    write_text_atomic(out_dir / "table.txt", table + "\n")
     print(table)
 
 
