@@ -1,7 +1,10 @@
-"""Builders for tiny random models (distinct odd sizes so shape bugs cannot hide)."""
+"""Builders for tiny random models (distinct odd sizes so shape bugs cannot hide), and a loader for
+the repository's scripts (benchmarks, data generators), which are files, not installed packages."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +23,7 @@ from transformers import (
 from probe.models.loading import LoadedModel, prepare_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
 VOCAB = 113
 
 
@@ -82,3 +86,16 @@ def tiny_loaded(arch: str = "llama", name: str = "tiny") -> LoadedModel:
     tok = gpt2_tokenizer()
     model.resize_token_embeddings(len(tok))
     return LoadedModel(name=name, hf=model, tokenizer=tok)
+
+
+def load_script(path: Path):
+    """The module in the script file ``path`` (relative to the repository root or absolute).
+
+    It is registered in ``sys.modules`` under its file's stem while it runs, since dataclasses
+    look their module up there."""
+    path = REPO / path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module

@@ -11,18 +11,8 @@ from probe import CaptureConfig, InputError, capture, load_model
 from probe.capture.record import AttentionRecord
 from probe.cli import main
 from probe.edits import ScaleHeads, act_calibration, apply_edits
-from tests.helpers import tiny_loaded
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to", "The capital of France is"]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    loaded = tiny_loaded("llama")
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    loaded.hf.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

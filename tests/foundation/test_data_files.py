@@ -3,9 +3,7 @@ the real SmolLM2 weights) an IOI set that the model solves and whose corruption 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +11,15 @@ import torch
 
 from probe.cli import main
 from probe.cli_capture import read_prompts
+from tests.helpers import load_script
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="module")
 def make_ioi():
-    """``data/make_ioi.py``, loaded from its file (``data/`` is a folder, not a package)."""
-    spec = importlib.util.spec_from_file_location("make_ioi", DATA / "make_ioi.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_ioi"] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("make_ioi", None)
+    """``data/make_ioi.py`` (``data/`` is a folder, not a package)."""
+    return load_script(Path("data") / "make_ioi.py")
 
 
 @pytest.mark.parametrize("name", ["demo.txt", "ioi.txt"])
@@ -80,14 +72,9 @@ def test_malformed_ioi_file_names_the_line_and_the_fix(make_ioi, tmp_path):
         make_ioi.read_items(path)
 
 
-def test_capture_cli_reads_the_shipped_prompt_file(tmp_path, capsys):
-    from tests.helpers import tiny_loaded
-
-    loaded = tiny_loaded("llama")
-    loaded.hf.save_pretrained(tmp_path / "tiny")
-    loaded.tokenizer.save_pretrained(tmp_path / "tiny")
+def test_capture_cli_reads_the_shipped_prompt_file(tiny_folder, tmp_path, capsys):
     out = tmp_path / "rec"
-    args = ["capture", "--model", str(tmp_path / "tiny"), "--prompts-file", str(DATA / "prompts" / "demo.txt")]
+    args = ["capture", "--model", str(tiny_folder), "--prompts-file", str(DATA / "prompts" / "demo.txt")]
     assert main(args + ["--out", str(out)]) == 0
     meta = json.loads((tmp_path / "rec.json").read_text())
     assert len(meta["tokens"]) == len(read_prompts(DATA / "prompts" / "demo.txt"))  # one row per prompt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -136,13 +137,7 @@ def build_for_sm90(module, name: str, call) -> str:
 
 
 def load_benchmark_script(name: str):
-    """The module ``benchmarks/kernels/<name>.py``, loaded from its file (the benchmarks are
-    scripts, not an installed package)."""
-    import importlib.util
-    from pathlib import Path
+    """The module ``benchmarks/kernels/<name>.py``, loaded from its file."""
+    from tests.helpers import load_script
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("benchmarks") / "kernels" / f"{name}.py")
