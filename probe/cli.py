@@ -39,15 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+USER_ERRORS = (UsageError, ValueError, KeyError, OSError)
+
+
+def run_guarded(action) -> int:
+    """Run ``action()``; an error the user can fix becomes one ``error:`` line and status 2.
+
+    The command line runs every subcommand through this; tests run API calls through it too, so
+    both are held to the same rule.
+    """
     try:
-        return int(args.func(args) or 0)
-    except (UsageError, ValueError, KeyError, OSError) as err:
+        return int(action() or 0)
+    except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,7 @@
+"""Bad-input rows: cli."""
+
+from __future__ import annotations
+
+from tests.bad_inputs.table import Case, api, cli  # noqa: F401
+
+CASES: list[Case] = []
