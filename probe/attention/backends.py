@@ -4,7 +4,10 @@ Context:
     A backend is a callable with the signature of
     :func:`probe.attention.reference.reference_attention`::
 
-        backend(query, key, value, mask, *, scaling, softcap, want, edit) -> AttentionOutput
+        backend(query, key, value, mask, *, scaling, softcap, want, edit, chunk_size) -> AttentionOutput
+
+    ``chunk_size`` (query rows per block) is passed only when a capture sets it; backends that do
+    not work in blocks of rows accept and ignore it.
 
     ``"reference"`` (plain torch, exact, any device) is always registered; ``"sdpa"`` runs
     layers that need neither statistics nor edits through PyTorch's fused kernel. GPU kernels
@@ -25,7 +28,7 @@ from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest
 
 
 # A backend has the signature of ``reference_attention``:
-# backend(query, key, value, mask, *, scaling, softcap, want, edit) -> AttentionOutput
+# backend(query, key, value, mask, *, scaling, softcap, want, edit[, chunk_size]) -> AttentionOutput
 AttentionBackend = Callable[..., AttentionOutput]
 
 
@@ -67,10 +70,14 @@ def sdpa_attention(
     softcap: float | None = None,
     want: StatRequest = StatRequest(),
     edit: LayerEdit | None = None,
+    chunk_size: int | None = None,
 ) -> AttentionOutput:
-    """PyTorch's fused attention for layers that need no statistics and no edits."""
+    """PyTorch's fused attention for layers that need no statistics and no edits (others go to
+    the reference, with ``chunk_size``)."""
     if want.pattern or want.any_stats or (edit is not None and not edit.is_empty) or softcap is not None:
-        return reference_attention(query, key, value, mask, scaling=scaling, softcap=softcap, want=want, edit=edit)
+        options = {"chunk_size": chunk_size} if chunk_size is not None else {}
+        return reference_attention(query, key, value, mask, scaling=scaling, softcap=softcap, want=want, edit=edit,
+                                   **options)
     plain_causal = mask.causal and mask.padding is None and mask.sliding_window is None and mask.q_offset == 0
     enable_gqa = query.shape[1] != key.shape[1]
     if plain_causal and mask.q_length == mask.kv_length:

@@ -10,12 +10,24 @@ Context:
     back to the session.
 
     :func:`use_headscope_attention` switches a model to ``"headscope"`` for the duration of a
-    ``with`` block and always restores the previous implementation, also on exceptions.
+    ``with`` block and always restores the previous implementation, also on exceptions. Both
+    context managers tolerate blocks that end out of order (two ``apply_edits`` contexts closed
+    first-in-first-out, say): a session leaves the stack by identity, and a model goes back to
+    its own attention only when the last block using it ends.
+
+Generation:
+    ACT's sink rule needs every query of the input. At a decode step the call holds one query,
+    so a rule evaluated there would see every key through a visible count of 1. Instead the
+    sinks found at the prefill (the call whose first query is position 0) are kept per layer
+    in the session and reused, padded with "not a sink" for the keys generated since, by every
+    later step of the same sequence, as VHR fixes its heads at the first step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -26,7 +38,8 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from probe.attention.backends import get_backend
 from probe.attention.mask import LazyMask, dense_mask, lazy_mask
-from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest
+from probe.attention.reference import extend_selection
+from probe.attention.spec import AttentionOutput, KeyScale, LayerEdit, SinkRule, StatRequest
 
 IMPLEMENTATION = "headscope"
 
@@ -40,11 +53,14 @@ class LayerPlan:
         edit: a function from the call's mask to the layer's resolved edit (positions depend
             on padding, so edits are resolved per call), or None.
         backend: backend name for this layer.
+        chunk_size: query rows per block for backends that work in blocks (None: the
+            backend's default).
     """
 
     want: StatRequest = StatRequest()
     edit: Callable[[LazyMask, int], LayerEdit | None] | None = None
     backend: str = "reference"
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -56,16 +72,41 @@ class AttentionSession:
             other attention modules (a vision tower, say) run plain attention.
         plans: layer index -> :class:`LayerPlan`; layers not listed run ``default``.
         default: plan for listed-but-absent layers.
-        on_result: called with ``(layer, output, mask)`` after each layer's attention.
+        on_result: called with ``(layer, output, mask)`` after the attention of each layer
+            listed in ``plans`` (the layers this session asked for).
+        prefill_sinks: layer -> the sink selections of its last prefill, one per
+            :class:`SinkRule` key scaling (see the module docstring, Generation).
     """
 
     layer_of: dict[int, int]
     plans: dict[int, LayerPlan] = field(default_factory=dict)
     default: LayerPlan = LayerPlan(backend="sdpa")
     on_result: Callable[[int, AttentionOutput, LazyMask], None] | None = None
+    prefill_sinks: dict[int, tuple[Tensor, ...]] = field(default_factory=dict)
 
     def plan(self, layer: int) -> LayerPlan:
         return self.plans.get(layer, self.default)
+
+    def fix_decode_sinks(self, layer: int, mask: LazyMask, edit: LayerEdit | None) -> LayerEdit | None:
+        """At a decode step, replace each :class:`SinkRule` by the sinks of the prefill."""
+        stored = self.prefill_sinks.get(layer)
+        if edit is None or mask.q_offset == 0 or stored is None:
+            return edit
+        rules = [i for i, scale in enumerate(edit.key_scales) if isinstance(scale.keys, SinkRule)]
+        if len(rules) != len(stored) or stored[0].shape[0] != mask.batch_size:
+            return edit  # another sequence than the stored prefill's: evaluate the rule here
+        scales = list(edit.key_scales)
+        for index, sinks in zip(rules, stored):
+            scales[index] = KeyScale(factor=scales[index].factor, keys=extend_selection(sinks, mask.kv_length))
+        return LayerEdit(key_bias=edit.key_bias, key_scales=tuple(scales), head_scale=edit.head_scale)
+
+    def remember_sinks(self, layer: int, mask: LazyMask, result: AttentionOutput) -> None:
+        """Keep a prefill's sink selections for the decode steps that follow it."""
+        if mask.q_offset == 0:
+            if result.sinks:
+                self.prefill_sinks[layer] = tuple(s.detach() for s in result.sinks)
+            else:
+                self.prefill_sinks.pop(layer, None)
 
 
 _ACTIVE: ContextVar[tuple[AttentionSession, ...]] = ContextVar("headscope_sessions", default=())
@@ -73,12 +114,16 @@ _ACTIVE: ContextVar[tuple[AttentionSession, ...]] = ContextVar("headscope_sessio
 
 @contextlib.contextmanager
 def active_session(session: AttentionSession) -> Iterator[AttentionSession]:
-    """Make ``session`` visible to the attention function inside the block (sessions stack)."""
-    token = _ACTIVE.set(_ACTIVE.get() + (session,))
+    """Make ``session`` visible to the attention function inside the block (sessions stack).
+
+    On exit the session is removed by identity, not by restoring the stack it found: blocks that
+    end out of order then leave exactly the sessions still open.
+    """
+    _ACTIVE.set(_ACTIVE.get() + (session,))
     try:
         yield session
     finally:
-        _ACTIVE.reset(token)
+        _ACTIVE.set(tuple(s for s in _ACTIVE.get() if s is not session))
 
 
 def active_sessions() -> tuple[AttentionSession, ...]:
@@ -114,10 +159,13 @@ def headscope_attention(
     layer = session.layer_of[id(module)]
     plan = _merged_plan(sessions, layer)
     edit = plan.edit(mask, query.shape[1]) if plan.edit is not None else None
+    edit = session.fix_decode_sinks(layer, mask, edit)
     backend = get_backend(plan.backend)
-    result = backend(query, key, value, mask, scaling=scaling, softcap=softcap, want=plan.want, edit=edit)
+    options = {"chunk_size": plan.chunk_size} if plan.chunk_size is not None else {}
+    result = backend(query, key, value, mask, scaling=scaling, softcap=softcap, want=plan.want, edit=edit, **options)
+    session.remember_sinks(layer, mask, result)
     for s in sessions:
-        if s.on_result is not None:
+        if s.on_result is not None and layer in s.plans:
             s.on_result(layer, result, mask)
     return result.output, result.pattern
 
@@ -130,9 +178,10 @@ def _merged_plan(sessions: list[AttentionSession], layer: int) -> LayerPlan:
     backend = next((p.backend for p in reversed(plans) if p.backend != "sdpa"), plans[-1].backend)
     if want.pattern or want.any_stats or edits:
         backend = "reference" if backend == "sdpa" else backend
-    if not edits:
-        return LayerPlan(want=want, backend=backend)
-    return LayerPlan(want=want, edit=_compose_edits(edits), backend=backend)
+    chunks = [p.chunk_size for p in plans if p.chunk_size is not None]
+    chunk_size = min(chunks) if chunks else None
+    edit = _compose_edits(edits) if edits else None
+    return LayerPlan(want=want, edit=edit, backend=backend, chunk_size=chunk_size)
 
 
 def _union_requests(requests: list[StatRequest]) -> StatRequest:
@@ -162,19 +211,43 @@ def register_headscope_attention() -> None:
     AttentionMaskInterface.register(IMPLEMENTATION, lazy_mask)
 
 
+@dataclass
+class _Switch:
+    """How many open blocks use a model's ``"headscope"`` attention, and what to restore."""
+
+    users: int
+    previous: str
+
+
+_SWITCHES: "weakref.WeakKeyDictionary[nn.Module, _Switch]" = weakref.WeakKeyDictionary()
+_SWITCH_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def use_headscope_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Switch ``model`` to ``"headscope"`` attention inside the block; restore it afterwards."""
+    """Switch ``model`` to ``"headscope"`` attention inside the block; restore it afterwards.
+
+    Blocks on one model may nest and may end in any order: the model keeps ``"headscope"``
+    until the last of them ends, then gets back the implementation it had before the first.
+    """
     register_headscope_attention()
-    previous = model.config._attn_implementation
-    if previous == IMPLEMENTATION:
-        yield model
-        return
-    model.set_attn_implementation(IMPLEMENTATION)
+    with _SWITCH_LOCK:
+        switch = _SWITCHES.get(model)
+        if switch is None:
+            previous = model.config._attn_implementation
+            switch = _SWITCHES[model] = _Switch(users=0, previous=previous)
+            if previous != IMPLEMENTATION:
+                model.set_attn_implementation(IMPLEMENTATION)
+        switch.users += 1
     try:
         yield model
     finally:
-        model.set_attn_implementation(previous)
+        with _SWITCH_LOCK:
+            switch.users -= 1
+            if switch.users == 0:
+                del _SWITCHES[model]
+                if switch.previous != IMPLEMENTATION:
+                    model.set_attn_implementation(switch.previous)
 
 
 def attention_modules(model: nn.Module) -> dict[int, int]:

@@ -25,7 +25,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from probe.attention.mask import LazyMask
-from probe.attention.spec import AttentionOutput, KeyScale, LayerEdit, SinkRule, StatRequest
+from probe.attention.spec import AttentionOutput, KeyScale, LayerEdit, SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
 
 DEFAULT_CHUNK = 256
@@ -52,7 +52,7 @@ def reference_attention(
         softcap: Gemma-2-style logit soft-capping, ``tanh(s / c) * c``.
         want: statistics to return.
         edit: edits to apply to this layer.
-        chunk_size: query rows per block (rounded up to a multiple of ``want.block_size``).
+        chunk_size: query rows per block (memory is ``chunk_size x keys`` per head).
 
     Returns:
         An :class:`AttentionOutput` with ``output`` in ``[batch, q, head, d]``.
@@ -60,23 +60,25 @@ def reference_attention(
     _check_shapes(query, key, value, mask)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     edit = edit if edit is not None and not edit.is_empty else None
-    chunk_size = _round_chunk(chunk_size, want.block_size)
+    _check_chunk(chunk_size)
     key_scales, sinks = _resolve_key_scales(query, key, mask, edit, scaling, softcap, chunk_size)
     return _attend(query, key, value, mask, scaling, softcap, want, edit, key_scales, chunk_size, sinks)
 
 
 def _resolve_key_scales(query, key, mask, edit, scaling, softcap, chunk_size):
-    """Turn each :class:`SinkRule` selection into a fixed key set (one detection pass each)."""
+    """Turn each :class:`SinkRule` selection into a fixed key set (one detection pass each).
+
+    Returns the resolved scalings and the sets the rules selected, in order."""
     if edit is None or not edit.key_scales:
-        return (), None
-    resolved, sinks = [], None
+        return (), ()
+    resolved, sinks = [], []
     for scale in edit.key_scales:
         keys = scale.keys
         if isinstance(keys, SinkRule):
             keys = detect_sinks(query, key, mask, keys, scaling, softcap, edit.key_bias, chunk_size)
-            sinks = keys if sinks is None else sinks | keys
+            sinks.append(keys)
         resolved.append(KeyScale(factor=scale.factor, keys=keys))
-    return tuple(resolved), sinks
+    return tuple(resolved), tuple(sinks)
 
 
 def detect_sinks(
@@ -114,10 +116,19 @@ def select_sinks(
     return sinks
 
 
+def extend_selection(selected: Bool[Tensor, "batch head k"], kv_length: int) -> Bool[Tensor, "batch head kv"]:
+    """A key selection padded with False (or cut) to ``kv_length`` keys: keys added after it was
+    made (generated tokens) are not selected."""
+    missing = kv_length - selected.shape[-1]
+    if missing <= 0:
+        return selected[..., :kv_length]
+    return torch.cat([selected, selected.new_zeros(*selected.shape[:-1], missing)], dim=-1)
+
+
 def apply_key_scale(
     probs: Float[Tensor, "batch head q k"],
     selected: Bool[Tensor, "batch head k"],
-    factor: Float[Tensor, " head"],
+    factor: Float[Tensor, "*batch head"],
 ) -> Float[Tensor, "batch head q k"]:
     """ACT's calibration of one block of rows: scale selected keys, redistribute proportionally.
 
@@ -125,7 +136,8 @@ def apply_key_scale(
     is the row's selected mass. Rows with no mass outside the selection stay as they were.
     """
     sel = selected[:, :, None, :]
-    f = factor.to(probs)[None, :, None, None]
+    f = factor.to(probs)
+    f = f[None, :, None, None] if f.dim() == 1 else f[:, :, None, None]
     p_sel = (probs * sel).sum(-1, keepdim=True)
     rest = 1.0 - p_sel
     ok = rest > 1e-6
@@ -153,9 +165,9 @@ def _attend(query, key, value, mask, scaling, softcap, want, edit, key_scales, c
             pattern[:, :, start:stop, : probs.shape[-1]] = probs
         if acc is not None:
             acc.update(probs, rows, start, stop)
-            lse_parts.append(lse)
+            lse_parts.append(lse.float())
     if edit is not None and edit.head_scale is not None:
-        output = output * edit.head_scale.to(output)[None, None, :, None]
+        output = output * head_view(edit.head_scale.to(output))
     stats = acc.finish() if acc is not None else {}
     if lse_parts:
         stats["lse"] = _mask_queries(torch.cat(lse_parts, dim=2), mask)
@@ -184,9 +196,11 @@ def _block_probs(
         scores = torch.tanh(scores / softcap) * softcap
     if key_bias is not None:
         scores = scores + key_bias[:, :, None, :width].to(scores)
+    # Softmax in float32, or float64 for float64 models; masked logits get that dtype's minimum
+    # after the cast (float64's minimum would become -inf in float32: NaN rows under padding).
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     scores = scores.masked_fill(~rows[..., :width], torch.finfo(scores.dtype).min)
-    scores32 = scores.float()
-    return torch.softmax(scores32, dim=-1), torch.logsumexp(scores32, dim=-1)
+    return torch.softmax(scores, dim=-1), torch.logsumexp(scores, dim=-1)
 
 
 def _grouped_scores(
@@ -226,12 +240,9 @@ def _blocks(length: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
-def _round_chunk(chunk_size: int, block_size: int | None) -> int:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    if block_size is None:
-        return chunk_size
-    return max(1, math.ceil(chunk_size / block_size)) * block_size
+def _check_chunk(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
 def _check_shapes(query: Tensor, key: Tensor, value: Tensor, mask: LazyMask) -> None:

@@ -29,6 +29,7 @@ Per-query statistics are NaN at padding queries; per-key sums count only valid q
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -99,10 +100,10 @@ class SinkRule:
     min_visible: int = 1
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau must lie in (0, 1), got {self.tau}; ACT's default is 0.1")
-        if self.min_visible < 1:
-            raise ValueError(f"min_visible must be >= 1, got {self.min_visible}")
+        if isinstance(self.tau, bool) or not isinstance(self.tau, Real) or not 0.0 < self.tau < 1.0:
+            raise ValueError(f"tau must be a number in (0, 1), got {self.tau!r}; ACT's default is 0.1")
+        if isinstance(self.min_visible, bool) or not isinstance(self.min_visible, int) or self.min_visible < 1:
+            raise ValueError(f"min_visible must be an integer >= 1, got {self.min_visible!r}")
 
 
 @dataclass(frozen=True)
@@ -114,12 +115,13 @@ class KeyScale:
     mass lies entirely on selected keys is left unchanged (nothing to redistribute to).
 
     Attributes:
-        factor: ``Float[Tensor, "head"]``; 1.0 leaves a head untouched.
+        factor: ``Float[Tensor, "head"]``, or ``Float[Tensor, "batch head"]`` for an edit limited to
+            some prompts; 1.0 leaves a head untouched.
         keys: either a fixed selection ``Bool[Tensor, "batch head key"]`` or a :class:`SinkRule`
             evaluated on this call's unedited attention.
     """
 
-    factor: Float[Tensor, " head"]
+    factor: Float[Tensor, "*batch head"]
     keys: Bool[Tensor, "batch head key"] | SinkRule
 
 
@@ -130,16 +132,28 @@ class LayerEdit:
     Attributes:
         key_bias: additive bias on the logits of each (batch, head, key), before the softmax.
         key_scales: post-softmax scalings with redistribution (ACT), applied in order.
-        head_scale: ``Float[Tensor, "head"]`` multiplying each head's output (VHR).
+        head_scale: ``Float[Tensor, "head"]`` (or ``"batch head"``) multiplying each head's output
+            (VHR).
     """
 
     key_bias: Float[Tensor, "batch head key"] | None = None
     key_scales: tuple[KeyScale, ...] = ()
-    head_scale: Float[Tensor, " head"] | None = None
+    head_scale: Float[Tensor, "*batch head"] | None = None
 
     @property
     def is_empty(self) -> bool:
         return self.key_bias is None and not self.key_scales and self.head_scale is None
+
+    @property
+    def per_prompt(self) -> bool:
+        """True when some factor differs between the rows of the batch (``[batch, head]``)."""
+        scales = [s.factor for s in self.key_scales] + ([self.head_scale] if self.head_scale is not None else [])
+        return any(t.dim() == 2 for t in scales)
+
+
+def head_view(scale: Float[Tensor, "*batch head"]) -> Float[Tensor, "_ 1 head 1"]:
+    """A ``[head]`` or ``[batch, head]`` factor shaped to multiply ``[batch, q, head, d]`` outputs."""
+    return scale[None, None, :, None] if scale.dim() == 1 else scale[:, None, :, None]
 
 
 @dataclass(frozen=True)
@@ -151,12 +165,12 @@ class AttentionOutput:
             projection (HF's layout for ``attn_output``).
         pattern: the post-softmax pattern when asked, else None.
         stats: reduced statistics, named as in this module's docstring.
-        sinks: when a :class:`SinkRule` edit ran, the ``Bool[batch, head, key]`` sink set used
-            (the union over such edits).
+        sinks: the ``Bool[batch, head, key]`` sink set each :class:`SinkRule` key scaling of the
+            edit used, in the edit's order (empty when the edit has none).
     """
 
     output: Float[Tensor, "batch query head head_dim"]
     pattern: Float[Tensor, "batch head query key"] | None
     stats: dict[str, Tensor]
-    sinks: Bool[Tensor, "batch head key"] | None = None
+    sinks: tuple[Bool[Tensor, "batch head key"], ...] = ()
 

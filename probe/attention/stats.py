@@ -36,7 +36,10 @@ class StatAccumulator:
         dev = query.device
         self.query_valid = mask.query_padding().to(dev)
         self.first_key = mask.first_key().to(dev)
-        self.key_pos = torch.arange(k_len, device=dev, dtype=torch.float32) + mask.kv_offset
+        # Positions counted from each row's first real key: the distance is a difference of
+        # positions, and under long left padding absolute columns would cost float32 digits.
+        self.origin = self.first_key.float() + mask.kv_offset  # [batch], absolute position
+        self.key_pos = torch.arange(k_len, device=dev, dtype=torch.float32)[None, :] + mask.kv_offset - self.origin[:, None]
         zeros = lambda *shape: torch.zeros(*shape, device=dev, dtype=torch.float32)  # noqa: E731
         self.out: dict[str, Tensor] = {}
         if want.received:
@@ -74,11 +77,11 @@ class StatAccumulator:
             self._store_rows("entropy", ent, valid, start, stop)
         if self.want.distance:
             q_pos = torch.arange(start, stop, device=p.device, dtype=torch.float32) + self.mask.q_offset
-            expected_key = (probs * self.key_pos[:width]).sum(-1)
+            q_pos = q_pos[None, None, :] - self.origin[:, None, None]  # [batch, 1, rows]
+            expected_key = (probs * self.key_pos[:, None, None, :width]).sum(-1)
             self._store_rows("distance", q_pos - expected_key, valid, start, stop)
         if self.want.first_token:
-            first = self.first_key[:, None, None, None].expand(-1, probs.shape[1], probs.shape[2], 1)
-            self._store_rows("first_token", probs.gather(-1, first)[..., 0], valid, start, stop)
+            self._store_rows("first_token", self._first_token(probs), valid, start, stop)
         if self.want.block_size is not None:
             self._update_blocks(p, start)
 
@@ -90,6 +93,16 @@ class StatAccumulator:
             out["received_mean"] = torch.where(count > 0, out["received_sum"] / count.clamp_min(1), 0.0)
         return out
 
+    def _first_token(self, probs: Float[Tensor, "batch head rows kk"]) -> Float[Tensor, "batch head rows"]:
+        """Attention to each row's first real key; 0 where that key lies past the block's keys.
+
+        A block's keys may be trimmed to what its rows can see, and under long left padding a
+        prompt's first key can lie beyond them (its rows in this block are all padding)."""
+        width = probs.shape[-1]
+        inside = self.first_key < width
+        first = self.first_key.clamp_max(width - 1)[:, None, None, None].expand(-1, *probs.shape[1:3], 1)
+        return torch.where(inside[:, None, None], probs.gather(-1, first)[..., 0], 0.0)
+
     def _update_received(self, p: Tensor, rows: Tensor, valid: Tensor, width: int) -> None:
         self.out["received_sum"][..., :width] += p.sum(2)
         head = self.out["received_max"][..., :width]
@@ -100,14 +113,27 @@ class StatAccumulator:
     def _store_rows(self, name: str, values: Tensor, valid: Tensor, start: int, stop: int) -> None:
         self.out[name][:, :, start:stop] = values.masked_fill(~valid[:, None, :], math.nan)
 
-    def _update_blocks(self, p: Tensor, start: int) -> None:
+    def _update_blocks(self, p: Float[Tensor, "batch head rows kk"], start: int) -> None:
+        """Fold rows ``start:start + rows`` into the tiles they touch (any alignment, any tile size).
+
+        Sums and maxima are taken by tile index, never by padding the block to whole tiles, so a
+        tile larger than the input costs no more than the input itself."""
         b = self.want.block_size
         batch, heads, rows, width = p.shape
         k_tiles = self.out["block_sum"].shape[-1]
-        padded = p.new_zeros(batch, heads, math.ceil(rows / b) * b, k_tiles * b)
-        padded[:, :, :rows, :width] = p
-        tiles = padded.reshape(batch, heads, -1, b, k_tiles, b)
-        first_tile = start // b
-        span = slice(first_tile, first_tile + tiles.shape[2])
-        self.out["block_sum"][:, :, span] += tiles.sum(dim=(3, 5))
-        self.out["block_max"][:, :, span] = torch.maximum(self.out["block_max"][:, :, span], tiles.amax(dim=(3, 5)))
+        key_tile = torch.arange(width, device=p.device) // b
+        row_tile = (torch.arange(rows, device=p.device) + start) // b
+        first, n_tiles = int(row_tile[0]), int(row_tile[-1] - row_tile[0]) + 1
+        local = row_tile - first
+        # Probabilities are >= 0, so zero-initialised maxima are exact.
+        key_sum = p.new_zeros(batch, heads, rows, k_tiles).index_add_(-1, key_tile, p)
+        key_max = p.new_zeros(batch, heads, rows, k_tiles).scatter_reduce_(
+            -1, key_tile.expand_as(p), p, "amax", include_self=True
+        )
+        tile_sum = p.new_zeros(batch, heads, n_tiles, k_tiles).index_add_(2, local, key_sum)
+        tile_max = p.new_zeros(batch, heads, n_tiles, k_tiles).scatter_reduce_(
+            2, local[:, None].expand(rows, k_tiles).expand_as(key_max), key_max, "amax", include_self=True
+        )
+        span = slice(first, first + n_tiles)
+        self.out["block_sum"][:, :, span] += tile_sum.float()
+        self.out["block_max"][:, :, span] = torch.maximum(self.out["block_max"][:, :, span], tile_max.float())

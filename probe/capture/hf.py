@@ -41,7 +41,7 @@ class Recorder:
         entry: dict = {"stats": {k: v.detach() for k, v in result.stats.items()}}
         if result.pattern is not None:
             entry["pattern"] = result.pattern.detach().float()
-        if result.sinks is not None:
+        if result.sinks:
             entry["sinks"] = result.sinks
         first_call = not self.calls.get(layer)
         if first_call and self.head_columns is not None and self.head_columns.shape[1]:
@@ -66,7 +66,7 @@ def recording(
     if config.head_output_positions and attention_mask is not None:
         columns = position_columns(config.head_output_positions, attention_mask)
     recorder = Recorder(config=config, head_columns=columns)
-    plan = LayerPlan(want=config.request(), backend=config.backend)
+    plan = LayerPlan(want=config.request(), backend=config.backend, chunk_size=config.chunk_size)
     session = AttentionSession(
         layer_of=attention_modules(model),
         plans={layer: plan for layer in layers},
@@ -80,10 +80,20 @@ def run_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> 
     """One forward; returns the logits at each row's last position ``[batch, vocab]``.
 
     Only the last position goes through the unembedding (``logits_to_keep=1``): at 8k tokens the
-    full logits of a 49k-token vocabulary would be 1.6 GB.
+    full logits of a 49k-token vocabulary would be 1.6 GB. A left-padded batch gets position ids
+    that start at 0 on each row's first real token (HF's forward counts from the padding), so
+    each prompt is computed as it would be alone, also on models with absolute positions.
     """
     device = next(model.parameters()).device
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    params = inspect.signature(model.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    if "position_ids" in params and not bool(attention_mask.bool().all()):
+        extra["position_ids"] = padded_positions(attention_mask).to(device)
     with torch.no_grad():
         out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False, **extra)
     return out.logits[:, -1].float().cpu()
+
+
+def padded_positions(attention_mask: Tensor) -> Tensor:
+    """Position ids of a left-padded batch: 0 at each row's first real token (0 on the padding)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_min(0)

@@ -22,9 +22,9 @@ class Batch:
     tokens: list[list[str]]
 
 
-def tokenize(tokenizer, prompts: list[str] | str, context_length: int | None) -> Batch:
+def tokenize(tokenizer, prompts: object, context_length: int | None) -> Batch:
     """Left-padded batch of ``prompts``; every prompt must be non-empty and fit the context."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompts = _prompt_list(prompts)
     if not prompts:
         raise InputError("no prompts given; pass at least one non-empty prompt")
     for index, prompt in enumerate(prompts):
@@ -48,6 +48,20 @@ def tokenize(tokenizer, prompts: list[str] | str, context_length: int | None) ->
     return Batch(input_ids=input_ids, attention_mask=attention_mask, tokens=[_readable(t, tokenizer) for t in tokens])
 
 
+def _prompt_list(prompts) -> list:
+    """``prompts`` as a list, refusing types that are not text (bytes would iterate as integers)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, (bytes, bytearray)):
+        raise InputError("prompts are bytes; decode them first, e.g. prompts.decode('utf-8')")
+    if not isinstance(prompts, (list, tuple)):
+        raise InputError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt {index} is a {type(prompt).__name__}, not a string; pass text")
+    return list(prompts)
+
+
 def _readable(tokens: list[str], tokenizer) -> list[str]:
     """Token strings as text (byte-level BPE markers like 'Ġ' turned back into spaces)."""
     convert = getattr(tokenizer, "convert_tokens_to_string", None)
@@ -56,10 +70,15 @@ def _readable(tokens: list[str], tokenizer) -> list[str]:
     return [convert([t]) for t in tokens]
 
 
-def check_layers(layers: tuple[int, ...] | None, geometry: HeadGeometry) -> tuple[int, ...]:
-    """Validate layer indices (negative ones count from the end); None means all layers."""
+def check_layers(layers: object, geometry: HeadGeometry) -> tuple[int, ...]:
+    """Validate layer indices (negative ones count from the end); None means all layers.
+
+    Returns the sorted, de-duplicated non-negative indices. An empty selection is an error (it
+    would record nothing), and so is an index that is not an integer.
+    """
     if layers is None:
         return tuple(range(geometry.n_layers))
+    layers = integer_indices(layers, "layers")
     checked = []
     for layer in layers:
         if not -geometry.n_layers <= layer < geometry.n_layers:
@@ -70,10 +89,28 @@ def check_layers(layers: tuple[int, ...] | None, geometry: HeadGeometry) -> tupl
     return tuple(sorted(set(checked)))
 
 
-def check_heads(heads: tuple[int, ...] | None, geometry: HeadGeometry) -> tuple[int, ...]:
+def integer_indices(values, what: str) -> tuple[int, ...]:
+    """``values`` as a non-empty tuple of integers; anything else is an :class:`InputError`.
+
+    Accepts Python and NumPy/torch integers; refuses floats (``1.5``, even ``1.0``), booleans and
+    strings, which would otherwise be truncated or compared silently.
+    """
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InputError(f"{what} must be a list of integers, got {values!r}")
+    values = tuple(values)
+    if not values:
+        raise InputError(f"{what} is empty; pass at least one index, or None for all")
+    for value in values:
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise InputError(f"{what} must be integers, got {value!r}")
+    return tuple(int(value.__index__()) for value in values)
+
+
+def check_heads(heads: object, geometry: HeadGeometry) -> tuple[int, ...]:
     """Validate head indices; None means all heads."""
     if heads is None:
         return tuple(range(geometry.n_heads))
+    heads = integer_indices(heads, "heads")
     for head in heads:
         if not 0 <= head < geometry.n_heads:
             raise InputError(

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 
 from probe.attention.hf import AttentionSession, LayerPlan, active_session, attention_modules, use_headscope_attention
 from probe.attention.mask import LazyMask
-from probe.attention.reference import apply_key_scale, select_sinks
-from probe.attention.spec import SinkRule, StatRequest
+from probe.attention.reference import apply_key_scale, extend_selection, select_sinks
+from probe.attention.spec import SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
 from probe.edits.resolve import KeyLayout, layer_edit
-from probe.edits.spec import Edit
+from probe.edits.spec import Edit, EditError, check_edits
 from probe.models.families import family_of
 
 
@@ -36,7 +36,7 @@ def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> 
         edits: :mod:`probe.edits.spec` edits; they compose.
         backend: attention backend for edited layers.
     """
-    edits = list(edits)
+    edits = check_edits(edits)
     target = getattr(model, "hf", model)
     if _is_lens(target):
         _check_targets(edits, target.cfg.n_layers, target.cfg.n_heads)
@@ -67,10 +67,12 @@ def _check_targets(edits: Sequence[Edit], n_layers: int, n_heads: int) -> None:
     for edit in edits:
         for layer in edit.layers or ():
             if not -n_layers <= layer < n_layers:
-                raise ValueError(f"edit {type(edit).__name__} names layer {layer}; the model has {n_layers} layers")
+                raise EditError(f"edit {type(edit).__name__} names layer {layer}; the model has {n_layers} layers "
+                                f"(0..{n_layers - 1})")
         for head in edit.heads or ():
             if not 0 <= head < n_heads:
-                raise ValueError(f"edit {type(edit).__name__} names head {head}; layers have {n_heads} heads")
+                raise EditError(f"edit {type(edit).__name__} names head {head}; layers have {n_heads} heads "
+                                f"(0..{n_heads - 1})")
 
 
 def _is_lens(model: nn.Module) -> bool:
@@ -105,24 +107,40 @@ def _scores_hook(edits, layer, state):
 
 
 def _pattern_hook(edits, layer, state):
+    """ACT-style key scalings on ``hook_pattern``. A :class:`SinkRule` is evaluated when the
+    pattern covers the whole input (the prefill) and its sinks are reused at the decode steps
+    of TransformerLens' cached generation, as on the HF path."""
+
     def hook(pattern: Tensor, hook) -> Tensor:
         edit = state.get("edit")
         if edit is None or not edit.key_scales:
             return pattern
-        valid = state["valid"]
-        mask = LazyMask(pattern.shape[0], pattern.shape[2], pattern.shape[3], padding=valid, device=pattern.device)
+        batch, _, n_q, n_k = pattern.shape
+        prefill = n_q == n_k
+        mask = LazyMask(batch, n_q, n_k, q_offset=n_k - n_q, padding=state["valid"], device=pattern.device)
         probs = pattern.float()
+        found = []
         for scale in edit.key_scales:
             keys = scale.keys
             if isinstance(keys, SinkRule):
-                acc = StatAccumulator(StatRequest(received=True), probs, probs[:, :1], mask)
-                acc.update(probs, mask.rows(0, probs.shape[2]), 0, probs.shape[2])
-                stats = acc.finish()
-                keys = select_sinks(stats["received_mean"], stats["visible_count"], keys)
+                stored = state.get("sinks", ())
+                keys = _lens_sinks(probs, mask, keys) if prefill or len(stored) <= len(found) else \
+                    extend_selection(stored[len(found)], n_k)
+                found.append(keys)
             probs = apply_key_scale(probs, keys, scale.factor)
+        if prefill:
+            state["sinks"] = tuple(found)
         return probs.to(pattern.dtype)
 
     return hook
+
+
+def _lens_sinks(probs: Tensor, mask: LazyMask, rule: SinkRule) -> Tensor:
+    """ACT's sink set of one layer from its full post-softmax pattern."""
+    acc = StatAccumulator(StatRequest(received=True), probs, probs[:, :1], mask)
+    acc.update(probs, mask.rows(0, probs.shape[2]), 0, probs.shape[2])
+    stats = acc.finish()
+    return select_sinks(stats["received_mean"], stats["visible_count"], rule)
 
 
 def _z_hook(edits, layer, state):
@@ -130,6 +148,6 @@ def _z_hook(edits, layer, state):
         edit = state.get("edit")
         if edit is None or edit.head_scale is None:
             return z
-        return z * edit.head_scale.to(z)[None, None, :, None]
+        return z * head_view(edit.head_scale.to(z))
 
     return hook

@@ -8,6 +8,7 @@ during generation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 from typing import Sequence
 
 import torch
@@ -15,7 +16,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from probe.attention.spec import KeyScale, LayerEdit
-from probe.edits.spec import BiasKeys, Edit, Positions, ScaleHeads, ScaleKeys, Sinks
+from probe.edits.spec import BiasKeys, Edit, EditError, Positions, ScaleHeads, ScaleKeys, Sinks
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ def layer_edit(edits: Sequence[Edit], layer: int, n_heads: int, layout: KeyLayou
 
 
 def combine_layer_edits(parts: Sequence[LayerEdit | None]) -> LayerEdit | None:
-    """Compose edits of one layer: biases add, key scalings chain, head scales multiply."""
+    """Compose edits of one layer: biases add, key scalings chain, head scales multiply.
+
+    Head scales of shape ``[head]`` and ``[batch, head]`` (edits limited to some prompts)
+    broadcast together."""
     parts = [p for p in parts if p is not None and not p.is_empty]
     if not parts:
         return None
@@ -53,24 +57,42 @@ def combine_layer_edits(parts: Sequence[LayerEdit | None]) -> LayerEdit | None:
     return LayerEdit(
         key_bias=torch.stack(biases).sum(0) if biases else None,
         key_scales=tuple(s for p in parts for s in p.key_scales),
-        head_scale=torch.stack(scales).prod(0) if scales else None,
+        head_scale=reduce(torch.mul, scales) if scales else None,
     )
 
 
 def _resolve(edit: Edit, n_heads: int, layout: KeyLayout) -> LayerEdit:
-    heads = _head_mask(edit.heads, n_heads, layout.device)
+    """One edit's tensors; with ``prompts`` set, factors become ``[batch, head]`` (1 elsewhere)."""
+    targets = _target_mask(edit, n_heads, layout)  # [head] or [batch, head]
     if isinstance(edit, ScaleHeads):
-        return LayerEdit(head_scale=torch.where(heads, edit.factor, 1.0))
+        return LayerEdit(head_scale=torch.where(targets, edit.factor, 1.0))
     if isinstance(edit, BiasKeys):
-        keys = _key_mask(edit.keys, layout)[:, None, :] & heads[None, :, None]
+        rows = targets if targets.dim() == 2 else targets[None, :]
+        keys = _key_mask(edit.keys, layout)[:, None, :] & rows[:, :, None]
         return LayerEdit(key_bias=keys.float() * edit.bias)
     if isinstance(edit, ScaleKeys):
-        factor = torch.where(heads, edit.factor, 1.0)
+        factor = torch.where(targets, edit.factor, 1.0)
         if isinstance(edit.keys, Sinks):
             return LayerEdit(key_scales=(KeyScale(factor=factor, keys=edit.keys.rule),))
         keys = _key_mask(edit.keys, layout)[:, None, :].expand(-1, n_heads, -1)
         return LayerEdit(key_scales=(KeyScale(factor=factor, keys=keys),))
-    raise TypeError(f"not an edit: {edit!r}")
+    raise EditError(f"not an edit: {edit!r}; use ScaleKeys, BiasKeys or ScaleHeads")
+
+
+def _target_mask(edit: Edit, n_heads: int, layout: KeyLayout) -> Bool[Tensor, "..."]:
+    """The heads an edit targets, ``[head]``; ``[batch, head]`` when it targets some prompts."""
+    heads = _head_mask(edit.heads, n_heads, layout.device)
+    if edit.prompts is None:
+        return heads
+    rows = torch.zeros(layout.batch, dtype=torch.bool, device=layout.device)
+    for prompt in edit.prompts:
+        if prompt >= layout.batch:
+            raise EditError(
+                f"edit {type(edit).__name__} targets prompt {prompt}, but the batch has {layout.batch} rows "
+                f"(0..{layout.batch - 1})"
+            )
+        rows[prompt] = True
+    return rows[:, None] & heads[None, :]
 
 
 def _head_mask(heads: tuple[int, ...] | None, n_heads: int, device) -> Bool[Tensor, " head"]:
@@ -79,7 +101,7 @@ def _head_mask(heads: tuple[int, ...] | None, n_heads: int, device) -> Bool[Tens
         return mask.fill_(True)
     for head in heads:
         if not 0 <= head < n_heads:
-            raise ValueError(f"edit names head {head}, but layers have {n_heads} heads (0..{n_heads - 1})")
+            raise EditError(f"edit names head {head}, but layers have {n_heads} heads (0..{n_heads - 1})")
         mask[head] = True
     return mask
 

@@ -22,18 +22,48 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Iterable, Union
 
 from probe.attention.spec import SinkRule
 
+MAX_HEAD_FACTOR = 1e3  # larger head scales overflow half-precision activations and say nothing more
+MAX_BIAS = 1e4  # past ~100 a logit bias already decides the softmax; larger ones overflow float16
 
-def _as_tuple(values: Iterable[int] | int | None) -> tuple[int, ...] | None:
+
+class EditError(ValueError):
+    """An edit that cannot be built or applied, with the reason and the fix."""
+
+
+def _as_tuple(values: Iterable[int] | int | None, what: str) -> tuple[int, ...] | None:
+    """``values`` as a tuple of integers; floats, booleans and strings are refused, not truncated."""
     if values is None:
         return None
-    if isinstance(values, int):
-        return (values,)
-    return tuple(int(v) for v in values)
+    if isinstance(values, bool) or isinstance(values, (str, bytes)):
+        raise EditError(f"{what} must be integers, got {values!r}")
+    if hasattr(values, "__index__"):
+        return (int(values.__index__()),)
+    if not hasattr(values, "__iter__"):
+        raise EditError(f"{what} must be an integer or a list of integers, got {values!r}")
+    values = tuple(values)
+    for value in values:
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise EditError(f"{what} must be integers, got {value!r}")
+    if not values:
+        raise EditError(f"{what} is empty; pass at least one index, or None for all")
+    return tuple(int(v.__index__()) for v in values)
+
+
+def _number(value, what: str, limit: float) -> float:
+    """``value`` as a finite float of magnitude at most ``limit``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise EditError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > limit:
+        raise EditError(f"{what} must be finite and at most {limit:g} in magnitude, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,9 +73,9 @@ class Positions:
     positions: tuple[int, ...]
 
     def __init__(self, positions: Iterable[int] | int):
-        object.__setattr__(self, "positions", _as_tuple(positions))
-        if not self.positions:
-            raise ValueError("Positions needs at least one position")
+        if positions is None or (hasattr(positions, "__len__") and not len(positions)):
+            raise EditError("Positions needs at least one position")
+        object.__setattr__(self, "positions", _as_tuple(positions, "Positions"))
 
 
 @dataclass(frozen=True)
@@ -54,18 +84,29 @@ class Sinks:
 
     rule: SinkRule = SinkRule()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.rule, SinkRule):
+            raise EditError(f"Sinks takes a SinkRule, got {self.rule!r}")
+
 
 KeySelector = Union[Positions, Sinks]
 
 
 @dataclass(frozen=True)
 class _Targeted:
+    """Where an edit applies: layers, heads, and prompts (rows of the batch), None meaning all."""
+
     layers: tuple[int, ...] | None
     heads: tuple[int, ...] | None
+    prompts: tuple[int, ...] | None
 
-    def _init_targets(self, layers, heads) -> None:
-        object.__setattr__(self, "layers", _as_tuple(layers))
-        object.__setattr__(self, "heads", _as_tuple(heads))
+    def _init_targets(self, layers, heads, prompts) -> None:
+        object.__setattr__(self, "layers", _as_tuple(layers, "layers"))
+        object.__setattr__(self, "heads", _as_tuple(heads, "heads"))
+        object.__setattr__(self, "prompts", _as_tuple(prompts, "prompts"))
+        for index in self.prompts or ():
+            if index < 0:
+                raise EditError(f"prompts are row indices of the batch, >= 0; got {index}")
 
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers
@@ -78,51 +119,74 @@ class ScaleKeys(_Targeted):
     keys: KeySelector
     factor: float
 
-    def __init__(self, keys: KeySelector, factor: float, layers=None, heads=None):
+    def __init__(self, keys: KeySelector, factor: float, layers=None, heads=None, prompts=None):
+        if not isinstance(keys, (Positions, Sinks)):
+            raise EditError(f"ScaleKeys takes Positions(...) or Sinks(...) as keys, got {keys!r}")
+        factor = _number(factor, "ScaleKeys factor", 1.0)
         if not 0.0 <= factor <= 1.0:
-            raise ValueError(
+            raise EditError(
                 f"ScaleKeys factor must lie in [0, 1] (it moves mass away from the keys), got {factor}; "
                 "to raise attention to keys use BiasKeys with a positive bias"
             )
         object.__setattr__(self, "keys", keys)
-        object.__setattr__(self, "factor", float(factor))
-        self._init_targets(layers, heads)
+        object.__setattr__(self, "factor", factor)
+        self._init_targets(layers, heads, prompts)
 
 
 @dataclass(frozen=True)
 class BiasKeys(_Targeted):
-    """Add ``bias`` to the pre-softmax logits of ``keys``."""
+    """Add ``bias`` to the pre-softmax logits of ``keys`` (finite; to remove keys use ScaleKeys(keys, 0))."""
 
     keys: Positions
     bias: float
 
-    def __init__(self, keys: Positions, bias: float, layers=None, heads=None):
+    def __init__(self, keys: Positions, bias: float, layers=None, heads=None, prompts=None):
         if not isinstance(keys, Positions):
-            raise TypeError("BiasKeys takes explicit Positions; for sinks use ScaleKeys(Sinks(...), factor)")
+            raise EditError("BiasKeys takes explicit Positions; for sinks use ScaleKeys(Sinks(...), factor)")
         object.__setattr__(self, "keys", keys)
-        object.__setattr__(self, "bias", float(bias))
-        self._init_targets(layers, heads)
+        object.__setattr__(self, "bias", _number(bias, "BiasKeys bias", MAX_BIAS))
+        self._init_targets(layers, heads, prompts)
 
 
 @dataclass(frozen=True)
 class ScaleHeads(_Targeted):
-    """Multiply the chosen heads' outputs by ``factor`` before the output projection."""
+    """Multiply the chosen heads' outputs by ``factor`` before the output projection.
+
+    ``prompts`` limits the edit to some rows of the batch, so one forward can run many ablations
+    (each on its own copy of the prompts)."""
 
     factor: float
 
-    def __init__(self, factor: float, layers=None, heads=None):
-        object.__setattr__(self, "factor", float(factor))
-        self._init_targets(layers, heads)
+    def __init__(self, factor: float, layers=None, heads=None, prompts=None):
+        object.__setattr__(self, "factor", _number(factor, "ScaleHeads factor", MAX_HEAD_FACTOR))
+        self._init_targets(layers, heads, prompts)
 
 
 Edit = Union[ScaleKeys, BiasKeys, ScaleHeads]
+EDIT_TYPES = (ScaleKeys, BiasKeys, ScaleHeads)
 
 
-def act_calibration(tau: float = 0.1, beta: float = 0.4, layers=None, heads=None, min_visible: int = 1) -> ScaleKeys:
+def check_edits(edits) -> list[Edit]:
+    """``edits`` as a list, each one an edit; anything else is an :class:`EditError`."""
+    if isinstance(edits, EDIT_TYPES) or isinstance(edits, (str, bytes)) or not hasattr(edits, "__iter__"):
+        raise EditError(f"edits must be a list of edits, got {edits!r}; wrap a single edit in a list")
+    edits = list(edits)
+    for index, edit in enumerate(edits):
+        if not isinstance(edit, EDIT_TYPES):
+            raise EditError(f"edit {index} is {edit!r}, not an edit; use ScaleKeys, BiasKeys or ScaleHeads")
+    return edits
+
+
+def act_calibration(tau: float = 0.1, beta: float = 0.4, layers=None, heads=None, min_visible: int = 1,
+                    prompts=None) -> ScaleKeys:
     """ACT (Yu et al. 2024): shrink each input's non-initial sinks by ``beta``, redistribute.
 
-    Defaults are ACT's (``tau=0.1``, ``beta=0.4``); the first sink found is kept.
+    Defaults are ACT's (``tau=0.1``, ``beta=0.4``); the first sink found is kept. During
+    ``generate()`` the sinks found at the prefill are reused at every decode step (see
+    :mod:`probe.attention.hf`).
     """
+    beta = _number(beta, "beta", 1.0)
     if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}; ACT uses 0.4")
-    return ScaleKeys(Sinks(SinkRule(tau=tau, min_visible=min_visible)), beta, layers=layers, heads=heads)
+        raise EditError(f"beta must lie in [0, 1], got {beta}; ACT uses 0.4")
+    return ScaleKeys(Sinks(SinkRule(tau=tau, min_visible=min_visible)), beta, layers=layers, heads=heads,
+                     prompts=prompts)

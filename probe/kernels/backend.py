@@ -10,7 +10,8 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
 
     1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
        > 256 (or > 128 in float32), soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
-       causal / sliding window / padding), more than one ACT key scaling, or block statistics
+       causal / sliding window / padding), more than one ACT key scaling, an edit limited to some
+       prompts (per-row factors), or block statistics
        with a block size that is not 16/32/64/128.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
@@ -75,6 +76,7 @@ class Call:
     softcap: float | None
     want: StatRequest
     edit: LayerEdit | None
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def _unsupported(c: Call) -> bool:
         or c.want.pattern
         or isinstance(c.mask.mask_function, _FixedMask)
         or len(scales) > 1
+        or (edit is not None and edit.per_prompt)
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
     )
 
@@ -105,8 +108,9 @@ def _plain(c: Call) -> bool:
 
 
 def _run_reference(c: Call) -> AttentionOutput:
+    options = {"chunk_size": c.chunk_size} if c.chunk_size is not None else {}
     return reference_attention(c.query, c.key, c.value, c.mask, scaling=c.scaling, softcap=c.softcap,
-                               want=c.want, edit=c.edit)
+                               want=c.want, edit=c.edit, **options)
 
 
 def _run_sdpa(c: Call) -> AttentionOutput:
@@ -154,9 +158,11 @@ def triton_attention(
     edit: LayerEdit | None = None,
     chunk_size: int | None = None,
 ) -> AttentionOutput:
-    """Attention through the Triton kernels where they apply (module docstring), else fallbacks."""
+    """Attention through the Triton kernels where they apply (module docstring), else fallbacks.
+
+    ``chunk_size`` reaches the reference fallback; the kernels choose their own tiles."""
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    call = Call(query, key, value, mask, scaling, softcap, want, edit)
+    call = Call(query, key, value, mask, scaling, softcap, want, edit, chunk_size)
     return route_for(call).run(call)
 
 
@@ -181,15 +187,16 @@ def _key_bias(c: Call) -> Float[Tensor, "_ _ k"] | None:
     return pad if bias is None else bias.float() + pad
 
 
-def _resolve_act(c: Call, rule: TokenRule, bias: Tensor | None) -> tuple["ActScale | None", Tensor | None]:
+def _resolve_act(c: Call, rule: TokenRule, bias: Tensor | None) -> tuple["ActScale | None", tuple[Tensor, ...]]:
     """The single ACT key scaling as kernel arguments; SinkRule sets are detected with K1 + K2."""
     if c.edit is None or not c.edit.key_scales:
-        return None, None
+        return None, ()
     scale = c.edit.key_scales[0]
     keys = scale.keys
-    sinks = None
+    sinks = ()
     if isinstance(keys, SinkRule):
-        keys = sinks = detect_sinks_gpu(c, rule, bias, keys)
+        keys = detect_sinks_gpu(c, rule, bias, keys)
+        sinks = (keys,)
     return ActScale(selected=keys.to(c.query.device), factor=scale.factor), sinks
 
 
