@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
-from circuits.evaluation.scoring import correct, score_items
+from circuits.evaluation.scoring import correct, scored_length, score_items
 from circuits.evaluation.tasks import Item, Task, TaskError, load_task, split_items
 from circuits.sinks.search import SearchConfig, random_heads, search_heads, search_space
 from probe.edits import apply_edits
@@ -91,6 +91,29 @@ def load_tasks(names: Sequence[str], max_prompt_chars: int | None = None) -> lis
     return tasks
 
 
+def fit_context(tasks: Sequence[Task], tokenizer, context_length: int | None) -> tuple[list[Task], list[dict]]:
+    """Leave out items whose scoring rows would not fit the model's context.
+
+    Returns the tasks without those items and one record per item left out (task, index in
+    the task, tokens needed, context), for the report. A task left with no item is an error.
+    """
+    if context_length is None:
+        return list(tasks), []
+    kept_tasks, skipped = [], []
+    for task in tasks:
+        kept = []
+        for index, item in enumerate(task.items):
+            length = scored_length(tokenizer, item)
+            if length > context_length:
+                skipped.append({"task": task.name, "item": index, "tokens": length, "context": context_length})
+            else:
+                kept.append(item)
+        if not kept:
+            raise TaskError(f"task {task.name!r}: every item is longer than the model's context of {context_length} tokens")
+        kept_tasks.append(Task(task.name, tuple(kept), task.dropped))
+    return kept_tasks, skipped
+
+
 def split_tasks(tasks: Sequence[Task], config: EvalConfig) -> tuple[list[Item], dict[str, tuple[Item, ...]]]:
     """Pooled calibration items and per-task test items."""
     calibration, test = [], {}
@@ -112,7 +135,11 @@ def test_hits(model, test: dict[str, tuple[Item, ...]], edits: list, batch_size:
 
 def act_evaluation(model, tasks: Sequence[Task], search: SearchConfig = SearchConfig(),
                    config: EvalConfig = EvalConfig(), cache: str | Path | None = None, progress: bool = True) -> dict:
-    """Search heads on the calibration split, then score the test split under each condition."""
+    """Search heads on the calibration split, then score the test split under each condition.
+
+    Items longer than the model's context are left out before the split and listed in the
+    report (``skipped_over_context``)."""
+    tasks, skipped = fit_context(tasks, model.tokenizer, model.geometry.context_length)
     calibration, test = split_tasks(tasks, config)
     found = search_heads(model, calibration, search, cache=cache, progress=progress)
     space = search_space(search, model.geometry.n_layers, model.geometry.n_heads)
@@ -127,6 +154,7 @@ def act_evaluation(model, tasks: Sequence[Task], search: SearchConfig = SearchCo
                    "n_calibration_items": len(calibration)},
         "eval": asdict(config),
         "rows": _rows(hits, config.n_boot),
+        "skipped_over_context": skipped,
         "conditions": {name: [list(h) for h in heads] for name, heads in conditions.items()},
     }
 
@@ -152,6 +180,10 @@ def format_table(report: dict) -> str:
              f"{report['search']['n_heads_searched']} searched; calibration baseline "
              f"{100 * report['search']['baseline']['accuracy']:.1f}%",
              f"{'condition':<10} {'task':<34} {'n':>4}  {'accuracy % [95% CI]':<22} {'minus baseline [95% CI]':<22}"]
+    skipped = report.get("skipped_over_context") or []
+    if skipped:
+        lines.insert(1, f"left out {len(skipped)} item(s) longer than the context: " + ", ".join(
+            f"{s['task']}#{s['item']} ({s['tokens']} tokens > {s['context']})" for s in skipped))
     for row in report["rows"]:
         acc = row["accuracy"]
         diff = row.get("minus_baseline")

@@ -58,14 +58,36 @@ class RowBatch:
         return max(len(r.continuations[0]) + 1 if r.appended else 1 for r in self.rows)
 
 
-def build_rows(tokenizer, items: Sequence[Item]) -> list[Row]:
-    """Rows for ``items``: one per item when its options are single tokens, else one per option."""
+def item_tokens(tokenizer, item: Item) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The prompt's token ids and each option's continuation ids."""
+    prompt = tuple(tokenizer(item.prompt, add_special_tokens=True)["input_ids"])
+    return prompt, [tuple(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in item.options]
+
+
+def scored_length(tokenizer, item: Item) -> int:
+    """Tokens of the longest row that scores ``item`` (prompt plus its longest continuation;
+    single-token options are read at the prompt's last position)."""
+    prompt, conts = item_tokens(tokenizer, item)
+    longest = max(len(c) for c in conts)
+    return len(prompt) + (longest if longest > 1 else 0)
+
+
+def build_rows(tokenizer, items: Sequence[Item], context_length: int | None = None) -> list[Row]:
+    """Rows for ``items``: one per item when its options are single tokens, else one per option.
+
+    Raises:
+        ValueError: an option that tokenises to nothing, or a row longer than ``context_length``
+            (drop such items first, e.g. with :func:`circuits.evaluation.harness.fit_context`).
+    """
     rows = []
     for index, item in enumerate(items):
-        prompt = tuple(tokenizer(item.prompt, add_special_tokens=True)["input_ids"])
-        conts = [tuple(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in item.options]
+        prompt, conts = item_tokens(tokenizer, item)
         if any(not c for c in conts):
             raise ValueError(f"item {index}: an option tokenises to nothing: {item.options}")
+        length = scored_length(tokenizer, item)
+        if context_length is not None and length > context_length:
+            raise ValueError(f"item {index} needs {length} tokens, more than the model's context of {context_length}; "
+                             "leave it out (act eval skips such items and lists them in its report)")
         if all(len(c) == 1 for c in conts):
             rows.append(Row(prompt, index, tuple(range(len(conts))), tuple(conts), appended=False))
         else:
@@ -134,7 +156,7 @@ def forward_logits(model, batch: RowBatch) -> Float[Tensor, "batch keep vocab"]:
 
 def score_items(model, items: Sequence[Item], batch_size: int = 8) -> list[list[float]]:
     """Option log-likelihoods of ``items`` under ``model`` (edits active in the caller apply)."""
-    rows = build_rows(model.tokenizer, items)
+    rows = build_rows(model.tokenizer, items, model.geometry.context_length)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     scores = []
     for batch in batch_rows(rows, batch_size, pad):

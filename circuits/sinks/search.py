@@ -41,6 +41,8 @@ from probe.attention.reference import select_sinks
 from probe.attention.spec import SinkRule
 from probe.capture.config import CaptureConfig
 from probe.capture.hf import recording
+from probe.capture.inputs import check_heads, check_layers
+from probe.models.families import HeadGeometry
 from probe.edits import act_calibration, apply_edits
 
 
@@ -107,16 +109,14 @@ class SearchResult:
 
 
 def search_space(config: SearchConfig, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    """All (layer, head) pairs the search covers, in order."""
-    layers = range(n_layers) if config.layers is None else [l % n_layers for l in config.layers]
-    heads = range(n_heads) if config.heads is None else config.heads
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} out of range 0..{n_layers - 1}")
-    for head in heads:
-        if not 0 <= head < n_heads:
-            raise ValueError(f"head {head} out of range 0..{n_heads - 1}")
-    return [(layer, head) for layer in sorted(set(layers)) for head in sorted(set(heads))]
+    """All (layer, head) pairs the search covers, in order.
+
+    Layers are checked before negative ones are counted from the end, so an index past the
+    model is an error, never another layer."""
+    geometry = HeadGeometry(n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads, head_dim=1, context_length=None)
+    layers = check_layers(config.layers, geometry)
+    heads = check_heads(config.heads, geometry)
+    return [(layer, head) for layer in layers for head in heads]
 
 
 def random_heads(space: Sequence[tuple[int, int]], k: int, seed: int) -> list[tuple[int, int]]:
@@ -156,7 +156,7 @@ def search_heads(model, items: Sequence[Item], config: SearchConfig = SearchConf
 
 def _baseline(model, items, config, layers):
     """Baseline scores, cached layer inputs, and which heads have a sink on some row."""
-    rows = build_rows(model.tokenizer, items)
+    rows = build_rows(model.tokenizer, items, model.geometry.context_length)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     batches = batch_rows(rows, config.batch_size, pad)
     stats = CaptureConfig(received=True, entropy=False, distance=False, first_token=False)
