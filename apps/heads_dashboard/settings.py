@@ -71,6 +71,9 @@ class EditSettings:
     scaled_heads: tuple[tuple[int, int], ...] = ()
     factor: float = 0.0
 
+    def __post_init__(self) -> None:
+        ScaleHeads(self.factor)  # the edit's own check: a finite factor of sensible size (InputError)
+
     @property
     def is_empty(self) -> bool:
         return not self.act and not self.scaled_heads

@@ -8,11 +8,12 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from probe.errors import InputError
 from probe.models.families import HeadGeometry
 
+__all__ = ["Batch", "InputError", "check_heads", "check_layers", "integer_indices", "position_columns", "tokenize"]
 
-class InputError(ValueError):
-    """Bad user input: empty prompts, prompts too long, layers or heads out of range."""
+
 
 
 @dataclass(frozen=True)

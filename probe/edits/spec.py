@@ -28,12 +28,13 @@ from numbers import Real
 from typing import Iterable, Union
 
 from probe.attention.spec import SinkRule
+from probe.errors import InputError
 
 MAX_HEAD_FACTOR = 1e3  # larger head scales overflow half-precision activations and say nothing more
 MAX_BIAS = 1e4  # past ~100 a logit bias already decides the softmax; larger ones overflow float16
 
 
-class EditError(ValueError):
+class EditError(InputError):
     """An edit that cannot be built or applied, with the reason and the fix."""
 
 
@@ -122,7 +123,7 @@ class ScaleKeys(_Targeted):
     def __init__(self, keys: KeySelector, factor: float, layers=None, heads=None, prompts=None):
         if not isinstance(keys, (Positions, Sinks)):
             raise EditError(f"ScaleKeys takes Positions(...) or Sinks(...) as keys, got {keys!r}")
-        factor = _number(factor, "ScaleKeys factor", 1.0)
+        factor = _number(factor, "ScaleKeys factor", math.inf)
         if not 0.0 <= factor <= 1.0:
             raise EditError(
                 f"ScaleKeys factor must lie in [0, 1] (it moves mass away from the keys), got {factor}; "
@@ -185,7 +186,7 @@ def act_calibration(tau: float = 0.1, beta: float = 0.4, layers=None, heads=None
     ``generate()`` the sinks found at the prefill are reused at every decode step (see
     :mod:`probe.attention.hf`).
     """
-    beta = _number(beta, "beta", 1.0)
+    beta = _number(beta, "beta", math.inf)
     if not 0.0 <= beta <= 1.0:
         raise EditError(f"beta must lie in [0, 1], got {beta}; ACT uses 0.4")
     return ScaleKeys(Sinks(SinkRule(tau=tau, min_visible=min_visible)), beta, layers=layers, heads=heads,

@@ -1,7 +1,45 @@
-"""Bad-input rows: api."""
+"""Bad-input rows: the capture API, records in memory, the ACT search and evaluation API."""
 
 from __future__ import annotations
 
-from tests.bad_inputs.table import Case, api, cli  # noqa: F401
+from dataclasses import replace
 
-CASES: list[Case] = []
+from circuits.evaluation.harness import EvalConfig
+from circuits.evaluation.scoring import score_items
+from circuits.evaluation.tasks import Item
+from circuits.sinks.search import SearchConfig, search_space
+from probe import CaptureConfig, capture
+from tests.bad_inputs.table import Case, api
+
+def _capture(env, prompts="Hello there", engine="hf", **config):
+    return capture(env.tiny, prompts, CaptureConfig(**config), engine=engine)
+
+
+LONG_ITEM = Item("word " * 200 + "\nAnswer:", (" yes", " no"), 0)
+
+CASES: list[Case] = [
+    api("capture-bytes", lambda env: _capture(env, b"Hello"), "bytes"),
+    api("capture-no-prompts", lambda env: _capture(env, []), "no prompts"),
+    api("capture-empty-prompt", lambda env: _capture(env, ["ok", "  "]), "empty"),
+    api("capture-too-long", lambda env: _capture(env, "word " * 400), "context"),
+    api("capture-layer-out-of-range", lambda env: _capture(env, layers=(9,)), "out of range"),
+    api("capture-empty-layers", lambda env: _capture(env, layers=()), "empty"),
+    api("capture-float-layer", lambda env: _capture(env, layers=(1.5,)), "integers"),
+    api("capture-bad-mode", lambda env: CaptureConfig(mode="full"), "mode"),
+    api("capture-zero-chunk", lambda env: CaptureConfig(chunk_size=0), "chunk_size"),
+    api("capture-zero-block", lambda env: CaptureConfig(block_size=0), "block_size"),
+    api("capture-position-past-prompt", lambda env: _capture(env, head_output_positions=(50,)), "beyond"),
+    api("capture-unknown-engine", lambda env: _capture(env, engine="jax"), "engine"),
+    api("capture-unknown-backend", lambda env: _capture(env, backend="nope"), "unknown attention backend"),
+    api("capture-pattern-too-large", lambda env: _capture(env, mode="pattern", pattern_bytes_limit=10), "pattern mode"),
+    api("record-stat-missing-layer", lambda env: _capture(env, layers=(0,)).stat(2, "entropy"), "recorded layers"),
+    api("record-pattern-in-stats-mode", lambda env: _capture(env, layers=(0,)).pattern(0), "mode='pattern'"),
+    api("search-layer-past-model", lambda env: search_space(SearchConfig(layers=(99,)), 30, 9), "out of range"),
+    api("search-beta", lambda env: SearchConfig(beta=2.0), "beta"),
+    api("search-tau", lambda env: SearchConfig(tau=0.0), "tau"),
+    api("score-item-past-context", lambda env: score_items(env.tiny, [LONG_ITEM]), "context"),
+    api("eval-no-test-items", lambda env: EvalConfig(n_test=0), "n_test"),
+    api("capture-config-unknown-key", lambda env: CaptureConfig.from_dict({**CaptureConfig().to_dict(), "colour": 1}),
+        "colour"),
+    api("capture-replace-bad-chunk", lambda env: replace(CaptureConfig(), chunk_size=-3), "chunk_size"),
+]
