@@ -1,11 +1,17 @@
 """The ``headscope`` command line: a registry of subcommands.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser
-and sets ``func`` (called with the parsed arguments, returning an exit code). Modules are listed
+and sets ``func`` (called with the parsed arguments, returning an exit code; a
+:class:`probe.cli_options.LazyCommand` where the run function lives in a module too heavy to
+import for ``--help``). Modules are listed
 in :data:`COMMAND_MODULES`; adding a command is adding one line there.
 
 Errors a user can fix (unknown model, empty prompt, prompt too long, layer out of range,
 unreadable file) print one ``error:`` line and exit with status 2.
+
+Building the parser imports no command's heavy dependencies: the command modules import torch,
+transformers and the models inside their run functions, so ``--help`` and argument errors answer
+at once. Shared argument types and path checks are in :mod:`probe.cli_options`.
 """
 
 from __future__ import annotations
@@ -14,15 +20,13 @@ import argparse
 import importlib
 import sys
 
+from probe.cli_options import UsageError as UsageError
+
 COMMAND_MODULES = (
     "probe.cli_capture",
-    "circuits.sinks.cli",
+    "circuits.cli",
     "apps.heads_dashboard.cli",
 )
-
-
-class UsageError(ValueError):
-    """An error the user can fix; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,21 @@
-"""``headscope capture``: capture attention for prompts, print a per-layer summary, save a record."""
+"""``headscope capture``: capture attention for prompts, print a per-layer summary, save a record.
+
+torch, transformers and the capture code are imported in :func:`run`, so building the parser
+stays light (``headscope --help`` answers at once).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from probe.cli_options import check_output_path, int_list, non_negative_int, positive_int
+from probe.model_names import DEFAULT_MODEL
 
-from probe.capture import AttentionRecord, CaptureConfig, capture
-from probe.models import DEFAULT_MODEL, load_model
-from probe.summary import layer_summaries
+if TYPE_CHECKING:
+    from probe.capture import AttentionRecord
 
 
 def register(subparsers) -> None:
@@ -19,17 +25,22 @@ def register(subparsers) -> None:
     source.add_argument("--prompt", action="append", help="a prompt (repeat for a batch)")
     source.add_argument("--prompts-file", type=Path, help="text file, one prompt per line")
     p.add_argument("--mode", choices=("stats", "pattern"), default="stats")
-    p.add_argument("--layers", type=_int_list, default=None, help="comma-separated layer indices (default: all)")
-    p.add_argument("--block-size", type=int, default=None, help="also record block summaries over BxB tiles")
-    p.add_argument("--head-positions", type=_int_list, default=(), help="positions whose per-head outputs to keep")
+    p.add_argument("--layers", type=int_list, default=None, help="comma-separated layer indices (default: all)")
+    p.add_argument("--block-size", type=positive_int, default=None, help="also record block summaries over BxB tiles")
+    p.add_argument("--head-positions", type=int_list, default=(), help="positions whose per-head outputs to keep")
     p.add_argument("--backend", default="reference", help="attention backend for recorded layers")
     p.add_argument("--engine", choices=("hf", "lens"), default="hf")
-    p.add_argument("--top", type=int, default=3, help="non-initial sinks to list per layer")
-    p.add_argument("--out", type=Path, default=Path("attention_record"), help="output stem (.safetensors + .json)")
+    p.add_argument("--top", type=non_negative_int, default=3, help="non-initial sinks to list per layer")
+    p.add_argument("--out", type=Path, default=Path("attention_record"), help="output path stem of the saved record (default attention_record)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from probe.capture import CaptureConfig, capture
+    from probe.models import load_model
+
     prompts = args.prompt if args.prompt else read_prompts(args.prompts_file)
     config = CaptureConfig(
         mode=args.mode,
@@ -38,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         head_output_positions=tuple(args.head_positions),
         backend=args.backend,
     )
+    check_output_path(args.out, stem=True)
     model = load_model(args.model)
     torch.set_grad_enabled(False)
     record = capture(model, prompts, config, engine=args.engine)
@@ -59,15 +71,18 @@ def read_prompts(path: Path) -> list[str]:
 
 
 def print_summary(record: AttentionRecord, top: int) -> None:
-    print(f"model {record.model}: {record.batch_size} prompt(s), {len(record.tokens[0])} tokens in the first")
+    """Per layer of the first prompt: first-token share and the strongest non-initial sinks."""
+    from probe.summary import layer_summaries
+
+    n_prompts, n_tokens = record.batch_size, len(record.tokens[0])
+    print(f"model {record.model}: {n_prompts} prompt(s), {n_tokens} tokens in the first")
+    if n_prompts > 1:
+        print(f"summary of prompt 0 of {n_prompts} (the record holds all {n_prompts})")
     print(f"{'layer':>5}  {'first-token share':>17}  strongest non-initial sinks (token@pos: ACT score)")
-    for row in layer_summaries(record, top=top):
+    rows = layer_summaries(record, top=top)
+    for row in rows:
         sinks = ", ".join(f"{s.token!r}@{s.position}: {s.score:.2f}" for s in row.sinks) or "-"
         print(f"{row.layer:>5}  {row.first_token_share:>17.3f}  {sinks}")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if n_tokens == 1 and any(math.isnan(row.first_token_share) for row in rows):
+        print("nan: the first-token share is undefined for a one-token prompt "
+              "(no query after the first token to attend to it)")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.models import DEFAULT_MODEL
+from probe.cli_options import port_number, positive_int
+from probe.model_names import DEFAULT_MODEL
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("dashboard", help="serve the heads dashboard (Dash) in a browser")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, HF folder or hub id (default {DEFAULT_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--port", type=port_number, default=8050, help="TCP port, 1..65535 (default 8050)")
     p.add_argument("--record", type=Path, default=None, help="a saved attention record (from `headscope capture`) to show")
     p.add_argument("--no-model", action="store_true", help="do not load a model: show --record only")
-    p.add_argument("--long-input", type=int, default=256, help="tokens above which heads are shown as summaries (default 256)")
+    p.add_argument("--long-input", type=positive_int, default=256, help="tokens above which heads are shown as summaries (default 256)")
     p.set_defaults(func=run)
 
 

@@ -18,6 +18,7 @@ from circuits.evaluation.harness import EvalConfig, act_evaluation, format_table
 from circuits.sinks.search import SearchConfig
 from probe.files import write_text_atomic
 
+BBH_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "bbh"  # ../shared beside the checkout
 TASKS = ("hyperbaton", "navigate", "ruin_names", "reasoning_about_colored_objects", "geometric_shapes")
 
 
@@ -26,7 +27,7 @@ def main(model_name: str, out: str, first_layer: int = 0, n_cal: int = 2, n_test
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = probe.load_model(model_name)
-    tasks = load_tasks(TASKS, max_prompt_chars=max_chars)
+    tasks = load_tasks(TASKS, max_prompt_chars=max_chars, bbh_dir=BBH_DIR)
     config = EvalConfig(n_calibration=n_cal, n_test=n_test, max_prompt_chars=max_chars, n_random=1)
     start = time.perf_counter()
     report = act_evaluation(model, tasks, SearchConfig(batch_size=10, layers=tuple(range(first_layer, model.geometry.n_layers))), config, cache=out_dir / "search_cache.jsonl")

@@ -26,11 +26,15 @@ from typing import Sequence
 
 from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
 from circuits.evaluation.scoring import correct, scored_length, score_items
-from circuits.evaluation.tasks import Item, Task, TaskError, load_task, split_items
+from circuits.evaluation.tasks import Item, Task, TaskError, build_task, load_task, split_items
 from circuits.sinks.search import SearchConfig, random_heads, search_heads, search_space
 from probe.edits import apply_edits
+from probe.models.hub import hub_offline, hub_reachable
+from probe.models.loading import first_line
 
-BBH_DIR = Path(os.environ.get("HEADSCOPE_BBH_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "bbh"))
+BBH_DIR_VARIABLE = "HEADSCOPE_BBH_DIR"
+BBH_DATASET = "lukaemon/bbh"
+"""The hub data set of BIG-Bench-Hard: one config per task, a ``test`` split of ``{input, target}``."""
 DEFAULT_TASKS = ("hyperbaton", "navigate", "ruin_names", "logical_deduction_three_objects", "reasoning_about_colored_objects")
 
 
@@ -63,25 +67,86 @@ class EvalConfig:
             raise ValueError("n_random must be >= 0 and n_boot >= 1")
 
 
-def resolve_task(name: str) -> Path:
-    """A task name in the BBH folder (``hyperbaton``) or a path to a ``.json``/``.jsonl`` file."""
-    path = Path(name)
-    if path.suffix in (".json", ".jsonl"):
+def bbh_dir_or_default(bbh_dir: str | Path | None) -> Path | None:
+    """``bbh_dir``, else ``$HEADSCOPE_BBH_DIR``, else None (task names then load from the hub)."""
+    chosen = bbh_dir if bbh_dir is not None else os.environ.get(BBH_DIR_VARIABLE) or None
+    return Path(chosen).expanduser() if chosen is not None else None
+
+
+def is_task_file(name: str) -> bool:
+    return Path(name).suffix in (".json", ".jsonl")
+
+
+def resolve_task(name: str, bbh_dir: str | Path | None = None) -> Path:
+    """A ``.json``/``.jsonl`` path, or a task name's file in the BBH folder.
+
+    Args:
+        name: ``hyperbaton`` or ``path/to/task.jsonl``.
+        bbh_dir: folder of BBH ``NAME.json`` files (default ``$HEADSCOPE_BBH_DIR``).
+
+    Raises:
+        TaskError: a missing file or folder, an unknown name, or no folder to look names up in.
+    """
+    if is_task_file(name):
+        path = Path(name)
         if not path.exists():
             raise TaskError(f"task file {path} does not exist")
         return path
-    candidate = BBH_DIR / f"{name}.json"
+    folder = bbh_dir_or_default(bbh_dir)
+    if folder is None:
+        raise TaskError(f"task {name!r}: no BBH folder given (--bbh-dir or {BBH_DIR_VARIABLE}); "
+                        "pass --bbh-dir DIR or a .json/.jsonl path")
+    if not folder.is_dir():
+        raise TaskError(f"BBH folder {folder} (--bbh-dir or {BBH_DIR_VARIABLE}) does not exist or is not a folder")
+    candidate = folder / f"{name}.json"
     if not candidate.exists():
-        known = sorted(p.stem for p in BBH_DIR.glob("*.json")) if BBH_DIR.exists() else []
-        raise TaskError(f"unknown task {name!r}; give a .json/.jsonl path or one of {known}")
+        known = sorted(p.stem for p in folder.glob("*.json"))
+        raise TaskError(f"unknown task {name!r} in {folder}; give a .json/.jsonl path or one of {known}")
     return candidate
 
 
-def load_tasks(names: Sequence[str], max_prompt_chars: int | None = None) -> list[Task]:
-    """Load tasks by name or path, optionally keeping only items with short prompts."""
+def load_bbh_from_hub(name: str) -> Task:
+    """BBH task ``name`` from the hub data set :data:`BBH_DATASET`, through the ``datasets`` package.
+
+    Raises:
+        TaskError: the hub does not answer, ``datasets`` is missing, or the hub has no such task.
+    """
+    if not hub_offline("HF_DATASETS_OFFLINE") and not hub_reachable():
+        raise TaskError(f"task {name!r}: no BBH folder given (--bbh-dir or {BBH_DIR_VARIABLE}) and the hub is "
+                        "unreachable; pass --bbh-dir DIR or a .json/.jsonl path")
+    try:
+        import datasets
+    except ImportError as err:
+        raise TaskError(f"task {name!r}: no BBH folder given, and loading it from the hub needs the datasets "
+                        "package (pip install datasets); or pass --bbh-dir DIR or a .json/.jsonl path") from err
+    try:
+        rows = datasets.load_dataset(BBH_DATASET, name, split="test")
+    except (ValueError, OSError, ConnectionError) as err:
+        raise TaskError(f"unknown task {name!r} at the hub data set {BBH_DATASET} ({first_line(err)}); "
+                        "pass --bbh-dir DIR or a .json/.jsonl path") from err
+    return build_task(name, [{"input": row["input"], "target": row["target"]} for row in rows])
+
+
+def load_named_task(name: str, bbh_dir: str | Path | None = None) -> Task:
+    """A task file, a task name in the BBH folder, or, with no folder, a task name from the hub."""
+    if is_task_file(name) or bbh_dir_or_default(bbh_dir) is not None:
+        return load_task(resolve_task(name, bbh_dir))
+    return load_bbh_from_hub(name)
+
+
+def load_tasks(names: Sequence[str], max_prompt_chars: int | None = None,
+               bbh_dir: str | Path | None = None) -> list[Task]:
+    """Load tasks by name or path, optionally keeping only items with short prompts.
+
+    Args:
+        names: BBH task names or ``.json``/``.jsonl`` paths.
+        max_prompt_chars: leave out items with longer prompts (None: keep all).
+        bbh_dir: folder of BBH ``NAME.json`` files for task names (default
+            ``$HEADSCOPE_BBH_DIR``; with neither, names load from the hub, :func:`load_bbh_from_hub`).
+    """
     tasks = []
     for name in names:
-        task = load_task(resolve_task(name))
+        task = load_named_task(name, bbh_dir)
         if max_prompt_chars is not None:
             kept = tuple(i for i in task.items if len(i.prompt) <= max_prompt_chars)
             if not kept:

@@ -8,11 +8,16 @@ Context:
     2. a local folder holding an HF model;
     3. a hub id, through ``from_pretrained`` (real code for users who have a hub).
 
-    A name that matches none fails with a message naming the command that installs it.
+    A name that matches none fails with a message naming the command that installs it. A folder
+    that cannot be loaded (a broken ``config.json``, missing weights) fails with a message naming
+    the folder and the reason; a hub id fails within seconds when the hub does not answer
+    (:mod:`probe.models.hub`), unless ``HF_HUB_OFFLINE`` asks for the local HF cache. The device
+    is checked before any weights are read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +28,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from probe.models.families import HeadGeometry, family_of
+from probe.models.hub import hub_host, hub_offline, hub_reachable
 
 
 class ModelNotFoundError(ValueError):
-    """A model name that is neither registered, nor a folder, nor loadable from a hub."""
+    """A model name that is neither registered, nor a folder, nor loadable from a hub; or a
+    folder or hub id whose model cannot be loaded."""
 
 
 @dataclass
@@ -87,32 +94,116 @@ def cache_root() -> Path:
     return Path(os.environ.get("HEADSCOPE_CACHE", Path.home() / ".cache" / "headscope"))
 
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
     """Load ``name`` (registered name, local folder or hub id) for inference.
 
     Raises:
-        ModelNotFoundError: with the install command for registered names, or the reasons each
-            resolution failed.
+        ValueError: ``device`` is not a device string, or names a device this machine lacks.
+        ModelNotFoundError: with the install command for registered names, the folder and the
+            reason for a folder that cannot be loaded, or the reasons a hub id failed.
     """
+    target = check_device(device)
     folder = resolve_folder(name)
     if folder is None and "/" not in name:
         raise ModelNotFoundError(
-            f"unknown model {name!r}: not a registered name ({', '.join(sorted(_SOURCES))}) and not a local folder. "
+            f"unknown model {name!r}: not a registered name ({registered_names()}) and not a local folder. "
             "Pass a registered name, a folder with config.json and weights, or a hub id such as 'org/model'."
         )
-    target = str(folder) if folder is not None else name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-    except OSError as err:
-        raise ModelNotFoundError(
-            f"unknown model {name!r}: not a registered name ({', '.join(sorted(_SOURCES))}), "
-            f"not a local folder, and loading it from a hub failed ({err.__class__.__name__}). "
-            "Pass a registered name, a folder with config.json and weights, or a hub id on a machine with a hub."
-        ) from err
+    tokenizer, model = load_from_folder(folder, dtype) if folder is not None else load_from_hub(name, dtype)
     prepare_tokenizer(tokenizer)
     family_of(model)  # fail early on architectures we cannot hook
-    return LoadedModel(name=name, hf=model.to(device).eval(), tokenizer=tokenizer, source=folder)
+    return LoadedModel(name=name, hf=model.to(target).eval(), tokenizer=tokenizer, source=folder)
+
+
+def load_from_folder(folder: Path, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, nn.Module]:
+    """Tokenizer and model of an HF folder; a failure names the folder and the reason."""
+    check_config(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelNotFoundError(f"cannot load the model folder {folder}: {first_line(err)}") from err
+    return tokenizer, model
+
+
+def check_config(folder: Path) -> None:
+    """Raise unless ``folder/config.json`` is a readable JSON object."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelNotFoundError(f"cannot load the model folder {folder}: config.json is not valid JSON ({err})") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelNotFoundError(f"cannot load the model folder {folder}: config.json cannot be read ({err})") from err
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(
+            f"cannot load the model folder {folder}: config.json holds a JSON {type(config).__name__}, not an object"
+        )
+
+
+def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, nn.Module]:
+    """Tokenizer and model of a hub id; fails at once when the hub does not answer.
+
+    With ``HF_HUB_OFFLINE`` set, the hub is not contacted and ``from_pretrained`` reads the local
+    HF cache.
+    """
+    if not hub_offline() and not hub_reachable():
+        raise ModelNotFoundError(
+            f"cannot reach the model hub at {hub_host()} to load {name!r}; pass a local folder "
+            f"(config.json + weights) or a registered name ({registered_names()})"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(name), AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as err:
+        where = "the local HF cache (HF_HUB_OFFLINE is set)" if hub_offline() else "the hub"
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: not a registered name ({registered_names()}), "
+            f"not a local folder, and loading it from {where} failed ({err.__class__.__name__}). "
+            "Pass a registered name, a folder with config.json and weights, or a hub id on a machine with a hub."
+        ) from err
+
+
+def registered_names() -> str:
+    return ", ".join(sorted(_SOURCES))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (transformers' run to many), or its class name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def _cuda_problem(device: torch.device) -> str | None:
+    if not torch.cuda.is_available():
+        build = "was built without CUDA" if torch.version.cuda is None else "finds no CUDA GPU"
+        return f"CUDA is not available (torch {torch.__version__} {build})"
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
+
+
+def _mps_problem(device: torch.device) -> str | None:
+    return None if torch.backends.mps.is_available() else "MPS (Apple GPU) is not available on this machine"
+
+
+DEVICE_PROBLEMS: dict[str, Callable[[torch.device], str | None]] = {"cuda": _cuda_problem, "mps": _mps_problem}
+"""Per device type, a check returning why this machine cannot use the device (None: it can)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` parsed, after checking that this machine has it.
+
+    Raises:
+        ValueError: naming the device and the fix.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    problem = DEVICE_PROBLEMS.get(parsed.type, lambda _: None)(parsed)
+    if problem is not None:
+        raise ValueError(f"device {str(device)!r} cannot be used: {problem}; load on device='cpu' instead")
+    return parsed
 
 
 def resolve_folder(name: str) -> Path | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from probe.model_names import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported here, where it always was
 from probe.models.loading import ModelNotFoundError, ModelSource, cache_root, register_model
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -118,5 +119,3 @@ register_model(
         folder=lambda: cached_folder("gemma-3-270m", gemma_gguf()),
     )
 )
-
-DEFAULT_MODEL = "smollm2-135m"

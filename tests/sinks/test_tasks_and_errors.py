@@ -10,6 +10,9 @@ from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
 from circuits.evaluation.tasks import TaskError, build_task, load_task, split_items
 from circuits.sinks.search import SearchConfig
 from probe.cli import main as cli_main
+from tests.helpers import SHARED
+
+BBH_DIR = str(SHARED / "data" / "bbh")
 
 
 def _write(path, records):
@@ -80,7 +83,7 @@ def test_search_config_ranges():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["act", "search", "--out", "o.jsonl", "--tasks", "no_such_task"], "unknown task"),
+    (["act", "search", "--out", "o.jsonl", "--tasks", "no_such_task", "--bbh-dir", BBH_DIR], "unknown task"),
     (["act", "eval", "--out", "o.jsonl", "--tau", "2"], "tau"),
     (["act", "search", "--out", "o.jsonl", "--beta", "1.5"], "beta"),
     (["sinks", "--out", "o.jsonl", "--prompt", "hi", "--tau", "0"], "tau"),

@@ -1,0 +1,77 @@
+"""The ``headscope`` subcommands of the circuits package: ``sinks``, ``act search``, ``act eval``.
+
+Context:
+    This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`,
+    imported when a command runs. It sits at the package's top level because importing anything
+    under ``circuits.sinks`` runs that package's ``__init__``, which imports torch and
+    transformers, and ``headscope --help`` must answer without them. Counts are checked here by
+    argparse; everything else before the model loads, in the run functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from probe.cli_options import LazyCommand, int_list, non_negative_int, positive_int
+from probe.model_names import DEFAULT_MODEL
+
+BBH_DIR_HELP = ("folder of BBH task files (NAME.json) for task names (default $HEADSCOPE_BBH_DIR; without one, "
+                "names load from the hub dataset lukaemon/bbh through the datasets package)")
+
+
+def register(subparsers) -> None:
+    _register_sinks(subparsers)
+    act = subparsers.add_parser("act", help="ACT calibration: head search and evaluation")
+    verbs = act.add_subparsers(dest="act_command", required=True)
+    _register_search(verbs)
+    _register_eval(verbs)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--out", type=Path, required=True, help="output JSON-lines file")
+    p.add_argument("--bbh-dir", type=Path, default=None, help=BBH_DIR_HELP)
+
+
+def _act_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", default="hyperbaton,navigate,ruin_names,reasoning_about_colored_objects,geometric_shapes",
+                   help="comma-separated BBH task names or .json/.jsonl paths")
+    p.add_argument("--tau", type=float, default=0.1, help="ACT sink threshold, in (0, 1)")
+    p.add_argument("--beta", type=float, default=0.4, help="ACT sink scale, in [0, 1]")
+    p.add_argument("--min-visible", type=positive_int, default=1, help="sink guard at the last positions (1 = ACT raw)")
+    p.add_argument("--layers", type=int_list, default=None, help="layers to search (default all)")
+    p.add_argument("--n-calibration", type=positive_int, default=3, help="calibration items per task")
+    p.add_argument("--max-prompt-chars", type=non_negative_int, default=300, help="leave out longer items (0: keep all)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--cache", type=Path, default=None, help="search cache (default: OUT with .cache.jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _register_sinks(subparsers) -> None:
+    p = subparsers.add_parser("sinks", help="detect attention sinks over prompts or a task's inputs")
+    _common(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    source.add_argument("--prompts-file", type=Path, help="text file, one prompt per line")
+    source.add_argument("--task", help="BBH task name or .json/.jsonl path: its inputs are the prompts")
+    p.add_argument("--limit", type=positive_int, default=16, help="at most this many prompts")
+    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--min-visible", type=positive_int, default=8, help="keys seen by fewer queries are not counted")
+    p.set_defaults(func=LazyCommand("circuits.sinks.cli", "run_sinks"))
+
+
+def _register_search(verbs) -> None:
+    p = verbs.add_parser("search", help="score ACT calibration of each head on a calibration split")
+    _common(p)
+    _act_options(p)
+    p.set_defaults(func=LazyCommand("circuits.sinks.cli", "run_search"))
+
+
+def _register_eval(verbs) -> None:
+    p = verbs.add_parser("eval", help="accuracy without calibration, with searched heads, with random heads")
+    _common(p)
+    _act_options(p)
+    p.add_argument("--n-test", type=positive_int, default=30, help="test items per task")
+    p.add_argument("--n-random", type=non_negative_int, default=2, help="random-head control draws")
+    p.set_defaults(func=LazyCommand("circuits.sinks.cli", "run_eval"))
