@@ -36,17 +36,21 @@ def run_sinks(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from circuits.evaluation.harness import EvalConfig, split_tasks
+    from circuits.evaluation.harness import EvalConfig, fit_context, split_tasks
     from circuits.sinks.search import search_heads
 
     cache, search, tasks = _checked_paths(args), _search_config(args), _tasks(args)
-    calibration, _ = split_tasks(tasks, EvalConfig(n_calibration=args.n_calibration, n_test=None, seed=args.seed))
     torch.set_grad_enabled(False)
-    result = search_heads(load_model(args.model), calibration, search, cache=cache)
+    model = load_model(args.model)
+    tasks, skipped = fit_context(tasks, model.tokenizer, model.geometry.context_length)
+    calibration, _ = split_tasks(tasks, EvalConfig(n_calibration=args.n_calibration, n_test=None, seed=args.seed))
+    result = search_heads(model, calibration, search, cache=cache)
     records = [{"kind": "baseline", **result.baseline}, *result.heads,
                {"kind": "selected", "heads": [list(h) for h in result.selected], "seconds": result.seconds,
-                "resumed": result.resumed}]
+                "resumed": result.resumed, "skipped_over_context": skipped}]
     _write_jsonl(args.out, records)
+    if skipped:
+        print(f"left out {len(skipped)} item(s) longer than the model's context of {skipped[0]['context']} tokens")
     print(f"baseline accuracy {100 * result.baseline['accuracy']:.1f}% on {len(calibration)} calibration items; "
           f"{len(result.selected)} of {len(result.heads)} heads raise it: {list(result.selected)}")
     print(f"scored {len(result.heads) - result.resumed} heads in {result.seconds:.0f}s ({result.resumed} from cache)")

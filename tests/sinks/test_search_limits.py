@@ -54,3 +54,24 @@ def test_act_evaluation_skips_and_reports_items_past_the_context(tiny):
     assert [s["item"] for s in report["skipped_over_context"]] == [3]
     assert sum(row["n"] for row in report["rows"] if row["task"] == "mixed" and row["condition"] == "baseline") == 2
     assert "longer than the context" in format_table(report)
+
+
+def test_cli_act_search_leaves_out_and_lists_items_past_the_context(tiny, tmp_path, capsys):
+    import json
+
+    from probe.cli import main
+
+    folder = tmp_path / "tiny"
+    tiny.hf.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    task = tmp_path / "mixed.jsonl"
+    rows = [{"input": item.prompt.removesuffix("\nAnswer:"), "target": item.options[item.answer].strip(),
+             "options": [o.strip() for o in item.options]} for item in (*SHORT, LONG)]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "search.jsonl"
+    code = main(["act", "search", "--model", str(folder), "--tasks", str(task), "--layers", "1",
+                 "--n-calibration", "4", "--max-prompt-chars", "0", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "left out 1 item(s)" in capsys.readouterr().out
+    selected = [json.loads(line) for line in out.read_text().splitlines()][-1]
+    assert [s["item"] for s in selected["skipped_over_context"]] == [3]
