@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     record = capture(model, prompts, config, engine=args.engine)
     print_summary(record, args.top)
-    tensors, meta = record.save(args.out)
-    print(f"saved {tensors} and {meta}")
+    print(f"saved {record.save(args.out)}")
     return 0
 
 

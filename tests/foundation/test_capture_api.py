@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -32,7 +30,7 @@ def test_record_round_trip(tiny, tmp_path):
         torch.testing.assert_close(loaded.patterns[layer], record.patterns[layer])
         for name, value in record.stats[layer].items():
             torch.testing.assert_close(loaded.stats[layer][name], value, equal_nan=True)
-    meta = json.loads((tmp_path / "rec.json").read_text())
+    meta = loaded.metadata()
     assert meta["model"] == tiny.name and meta["layers"] == record.layers
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from probe.capture.record import AttentionRecord
 from probe.cli import main
 from probe.cli_capture import read_prompts
 from tests.helpers import load_script
@@ -76,7 +77,7 @@ def test_capture_cli_reads_the_shipped_prompt_file(tiny_folder, tmp_path, capsys
     out = tmp_path / "rec"
     args = ["capture", "--model", str(tiny_folder), "--prompts-file", str(DATA / "prompts" / "demo.txt")]
     assert main(args + ["--out", str(out)]) == 0
-    meta = json.loads((tmp_path / "rec.json").read_text())
+    meta = AttentionRecord.load(tmp_path / "rec").metadata()
     assert len(meta["tokens"]) == len(read_prompts(DATA / "prompts" / "demo.txt"))  # one row per prompt
     assert "first-token share" in capsys.readouterr().out
 

@@ -27,7 +27,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in python_blocks(README.read_text(encoding="utf-8")):
         exec(compile(block, str(README), "exec"), namespace)  # the repository's own README, not an input
-    assert (tmp_path / "rec.safetensors").exists() and (tmp_path / "rec.json").exists()
+    assert (tmp_path / "rec.safetensors").exists() and not (tmp_path / "rec.json").exists()
     prompt_length = namespace["inputs"]["input_ids"].shape[1]
     assert namespace["out"].shape[1] == prompt_length + 20
     assert namespace["record"].stat(5, "entropy").shape[0] == namespace["model"].geometry.n_heads
