@@ -21,6 +21,7 @@ import importlib
 import sys
 
 from probe.cli_options import UsageError as UsageError
+from probe.files import terminate_as_exit
 
 COMMAND_MODULES = (
     "probe.cli_capture",
@@ -63,7 +64,8 @@ def run_guarded(action) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_guarded(lambda: args.func(args))
+    with terminate_as_exit():  # a SIGTERM unwinds like an error: half-written files are removed
+        return run_guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_model and args.record is None:
         raise ValueError("--no-model needs --record: there would be nothing to show")
+    from probe.capture.record import AttentionRecord
+
     settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
                                  long_input_tokens=args.long_input)
+    record = AttentionRecord.load(args.record) if args.record is not None else None  # a bad record fails here
     print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
-    serve(settings, **({"loader": None} if args.no_model else {}))
+    serve(settings, record=record, **({"loader": None} if args.no_model else {}))
     return 0

@@ -84,3 +84,18 @@ def test_garbage_cache_file_is_refused_before_loading(tmp_path, capsys, no_model
     assert main(commands("o.jsonl", cache="c.jsonl")["act search"]) == 2
     line = error_line(capsys)
     assert "c.jsonl" in line and "--cache" in line
+
+
+def test_commands_run_with_sigterm_unwinding_like_an_error(monkeypatch):
+    """A killed save removes its temporary only if SIGTERM unwinds the stack: the CLI installs
+    that handler around every command (and restores the old one after)."""
+    import signal
+
+    import probe.cli
+
+    seen = []
+    monkeypatch.setattr(probe.cli, "run_guarded", lambda action: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    before = signal.getsignal(signal.SIGTERM)
+    assert probe.cli.main(["capture", "--prompt", "x"]) == 0
+    assert seen and seen[0] not in (signal.SIG_DFL, signal.SIG_IGN, before)
+    assert signal.getsignal(signal.SIGTERM) == before
