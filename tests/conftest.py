@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TINY_BUILDERS, build_tiny, gpt2_tokenizer
+from tests.helpers import TINY_BUILDERS, build_tiny, gpt2_tokenizer, tiny_loaded
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +39,13 @@ def tiny_model(tiny_arch):
 def shared_dir() -> Path:
     here = Path(__file__).resolve().parent.parent
     return here.parent / "shared"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny random Llama saved as an HF folder, as a user's local model would be."""
+    loaded = tiny_loaded("llama")
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    loaded.hf.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder

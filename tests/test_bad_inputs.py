@@ -31,13 +31,11 @@ TABLE = [*cases_records.CASES, *cases_cli.CASES, *cases_api.CASES, *cases_edits.
 
 
 @pytest.fixture(scope="module")
-def shared_env(tmp_path_factory):
+def shared_env(tmp_path_factory, tiny_folder):
     from probe import CaptureConfig, capture
 
     loaded = tiny_loaded("llama")
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    loaded.hf.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
+    folder = tiny_folder
     record = capture(loaded, ["Hello there, general", "Hi"], CaptureConfig(layers=(0, 2)))
     saved = record.save(tmp_path_factory.mktemp("record") / "rec")
     path = saved[0] if isinstance(saved, tuple) else saved

@@ -56,14 +56,12 @@ def test_act_evaluation_skips_and_reports_items_past_the_context(tiny):
     assert "longer than the context" in format_table(report)
 
 
-def test_cli_act_search_leaves_out_and_lists_items_past_the_context(tiny, tmp_path, capsys):
+def test_cli_act_search_leaves_out_and_lists_items_past_the_context(tiny_folder, tmp_path, capsys):
     import json
 
     from probe.cli import main
 
-    folder = tmp_path / "tiny"
-    tiny.hf.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
+    folder = tiny_folder
     task = tmp_path / "mixed.jsonl"
     rows = [{"input": item.prompt.removesuffix("\nAnswer:"), "target": item.options[item.answer].strip(),
              "options": [o.strip() for o in item.options]} for item in (*SHORT, LONG)]
