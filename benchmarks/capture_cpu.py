@@ -1,18 +1,38 @@
 """Time and peak memory of a plain forward, pattern mode and statistics mode on SmolLM2 (CPU).
 
-Each (mode, length) runs in its own process so that the peak resident memory (``ru_maxrss``) is
-that run's alone. The model's own weights are in every figure; the ``extra`` column subtracts
-the process's resident memory just before the forward.
+Modes:
+    plain    the HF model's own forward (SDPA attention), logits at every position.
+    pattern  ``capture(mode="pattern")``, every layer.
+    stats    ``capture(mode="stats")``, every layer.
+    stats1   ``capture(mode="stats", layers=[0])``: one layer recorded, the others run SDPA.
+    attn     one ``reference_attention`` call in statistics mode (the capture's default
+             statistics) on random inputs of the model's geometry: one recorded layer's own
+             working set, without the rest of the model.
 
-    python benchmarks/capture_cpu.py [--lengths 512 2048 8192] [--out notes/capture_cpu.md]
+Each (mode, length, chunk size) runs in its own process. Memory is the run's own peak: the
+process's peak resident size (``VmHWM``) is reset just before the measured call (Linux
+``/proc/self/clear_refs``) and the resident size before it (the loaded model, its weights paged
+in by a short warm-up forward, and the inputs) is subtracted. Where the reset is unavailable
+the peak is ``ru_maxrss``, which also holds the model loading's peak; the table says so.
 
-Not a test: it reports, it does not assert.
+    python benchmarks/capture_cpu.py [--lengths 512 2048 8192] [--modes stats attn]
+        [--chunk-sizes 64 256] [--mmap-threshold 131072] [--out notes/capture_cpu.md] [--section NAME]
+
+With glibc's default ``malloc`` a freed block can stay resident (its mmap threshold grows with
+the blocks freed), so the resident peak exceeds the tensors alive at once, unevenly from run to
+run. ``--mmap-threshold BYTES`` sets ``MALLOC_MMAP_THRESHOLD_`` in the children (fixed, so every
+larger block is returned when freed): the peak is then the live tensors'.
+
+The table (and the machine it ran on) goes between the markers of its section in ``--out``;
+everything else in that file, such as the reading of the figures, is kept. A section not yet in
+the file is appended. Not a test: it reports, it does not assert.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -21,91 +41,239 @@ import time
 from datetime import date
 from pathlib import Path
 
-MODES = ("plain", "pattern", "stats")
+MODES = ("plain", "pattern", "stats", "stats1", "attn")
+DEFAULT_CHUNK = 256  # CaptureConfig's default
 
 
-def run_one(mode: str, length: int) -> dict:
+def run_one(mode: str, length: int, chunk_size: int = DEFAULT_CHUNK) -> dict:
     """Measure one configuration in this process (called in a child)."""
     import torch
 
     from probe import CaptureConfig, capture, load_model
     from probe.capture.inputs import InputError
 
-    torch.set_num_threads(torch.get_num_threads())
     model = load_model("smollm2-135m")
+    if mode == "attn":
+        geometry = model.geometry
+        del model
+        return attn_peak(length, chunk_size, geometry.n_heads, geometry.n_kv_heads, geometry.head_dim)
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * (length // 9 + 2))
     ids = model.tokenizer(text)["input_ids"][: length - 1]
     prompt = model.tokenizer.decode(ids)
-    rss_before = _rss_mib()
-    start = time.perf_counter()
+    row = {"mode": mode, "length": length, "chunk": chunk_size if mode != "plain" else None}
+    # The weights are memory-mapped and paged in by the first forward (about 500 MiB for SmolLM2):
+    # one short forward first, so that the figure is the long input's cost, not the page-in.
+    with torch.no_grad():
+        model.hf(**model.tokenizer("Warm up.", return_tensors="pt"), use_cache=False)
     try:
         if mode == "plain":
             batch = model.tokenizer(prompt, return_tensors="pt")
-            with torch.no_grad():
+            with PeakMemory() as peak, torch.no_grad():
                 model.hf(**batch, use_cache=False)
             tokens = batch["input_ids"].shape[1]
         else:
-            config = CaptureConfig(mode=mode, pattern_bytes_limit=16 * 2**30)
-            record = capture(model, prompt, config)
+            layers = (0,) if mode == "stats1" else None
+            config = CaptureConfig(mode="pattern" if mode == "pattern" else "stats", layers=layers,
+                                   chunk_size=chunk_size, pattern_bytes_limit=16 * 2**30)
+            with PeakMemory() as peak:
+                record = capture(model, prompt, config)
             tokens = len(record.tokens[0])
     except InputError as err:
-        return {"mode": mode, "length": length, "refused": str(err)}
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "length": length, "tokens": tokens, "seconds": seconds, "peak_mib": peak,
-            "extra_mib": max(0.0, peak - rss_before)}
+        return {**row, "refused": str(err)}
+    return {**row, "tokens": tokens, **peak.figures()}
 
 
-def _rss_mib() -> float:
+def attn_peak(length: int, chunk_size: int, n_heads: int, n_kv_heads: int, head_dim: int) -> dict:
+    """Peak memory and time of one statistics-mode ``reference_attention`` call over ``length``
+    causal tokens (batch 1, float32, random inputs; the inputs themselves are not counted)."""
+    import torch
+
+    from probe import CaptureConfig
+    from probe.attention.mask import LazyMask
+    from probe.attention.reference import reference_attention
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, n_heads, length, head_dim, generator=generator)
+    key = torch.randn(1, n_kv_heads, length, head_dim, generator=generator)
+    value = torch.randn(1, n_kv_heads, length, head_dim, generator=generator)
+    mask = LazyMask(1, length, length)
+    want = CaptureConfig(mode="stats").request()
+    with PeakMemory() as peak, torch.no_grad():
+        out = reference_attention(query, key, value, mask, want=want, chunk_size=chunk_size)
+    del out
+    return {"mode": "attn", "length": length, "chunk": chunk_size, "tokens": length, **peak.figures()}
+
+
+class PeakMemory:
+    """Time and peak resident memory of the ``with`` block, over the resident memory before it."""
+
+    def __enter__(self) -> "PeakMemory":
+        self.reset = _reset_peak()
+        self.before = _status_mib("VmRSS:")
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        self.peak = _status_mib("VmHWM:") if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def figures(self) -> dict:
+        return {"seconds": self.seconds, "rss_before_mib": self.before, "peak_mib": self.peak,
+                "extra_mib": max(0.0, self.peak - self.before), "memory": "VmHWM" if self.reset else "ru_maxrss"}
+
+
+def _reset_peak() -> bool:
+    """Reset this process's VmHWM to its current resident size (Linux >= 4.0); False if impossible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def machine_info() -> dict:
+    """What the figures were measured on (the load average is read at the call)."""
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return {"date": str(date.today()), "arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load": [round(x, 2) for x in os.getloadavg()], "ram_gib": _ram_gib()}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _ram_gib() -> float | None:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20, 1)
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=["plain", "pattern", "stats"], choices=MODES)
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[DEFAULT_CHUNK],
+                        help="CaptureConfig(chunk_size=...) values (query rows per block of the reference)")
+    parser.add_argument("--mmap-threshold", type=int, default=None,
+                        help="MALLOC_MMAP_THRESHOLD_ for the children (default: glibc's dynamic threshold)")
     parser.add_argument("--out", type=Path, default=Path("notes/capture_cpu.md"))
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--section", default="main", help="name of the table's section in --out")
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "LENGTH", "CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child[0], int(args.child[1]))))
+        print(json.dumps(run_one(args.child[0], int(args.child[1]), int(args.child[2]))))
         return
+    env = dict(os.environ)
+    if args.mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    before = machine_info()
+    before["malloc"] = (f"MALLOC_MMAP_THRESHOLD_={env['MALLOC_MMAP_THRESHOLD_']}" if env.get("MALLOC_MMAP_THRESHOLD_")
+                        else "glibc malloc, default (dynamic) mmap threshold")
     rows = []
     for length in args.lengths:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(length)], capture_output=True, text=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {
-                "mode": mode, "length": length, "refused": f"exit {out.returncode}: {out.stderr.strip()[-300:]}"}
-            rows.append(row)
-            print(_format_row(row), flush=True)
-    write_notes(rows, args.out)
+            for chunk in args.chunk_sizes if mode != "plain" else [DEFAULT_CHUNK]:
+                out = subprocess.run([sys.executable, __file__, "--child", mode, str(length), str(chunk)],
+                                     capture_output=True, text=True, env=env)
+                row = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {
+                    "mode": mode, "length": length, "chunk": chunk,
+                    "refused": f"exit {out.returncode}: {out.stderr.strip()[-300:]}"}
+                rows.append(row)
+                print(format_row(row), flush=True)
+    after = machine_info()
+    write_notes(rows, args.out, section=args.section, machine={**before, "load_after": after["load"]},
+                command=" ".join(["python benchmarks/capture_cpu.py"] + sys.argv[1:]))
 
 
-def _format_row(row: dict) -> str:
+def format_row(row: dict) -> str:
+    chunk = row.get("chunk") or "-"
     if "refused" in row:
-        return f"| {row['mode']} | {row['length']} | - | - | - | {row['refused'][:160]} |"
-    return (f"| {row['mode']} | {row['tokens']} | {row['seconds']:.2f} | {row['peak_mib']:.0f} | "
-            f"{row['extra_mib']:.0f} | |")
+        return f"| {row['mode']} | {row['length']} | {chunk} | - | - | - | {row['refused'][:160]} |"
+    note = "" if row.get("memory", "VmHWM") == "VmHWM" else "peak from ru_maxrss (includes model loading)"
+    return (f"| {row['mode']} | {row['tokens']} | {chunk} | {row['seconds']:.2f} | {row['rss_before_mib']:.0f} | "
+            f"{row['extra_mib']:.0f} | {note} |")
 
 
-def write_notes(rows: list[dict], out: Path) -> None:
-    import torch
+def growth(rows: list[dict]) -> list[str]:
+    """Per mode and chunk size measured at two lengths or more: how the peak grows, MiB per 1k
+    tokens between the shortest and the longest length measured (a secant, not a fit)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if "refused" not in row:
+            groups.setdefault((row["mode"], row.get("chunk")), []).append(row)
+    lines = []
+    for (mode, chunk), measured in groups.items():
+        measured = sorted(measured, key=lambda r: r["tokens"])
+        if len(measured) < 2 or measured[-1]["tokens"] == measured[0]["tokens"]:
+            continue
+        first, last = measured[0], measured[-1]
+        slope = (last["extra_mib"] - first["extra_mib"]) / ((last["tokens"] - first["tokens"]) / 1000)
+        where = f"{mode}" + (f", chunk {chunk}" if chunk else "")
+        lines.append(f"- {where}: {first['extra_mib']:.0f} MiB at {first['tokens']} tokens, "
+                     f"{last['extra_mib']:.0f} MiB at {last['tokens']}: {slope:+.1f} MiB per 1k tokens")
+    return lines
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    header = [
-        "# Capture on CPU: SmolLM2-135M-Instruct (fp32)",
-        "",
-        f"Measured {date.today()} on {platform.machine()} with {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}. One run each; other jobs may have "
-        "shared the machine, so treat times as +-20%.",
-        "",
-        "| mode | tokens | seconds | peak RSS MiB | extra over loaded model MiB | note |",
-        "|---|---|---|---|---|---|",
+
+def _markers(section: str) -> tuple[str, str]:
+    return f"<!-- capture_cpu.py section={section}: begin -->", f"<!-- capture_cpu.py section={section}: end -->"
+
+
+def report(rows: list[dict], machine: dict, command: str = "") -> str:
+    """The generated block: the machine, the table, and the growth per 1k tokens (measurements only)."""
+    load = f"load average {machine['load'][0]:.2f} (1 min) before the runs"
+    if machine.get("load_after"):
+        load += f", {machine['load_after'][0]:.2f} after"
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['arch']}, {machine['cores']} cores, "
+        f"{machine.get('ram_gib')} GiB RAM), torch threads {machine['torch_threads']} (OMP_NUM_THREADS="
+        f"{machine.get('omp_num_threads')}), torch {machine['torch']}, Python {machine['python']}; {load}. "
+        "One run each; times depend on what else the machine runs, memory does not.",
     ]
-    out.write_text("\n".join(header + [_format_row(r) for r in rows]) + "\n")
+    if machine.get("malloc"):
+        lines += ["", f"Allocator: {machine['malloc']}."]
+    if command:
+        lines += ["", f"`{command}`"]
+    lines += [
+        "",
+        "| mode | tokens | chunk | seconds | RSS before MiB | peak over it MiB | note |",
+        "|---|---|---|---|---|---|---|",
+    ] + [format_row(r) for r in rows]
+    slopes = growth(rows)
+    if slopes:
+        lines += ["", "Growth of the peak with length:"] + slopes
+    return "\n".join(lines)
+
+
+def write_notes(rows: list[dict], out: Path, section: str = "main", machine: dict | None = None,
+                command: str = "") -> None:
+    """Put the report of ``rows`` into ``out`` between ``section``'s markers, keeping the rest."""
+    machine = machine if machine is not None else machine_info()
+    begin, end = _markers(section)
+    block = f"{begin}\n{report(rows, machine, command)}\n{end}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = out.read_text() if out.exists() else "# Capture on CPU: SmolLM2-135M-Instruct (fp32)\n"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    out.write_text(text)
 
 
 if __name__ == "__main__":
