@@ -185,6 +185,14 @@ def _merged_plan(sessions: list[AttentionSession], layer: int) -> LayerPlan:
 
 
 def _union_requests(requests: list[StatRequest]) -> StatRequest:
+    """One request that serves every nested session.
+
+    Flags are or-ed; block statistics use the smallest block size asked. The lookback window
+    and the band are parameters of their statistic, and one forward computes each statistic
+    once: sessions that ask for them must ask for the same window (the same :class:`Band`,
+    first rows included), else the call raises ``ValueError``. A session that does not ask for
+    one leaves the other's choice in place.
+    """
     sizes = {r.block_size for r in requests if r.block_size is not None}
     return StatRequest(
         pattern=any(r.pattern for r in requests),
@@ -193,7 +201,18 @@ def _union_requests(requests: list[StatRequest]) -> StatRequest:
         distance=any(r.distance for r in requests),
         first_token=any(r.first_token for r in requests),
         block_size=min(sizes) if sizes else None,
+        lookback_window=_the_one_setting([r.lookback_window for r in requests], "lookback_window"),
+        band=_the_one_setting([r.band for r in requests], "band"),
     )
+
+
+def _the_one_setting(values: list, name: str):
+    """The single non-None value nested sessions ask for (None if none asks); two differing ones raise."""
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
+    if len(distinct) > 1:
+        raise ValueError(f"nested headscope sessions ask for different {name} settings {distinct}; one forward "
+                         f"computes one {name}: open them with the same {name}, or run separate forwards")
+    return distinct[0] if distinct else None
 
 
 def _compose_edits(edits: list[Callable[[LazyMask, int], LayerEdit | None]]) -> Callable:

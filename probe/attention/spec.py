@@ -21,18 +21,99 @@ Statistic names (keys of ``AttentionOutput.stats``), all float32:
     first_token    batch head query      attention paid to the first non-padding key
     block_sum      batch head qb kb      sum of p over each block_size x block_size tile
     block_max      batch head qb kb      max of p over each tile
+    lookback       batch head query      sum_j p_ij min(i - j, W), W = ``lookback_window``
+    band_sum       batch head key        sum of p_ij over the band's queries i of key j (:class:`Band`)
+    band_count     batch key             number of the band's queries of key j (head-independent)
+    band_mean      batch head key        band_sum / band_count; NaN where band_count is 0
     ============== ===================== ==========================================================
 
 Per-query statistics are NaN at padding queries; per-key sums count only valid queries.
+
+Positions are token positions: query row ``i`` sits at ``q_offset + i`` and key column ``j`` at
+``kv_offset + j``, so ``i - j`` above is the difference of those (independent of left padding,
+which only shifts both). Band rows (``Band.first_rows``) count from each prompt's first real key.
+
+Reasoning rhythm (Li et al. 2025, "Attention Illuminates LLM Reasoning: the Preplan-and-Anchor
+Rhythm"): both metrics are linear in the pattern, so averages over a group of heads are averages
+of these per-head statistics.
+
+* ``WAAD_t = mean over local heads of lookback[:, h, t]`` with ``lookback_window=10``.
+* ``FAI_s = mean over global heads of band_mean[:, h, s]`` with ``Band(lo=10, hi=100)`` (the RL
+  default) or ``Band(lo, hi=None)`` (the paper's section 4: to the end of the response), and
+  ``first_rows`` at each prompt's response start so that only response rows count.
+
+``band_mean`` is NaN, not 0, where no query lies in a key's band (the last ``lo`` keys, padding
+keys, keys whose whole band precedes ``first_rows``): there the mean is undefined, and a 0 would
+read as "no attention received" to a top-q selection. ``band_count`` counts every valid query in
+the band, including queries a sliding window or another mask hides from the key (they pay it 0),
+as the paper's ``|T(s)|`` does.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+
+def _is_integer(value: object) -> bool:
+    """Python, NumPy and torch integers; not booleans, floats or strings."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Band:
+    """The queries whose attention to a key counts as "received from later on" (FAI's band).
+
+    Key ``s`` collects ``p(t, s)`` from every valid (non-padding) query ``t`` with
+    ``s + lo <= t <= s + hi`` in token positions, and, when ``first_rows`` is given, with ``t``
+    at or after its prompt's first band row. Padding keys collect nothing.
+
+    Attributes:
+        lo: smallest look-ahead ``t - s``, an integer >= 0 (the paper's RL default is 10).
+        hi: largest look-ahead, an integer >= ``lo``, or None: to the end of the input (the
+            paper's section 4 analysis).
+        first_rows: per batch row, the first query position that counts, relative to that
+            prompt's first real token (e.g. the response start: the prompt's length); None:
+            every query counts. Must have one entry per batch row of the attention call.
+            Positions count from the call's first real key, as for ``distance``: a decode step
+            whose cache has dropped a prompt's first keys (``kv_offset > 0``) counts from the
+            first key it kept.
+    """
+
+    lo: int = 10
+    hi: int | None = 100
+    first_rows: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_integer(self.lo) or self.lo < 0:
+            raise ValueError(f"Band.lo must be an integer >= 0 (the paper uses 10), got {self.lo!r}")
+        if self.hi is not None and (not _is_integer(self.hi) or self.hi < self.lo):
+            raise ValueError(f"Band.hi must be an integer >= lo={self.lo}, or None for no upper bound; got {self.hi!r}")
+        object.__setattr__(self, "lo", int(self.lo))
+        object.__setattr__(self, "hi", None if self.hi is None else int(self.hi))
+        if self.first_rows is not None:
+            object.__setattr__(self, "first_rows", _first_rows(self.first_rows))
+
+
+def _first_rows(values: object) -> tuple[int, ...]:
+    """``Band.first_rows`` as a tuple of integers >= 0, or a ValueError naming the fix."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Band.first_rows must be a sequence of integers, one per batch row, got {values!r}")
+    if not values or not all(_is_integer(v) and v >= 0 for v in values):
+        raise ValueError("Band.first_rows must hold one integer >= 0 per batch row (positions from each prompt's "
+                         f"first real token), got {values!r}; pass None to count every query")
+    return tuple(int(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -48,6 +129,10 @@ class StatRequest:
         distance: per-query mean attention distance.
         first_token: per-query attention to the first non-padding token.
         block_size: when set, ``block_sum`` and ``block_max`` over tiles of this size.
+        lookback_window: when set (an integer W >= 1), ``lookback``: the per-query attention
+            distance clipped at W (WAAD's per-head term; the paper uses W = 10).
+        band: when set, ``band_sum``, ``band_count`` and ``band_mean`` over this
+            :class:`Band` (FAI's per-head term).
     """
 
     pattern: bool = False
@@ -56,10 +141,19 @@ class StatRequest:
     distance: bool = False
     first_token: bool = False
     block_size: int | None = None
+    lookback_window: int | None = None
+    band: Band | None = None
 
     def __post_init__(self) -> None:
         if self.block_size is not None and self.block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {self.block_size}")
+        if self.lookback_window is not None:
+            if not _is_integer(self.lookback_window) or self.lookback_window < 1:
+                raise ValueError(f"lookback_window must be an integer >= 1 (the paper's W is 10), "
+                                 f"got {self.lookback_window!r}; pass None for no lookback statistic")
+            object.__setattr__(self, "lookback_window", int(self.lookback_window))
+        if self.band is not None and not isinstance(self.band, Band):
+            raise ValueError(f"band must be a Band(lo, hi, first_rows) or None, got {self.band!r}")
 
     @property
     def any_stats(self) -> bool:
@@ -70,11 +164,13 @@ class StatRequest:
             or self.distance
             or self.first_token
             or self.block_size is not None
+            or self.lookback_window is not None
+            or self.band is not None
         )
 
     @classmethod
     def all_stats(cls, block_size: int | None = None) -> "StatRequest":
-        """Every reduced statistic, no pattern."""
+        """Every reduced statistic that takes no parameter (not ``lookback`` nor the band), no pattern."""
         return cls(received=True, entropy=True, distance=True, first_token=True, block_size=block_size)
 
 

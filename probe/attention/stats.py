@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probe.attention.mask import LazyMask
@@ -40,6 +40,7 @@ class StatAccumulator:
         # positions, and under long left padding absolute columns would cost float32 digits.
         self.origin = self.first_key.float() + mask.kv_offset  # [batch], absolute position
         self.key_pos = torch.arange(k_len, device=dev, dtype=torch.float32)[None, :] + mask.kv_offset - self.origin[:, None]
+        self.k_len = k_len
         zeros = lambda *shape: torch.zeros(*shape, device=dev, dtype=torch.float32)  # noqa: E731
         self.out: dict[str, Tensor] = {}
         if want.received:
@@ -55,6 +56,12 @@ class StatAccumulator:
             b = want.block_size
             tiles = (batch, heads, math.ceil(q_len / b), math.ceil(k_len / b))
             self.out.update(block_sum=zeros(*tiles), block_max=zeros(*tiles))
+        if want.lookback_window is not None:
+            self.out["lookback"] = torch.full((batch, heads, q_len), math.nan, device=dev)
+        if want.band is not None:
+            self.band_rows = self._band_first_rows(want.band.first_rows, batch)
+            self.key_real = mask.key_padding().to(dev)
+            self.out.update(band_sum=zeros(batch, heads, k_len), band_count=zeros(batch, k_len))
 
     def update(
         self,
@@ -84,14 +91,67 @@ class StatAccumulator:
             self._store_rows("first_token", self._first_token(probs), valid, start, stop)
         if self.want.block_size is not None:
             self._update_blocks(p, start)
+        if self.want.lookback_window is not None:
+            self._store_rows("lookback", self._lookback(probs, start, stop), valid, start, stop)
+        if self.want.band is not None:
+            self._update_band(probs, valid, start, stop)
 
     def finish(self) -> dict[str, Tensor]:
-        """The statistics, with ``received_mean`` derived from the sums."""
+        """The statistics, with ``received_mean`` and ``band_mean`` derived from the sums."""
         out = dict(self.out)
         if self.want.received:
             count = out["visible_count"][:, None, :]
             out["received_mean"] = torch.where(count > 0, out["received_sum"] / count.clamp_min(1), 0.0)
+        if self.want.band is not None:
+            count = out["band_count"][:, None, :]
+            out["band_mean"] = torch.where(count > 0, out["band_sum"] / count.clamp_min(1), math.nan)
         return out
+
+    def _offsets(self, start: int, stop: int, width: int) -> Int[Tensor, "rows kk"]:
+        """``t - s`` in token positions for query rows ``start:stop`` and the first ``width`` keys.
+
+        A difference of positions does not depend on where they are counted from, so it is the
+        difference of absolute positions (row ``i`` at ``q_offset + i``, key ``j`` at
+        ``kv_offset + j``), exact in integers whatever the padding."""
+        dev = self.query_valid.device
+        q_pos = torch.arange(start, stop, device=dev) + self.mask.q_offset
+        k_pos = torch.arange(width, device=dev) + self.mask.kv_offset
+        return q_pos[:, None] - k_pos[None, :]
+
+    def _lookback(
+        self, probs: Float[Tensor, "batch head rows kk"], start: int, stop: int
+    ) -> Float[Tensor, "batch head rows"]:
+        """``sum_s p(t, s) min(t - s, W)`` for each row of the block (WAAD's per-head term)."""
+        clipped = self._offsets(start, stop, probs.shape[-1]).clamp_max(self.want.lookback_window)
+        return (probs * clipped.to(probs.dtype)).sum(-1)
+
+    def _band_first_rows(self, first_rows: tuple[int, ...] | None, batch: int) -> Int[Tensor, " batch"]:
+        """Absolute position of each prompt's first band row (its first real key when not given)."""
+        origin = self.first_key.long() + self.mask.kv_offset
+        if first_rows is None:
+            return origin
+        if len(first_rows) != batch:
+            raise ValueError(f"the band's first_rows (Band.first_rows, CaptureConfig.band_first_rows) has "
+                             f"{len(first_rows)} entries but the attention call has {batch} batch rows; give one "
+                             "first row per prompt, or None to count every query")
+        return origin + torch.tensor(first_rows, device=origin.device)
+
+    def _update_band(self, probs: Float[Tensor, "batch head rows kk"], valid: Bool[Tensor, "batch rows"],
+                     start: int, stop: int) -> None:
+        """Fold the block's rows into the band sums and counts of every key.
+
+        Counts are taken over all keys, not only the block's first ``kk``: a key past them may
+        still have this block's rows in its band (it then receives 0 from them)."""
+        band, width = self.want.band, probs.shape[-1]
+        offsets = self._offsets(start, stop, self.k_len)
+        in_band = offsets >= band.lo
+        if band.hi is not None:
+            in_band &= offsets <= band.hi
+        q_pos = torch.arange(start, stop, device=offsets.device) + self.mask.q_offset
+        rows_ok = valid & (q_pos[None, :] >= self.band_rows[:, None])  # [batch, rows]
+        counted = in_band[None] & rows_ok[:, :, None] & self.key_real[:, None, :]  # [batch, rows, k]
+        self.out["band_count"] += counted.sum(1).float()
+        self.out["band_sum"][..., :width] += (probs * counted[:, None, :, :width]).sum(2)
 
     def _first_token(self, probs: Float[Tensor, "batch head rows kk"]) -> Float[Tensor, "batch head rows"]:
         """Attention to each row's first real key; 0 where that key lies past the block's keys.

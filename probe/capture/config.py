@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-from probe.attention.spec import StatRequest
+from probe.attention.spec import Band, StatRequest
 from probe.capture.inputs import InputError, integer_indices
 
 Mode = Literal["pattern", "stats"]
@@ -25,6 +25,17 @@ class CaptureConfig:
         received, entropy, distance, first_token, block_size: which statistics
             (see :mod:`probe.attention.spec`); all but block summaries are on by default because
             they cost little next to the attention itself.
+        lookback_window: when set (an integer W >= 1), the ``lookback`` statistic: each query's
+            attention distance clipped at W, WAAD's per-head term (Li et al. 2025 use W = 10).
+            Off by default: it is a parameter of one analysis, not a general summary.
+        band_lo, band_hi, band_first_rows: when ``band_lo`` is set, the ``band_sum``,
+            ``band_count`` and ``band_mean`` statistics of :class:`~probe.attention.spec.Band`
+            ``(band_lo, band_hi, band_first_rows)``: attention each key receives from the
+            queries ``band_lo..band_hi`` tokens later (FAI's per-head term). ``band_hi`` None
+            (the default) runs to the end of the input; the paper's RL setting is 10 and 100.
+            ``band_first_rows``, one per prompt and counted from its first token (e.g. each
+            prompt's response start), keeps earlier queries out; None counts every query.
+            Off by default, like ``lookback_window``.
         head_output_positions: token positions (per prompt, negative counts from the end) at
             which to keep each head's output before the output projection. Empty by default:
             it is ``layers x positions x heads x head_dim`` floats.
@@ -42,6 +53,10 @@ class CaptureConfig:
     distance: bool = True
     first_token: bool = True
     block_size: int | None = None
+    lookback_window: int | None = None
+    band_lo: int | None = None
+    band_hi: int | None = None
+    band_first_rows: tuple[int, ...] | None = None
     head_output_positions: tuple[int, ...] = ()
     backend: str = "reference"
     chunk_size: int = 256
@@ -63,6 +78,27 @@ class CaptureConfig:
             raise InputError(f"chunk_size must be positive, got {self.chunk_size}")
         if self.block_size is not None and self.block_size < 1:
             raise InputError(f"block_size must be positive, got {self.block_size}")
+        self._check_rhythm_settings()
+
+    def _check_rhythm_settings(self) -> None:
+        """The lookback window and the band are valid (the request builds), or one InputError."""
+        if self.band_lo is None and (self.band_hi is not None or self.band_first_rows is not None):
+            raise InputError("band_hi and band_first_rows need band_lo (the band's first look-ahead, e.g. 10); "
+                             "set band_lo, or leave all three unset for no band statistics")
+        try:
+            want = self.request()
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        object.__setattr__(self, "lookback_window", want.lookback_window)  # plain ints, for to_dict's JSON
+        if want.band is not None:
+            for name in ("lo", "hi", "first_rows"):
+                object.__setattr__(self, f"band_{name}", getattr(want.band, name))
+
+    def band(self) -> Band | None:
+        """The band of the FAI statistics, or None when ``band_lo`` is unset."""
+        if self.band_lo is None:
+            return None
+        return Band(lo=self.band_lo, hi=self.band_hi, first_rows=self.band_first_rows)
 
     def request(self) -> StatRequest:
         return StatRequest(
@@ -72,12 +108,15 @@ class CaptureConfig:
             distance=self.distance,
             first_token=self.first_token,
             block_size=self.block_size,
+            lookback_window=self.lookback_window,
+            band=self.band(),
         )
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["layers"] = list(self.layers) if self.layers is not None else None
         data["head_output_positions"] = list(self.head_output_positions)
+        data["band_first_rows"] = list(self.band_first_rows) if self.band_first_rows is not None else None
         return data
 
     @classmethod
@@ -93,4 +132,6 @@ class CaptureConfig:
         if data.get("layers") is not None:
             data["layers"] = tuple(data["layers"])
         data["head_output_positions"] = tuple(data.get("head_output_positions", ()))
+        if isinstance(data.get("band_first_rows"), list):
+            data["band_first_rows"] = tuple(data["band_first_rows"])
         return cls(**data)

@@ -43,6 +43,7 @@ STAT_AXES = {
     "received_sum": PER_KEY, "received_mean": PER_KEY, "received_max": PER_KEY,
     "visible_count": ("batch", "key"),
     "block_sum": BLOCKS, "block_max": BLOCKS,
+    "lookback": PER_QUERY, "band_sum": PER_KEY, "band_mean": PER_KEY, "band_count": ("batch", "key"),
 }
 PATTERN_AXES = ("batch", "head", "query", "key")
 HEAD_OUTPUT_AXES = ("batch", "position", "head", "head_dim")

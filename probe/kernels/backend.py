@@ -11,8 +11,10 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
     1. ``reference``: tensors not on CUDA, Triton missing, dtype not bf16/fp16/fp32, head dim
        > 256 (or > 128 in float32), soft-capping, a pattern request, a fixed 4-D mask tensor (an arbitrary mask, not
        causal / sliding window / padding), more than one ACT key scaling, an edit limited to some
-       prompts (per-row factors), or block statistics
-       with a block size that is not 16/32/64/128.
+       prompts (per-row factors), block statistics
+       with a block size that is not 16/32/64/128, or the reasoning-rhythm statistics
+       (``lookback_window`` or ``band``: no kernel computes them yet, so the reference does,
+       exactly, on any device).
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
@@ -100,6 +102,8 @@ def _unsupported(c: Call) -> bool:
         or len(scales) > 1
         or (edit is not None and edit.per_prompt)
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
+        or c.want.lookback_window is not None
+        or c.want.band is not None
     )
 
 
