@@ -37,6 +37,9 @@ def block_sparse_attention(
     if want.block_size is not None and (want.block_size != table.block_q or table.block_q != table.block_kv):
         raise ValueError("block statistics of a sparse call are over the table's square tiles: "
                          f"ask block_size={table.block_q} with block_q == block_kv")
+    if want.lookback_window is not None or want.band is not None:
+        raise ValueError("block-sparse attention does not compute the look-back or band statistics; "
+                         "ask them of a dense call (the reference backend computes them)")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     if query.is_cuda:
         return _sparse_gpu(query, key, value, table, scaling, want, key_bias, head_scale)

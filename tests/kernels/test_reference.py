@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from probe.attention.reference import reference_attention
-from probe.attention.spec import KeyScale, LayerEdit, StatRequest
+from probe.attention.spec import Band, KeyScale, LayerEdit, StatRequest
 from probe.kernels.blocks import (
     FULL,
     SKIP,
@@ -158,3 +158,10 @@ def test_sparse_cpu_path_matches_dense_reference_with_expanded_mask(maker):
         plain = reference_attention(q, k, v, mask, want=StatRequest(entropy=True))
         assert rel_err(got.output, plain.output) < 1e-5
         assert rel_err(got.stats["entropy"], plain.stats["entropy"]) < 1e-5
+
+
+@pytest.mark.parametrize("want", [StatRequest(lookback_window=10), StatRequest(band=Band(lo=1, hi=5))])
+def test_sparse_calls_refuse_the_rhythm_statistics_rather_than_drop_them(want):
+    q, k, v = qkv(1, 4, 2, 64, 16)
+    with pytest.raises(ValueError, match="dense call"):
+        block_sparse_attention(q, k, v, sliding_window_table(64, 16, block_q=32, block_kv=32), want=want)
