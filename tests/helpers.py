@@ -3,11 +3,14 @@ the repository's scripts (benchmarks, data generators), which are files, not ins
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
 
+import jaxtyping
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     Gemma3TextConfig,
     Gemma3ForCausalLM,
@@ -99,3 +102,29 @@ def load_script(path: Path):
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an op returns (memory tests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@contextlib.contextmanager
+def untyped():
+    """Call the API as users do: the suite type-checks every call (jaxtyping + beartype), which
+    would stop a wrongly typed argument before headscope's own check could answer it."""
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)

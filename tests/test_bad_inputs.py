@@ -6,26 +6,12 @@ print the usage first) that contains ``word``, and no traceback.
 
 from __future__ import annotations
 
-import contextlib
-
-import jaxtyping
 import pytest
 
 from probe.cli import main, run_guarded
 from tests.bad_inputs import cases_api, cases_cli, cases_edits, cases_records
 from tests.bad_inputs.table import Env
-from tests.helpers import tiny_loaded
-
-@contextlib.contextmanager
-def untyped():
-    """Call the API as users do: the suite type-checks every call (jaxtyping + beartype), which
-    would stop a wrongly typed argument before headscope's own check could answer it."""
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
-
+from tests.helpers import tiny_loaded, untyped
 
 TABLE = [*cases_records.CASES, *cases_cli.CASES, *cases_api.CASES, *cases_edits.CASES]
 

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention
 from probe.attention.spec import StatRequest
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
+from tests.helpers import LargestTensor
 
 
 def largest_tensor(want: StatRequest, n: int = 1031, heads: int = 3, chunk: int = 64) -> int:

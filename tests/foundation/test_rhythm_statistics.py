@@ -10,16 +10,13 @@ known; then through a capture on a tiny Llama and a record file; and their reque
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
-import jaxtyping
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.masking_utils import causal_mask_function, sliding_window_causal_mask_function
 
 from probe import CaptureConfig, InputError, capture
@@ -30,7 +27,7 @@ from probe.attention.stats import StatAccumulator
 from probe.capture.hf import recording, run_forward
 from probe.capture.record import AttentionRecord
 from probe.kernels.backend import HAVE_TRITON, Call, route_for
-from tests.helpers import random_batch, tiny_loaded
+from tests.helpers import LargestTensor, random_batch, tiny_loaded, untyped
 
 NAN = float("nan")
 BAND_NAMES = ("band_sum", "band_count", "band_mean")
@@ -303,15 +300,7 @@ def test_a_band_longer_than_the_input_is_empty():
 # Requests -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def untyped():
-    """Call the API as users do: the suite type-checks every call (jaxtyping + beartype), which
-    would stop a wrongly typed argument before headscope's own check could answer it."""
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
+
 
 
 @pytest.mark.parametrize("window", [0, -3, 2.0, 1.5, True, "10"], ids=repr)
@@ -488,21 +477,6 @@ def test_nested_sessions_share_one_window_and_refuse_two(tiny):
 
 
 # Memory ----------------------------------------------------------------------------------------
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_rhythm_statistics_hold_one_block_of_rows_at_a_time():
