@@ -12,22 +12,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from circuits.rhythm.problems import (
+    Problem,
+    TraceInputError,
+    answers_match,
+    extract_answer,
+    load_problems,
+    read_problems,
+)
 from circuits.rhythm.traces import (
     PAPER_INSTRUCTION,
-    Problem,
     Trace,
     TraceConfig,
     TraceFileError,
-    TraceInputError,
-    answers_match,
     build_prompt,
     cut_at_eos,
     encode_prompt,
-    extract_answer,
     generate_traces,
     left_pad,
-    load_problems,
-    read_problems,
     read_text_traces,
     read_traces,
     teacher_forcing,
@@ -136,7 +138,7 @@ def test_a_folder_is_not_a_problem_file(tmp_path):
 def test_a_hub_id_fails_in_seconds_without_a_hub(monkeypatch):
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr("circuits.rhythm.traces.hub_reachable", lambda: False)
+    monkeypatch.setattr("circuits.rhythm.problems.hub_reachable", lambda: False)
     start = time.perf_counter()
     with pytest.raises(TraceInputError, match="does not answer.*JSON-lines file"):
         load_problems("openai/gsm8k")
@@ -153,7 +155,7 @@ def test_a_hub_data_set_is_read_through_datasets(monkeypatch):
         return [{"question": "Q?", "answer": "so\n#### 1,234"}]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    monkeypatch.setattr("circuits.rhythm.traces.hub_reachable", lambda: True)
+    monkeypatch.setattr("circuits.rhythm.problems.hub_reachable", lambda: True)
     assert load_problems("openai/gsm8k") == [Problem("Q?", "1234", "openai/gsm8k (main, test) row 0")]
     with pytest.raises(TraceInputError, match="cannot load 'me/nothing'.*doesn't exist.*JSON-lines file"):
         load_problems("me/nothing", split="train")
