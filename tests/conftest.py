@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Without a GPU the Triton kernels run in Triton's interpreter. triton.jit reads this when
+    # probe.kernels.triton_kernels is imported, and any test module may import the kernels'
+    # backend at collection time (before tests/kernels/conftest.py is read), so it is set here.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.helpers import TINY_BUILDERS, build_tiny, gpt2_tokenizer, tiny_loaded
 
