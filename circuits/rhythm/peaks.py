@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
+from scipy.signal import peak_prominences
 from torch import Tensor
 
 from circuits.evaluation.bootstrap import Interval
@@ -159,25 +160,23 @@ def strict_local_maxima(values: Signal) -> Int[np.ndarray, " peak"]:
 
 
 def prominences(values: Signal, peaks: Int[np.ndarray, " peak"]) -> Float[np.ndarray, " peak"]:
-    """Topographic prominence of each peak, within the run of finite values that holds it.
-
-    On each side, walk away from the peak until a higher value, a NaN or the end; the base on
-    that side is the lowest value passed. The prominence is the peak's height above the higher
-    of the two bases (scipy.signal.peak_prominences' definition, with NaN as an end).
-    """
+    """Topographic prominence of each peak (``scipy.signal.peak_prominences``), within the run of
+    finite values that holds it: a NaN ends a run like the sequence's ends do."""
     v = as_array(values)
+    peaks = np.asarray(peaks, dtype=np.int64)
     out = np.empty(len(peaks))
-    for n, p in enumerate(np.asarray(peaks, dtype=np.int64).tolist()):
-        out[n] = v[p] - max(_side_base(v, p, -1), _side_base(v, p, 1))
+    for start, stop in finite_runs(v):
+        inside = (peaks >= start) & (peaks < stop)
+        if inside.any():
+            out[inside] = peak_prominences(v[start:stop], peaks[inside] - start)[0]
     return out
 
 
-def _side_base(v: Float[np.ndarray, " n"], peak: int, step: int) -> float:
-    """Lowest value from ``peak`` towards ``step`` until a higher value, a NaN or the end."""
-    lowest, i = v[peak], peak + step
-    while 0 <= i < v.size and np.isfinite(v[i]) and v[i] <= v[peak]:
-        lowest, i = min(lowest, v[i]), i + step
-    return lowest
+def finite_runs(v: Float[np.ndarray, " n"]) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each maximal run of finite values."""
+    finite = np.concatenate([[False], np.isfinite(v), [False]])
+    edges = np.flatnonzero(np.diff(finite.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def prominent_peaks(values: Signal, min_prominence: float) -> Int[np.ndarray, " peak"]:
