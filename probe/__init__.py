@@ -23,6 +23,7 @@ EXPORTS = {
     "CaptureConfig": "probe.capture",
     "InputError": "probe.capture",
     "capture": "probe.capture",
+    "capture_ids": "probe.capture",
     "DEFAULT_MODEL": "probe.model_names",
     "LoadedModel": "probe.models",
     "ModelNotFoundError": "probe.models",

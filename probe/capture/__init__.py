@@ -1,6 +1,7 @@
 """Capture attention: full patterns on short inputs, reduced statistics on long ones."""
 
 from probe.capture.api import capture as capture
+from probe.capture.api import capture_ids as capture_ids
 from probe.capture.config import CaptureConfig as CaptureConfig
 from probe.capture.hf import recording as recording
 from probe.capture.inputs import InputError as InputError

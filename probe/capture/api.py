@@ -6,15 +6,21 @@ Example:
     >>> record = capture(model, ["The capital of France is"], CaptureConfig(mode="pattern"))
     >>> record.pattern(layer=5).shape          # [head, query, key]
     >>> record.stat(5, "received_mean")        # ACT sink score per head and key
+
+    Token ids you already have (a prompt + response whose tokens must not be re-tokenized; a
+    tokenizer may merge tokens across the boundary) go through :func:`capture_ids`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from jaxtyping import Int
+from torch import Tensor
+
 from probe.capture.config import CaptureConfig
 from probe.capture.hf import Recorder, recording, run_forward
-from probe.capture.inputs import InputError, check_layers, tokenize
+from probe.capture.inputs import Batch, InputError, batch_from_ids, check_layers, tokenize
 from probe.capture.lens import lens_hooks, run_lens
 from probe.capture.record import AttentionRecord
 from probe.models.loading import LoadedModel
@@ -42,9 +48,50 @@ def capture(
         InputError: empty prompts, prompts longer than the context, layers out of range, or a
             pattern-mode capture too large for ``config.pattern_bytes_limit``.
     """
+    layers = check_layers(config.layers, model.geometry)
+    batch = tokenize(model.tokenizer, prompts, model.geometry.context_length)
+    return capture_batch(model, batch, layers, config, engine)
+
+
+def capture_ids(
+    model: LoadedModel,
+    input_ids: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
+    config: CaptureConfig = CaptureConfig(),
+    *,
+    engine: Engine = "hf",
+) -> AttentionRecord:
+    """Like :func:`capture`, on token ids instead of text: the ids are read exactly as given.
+
+    Example:
+        >>> ids = torch.tensor([[1, 2, 3], [0, 4, 5]])    # row 1 is padded on the left
+        >>> mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+        >>> record = capture_ids(model, ids, mask, CaptureConfig(mode="stats"))
+        >>> record.tokens[1]                      # the strings of ids 4 and 5
+
+    Args:
+        model: a loaded model.
+        input_ids: ``[batch, pos]`` token ids of ``model``'s tokenizer, left-padded.
+        attention_mask: ``[batch, pos]``, 0 on the padding, 1 on the tokens.
+        config: as for :func:`capture`.
+        engine: as for :func:`capture`.
+
+    Raises:
+        InputError: as :func:`capture`, and for ids outside the vocabulary, a mask that is not
+            left padding, or tensors of other shapes (see
+            :func:`probe.capture.inputs.batch_from_ids`).
+    """
+    layers = check_layers(config.layers, model.geometry)
+    vocab = model.hf.get_input_embeddings().num_embeddings
+    batch = batch_from_ids(model.tokenizer, input_ids, attention_mask, model.geometry.context_length, vocab)
+    return capture_batch(model, batch, layers, config, engine)
+
+
+def capture_batch(model: LoadedModel, batch: Batch, layers: tuple[int, ...], config: CaptureConfig,
+                  engine: Engine = "hf") -> AttentionRecord:
+    """Record ``layers`` of ``model`` over a checked ``batch`` (what :func:`capture` and
+    :func:`capture_ids` share once they have one)."""
     geometry = model.geometry
-    layers = check_layers(config.layers, geometry)
-    batch = tokenize(model.tokenizer, prompts, geometry.context_length)
     if config.mode == "pattern":
         _check_pattern_size(batch.input_ids.shape, len(layers), geometry.n_heads, config)
     if engine == "hf":

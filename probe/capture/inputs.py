@@ -11,9 +11,8 @@ from torch import Tensor
 from probe.errors import InputError
 from probe.models.families import HeadGeometry
 
-__all__ = ["Batch", "InputError", "check_heads", "check_layers", "integer_indices", "position_columns", "tokenize"]
-
-
+__all__ = ["Batch", "InputError", "batch_from_ids", "check_heads", "check_layers", "integer_indices", "position_columns",
+           "tokenize"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,59 @@ def tokenize(tokenizer, prompts: object, context_length: int | None) -> Batch:
         attention_mask[row, width - len(ids) :] = 1
     tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
     return Batch(input_ids=input_ids, attention_mask=attention_mask, tokens=[_readable(t, tokenizer) for t in tokens])
+
+
+def batch_from_ids(tokenizer, input_ids: Tensor, attention_mask: Tensor, context_length: int | None,
+                   vocab_size: int | None = None) -> Batch:
+    """A batch of token ids the caller already has (left-padded), checked like :func:`tokenize`'s.
+
+    Args:
+        tokenizer: names the tokens (``Batch.tokens``); nothing is re-tokenized.
+        input_ids: ``[batch, pos]`` integer ids, each row's padding on the left.
+        attention_mask: ``[batch, pos]``, 0 on the padding and 1 on the tokens; each row's ones
+            form one block that ends at the last column.
+        context_length: the model's context window (None: unbounded).
+        vocab_size: ids must lie in ``0 .. vocab_size - 1`` (None: unchecked).
+
+    Raises:
+        InputError: shapes that differ or are not 2-d, ids that are not integers or lie outside
+            the vocabulary, a mask that is not 0/1 left padding, an empty row, or a row longer
+            than the context.
+    """
+    input_ids, attention_mask = _checked_id_tensors(input_ids, attention_mask)
+    lengths = attention_mask.sum(1).tolist()
+    width = input_ids.shape[1]
+    for row, length in enumerate(lengths):
+        if length == 0:
+            raise InputError(f"prompt {row} is empty (its attention mask is all 0); every row needs at least one token")
+        if not bool(attention_mask[row, width - length:].all()):
+            raise InputError(f"prompt {row}'s attention mask is not left padding (0s, then 1s to the last column); "
+                             "pad on the left, e.g. tokenizer.padding_side = 'left'")
+        if context_length is not None and length > context_length:
+            raise InputError(f"prompt {row} has {length} tokens, longer than the model's context window of "
+                             f"{context_length}; shorten it or split it")
+    real = input_ids[attention_mask.bool()]
+    if vocab_size is not None and real.numel() and not (0 <= int(real.min()) and int(real.max()) < vocab_size):
+        raise InputError(f"token ids must lie in 0..{vocab_size - 1} (the model's vocabulary), got ids from "
+                         f"{int(real.min())} to {int(real.max())}; were they made by another tokenizer?")
+    ids = [input_ids[row, width - length:].tolist() for row, length in enumerate(lengths)]
+    tokens = [_readable(tokenizer.convert_ids_to_tokens(row), tokenizer) for row in ids]
+    return Batch(input_ids=input_ids, attention_mask=attention_mask, tokens=tokens)
+
+
+def _checked_id_tensors(input_ids, attention_mask) -> tuple[Tensor, Tensor]:
+    """``input_ids`` and ``attention_mask`` as 2-d long tensors of one shape, the mask 0/1."""
+    if not isinstance(input_ids, Tensor) or not isinstance(attention_mask, Tensor):
+        raise InputError("input_ids and attention_mask must be torch tensors [batch, pos]; "
+                         "circuits.rhythm.traces.left_pad builds both from lists of ids")
+    if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape or input_ids.shape[1] == 0:
+        raise InputError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                         "must both be [batch, pos], of the same non-empty shape")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise InputError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise InputError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return input_ids.long().cpu(), attention_mask.long().cpu()
 
 
 def _prompt_list(prompts) -> list:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe import CaptureConfig, InputError, capture, load_model
+from probe import CaptureConfig, InputError, capture, capture_ids, load_model
 from probe.capture.record import AttentionRecord
 from probe.cli import main
 from probe.edits import ScaleHeads, act_calibration, apply_edits
+from tests.helpers import untyped
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to", "The capital of France is"]
 
@@ -84,6 +85,53 @@ def test_bad_inputs_raise_clear_errors(tiny):
         capture(tiny, PROMPTS, CaptureConfig(layers=(7,)))
     with pytest.raises(InputError, match="GiB"):
         capture(tiny, PROMPTS, CaptureConfig(mode="pattern", pattern_bytes_limit=10))
+
+
+def test_capture_ids_matches_capture_on_the_same_ids(tiny):
+    """The same batch as ids gives the same record as text (tokens, ids, statistics, logits)."""
+    text = capture(tiny, PROMPTS, CaptureConfig(chunk_size=5))
+    ids = capture_ids(tiny, text.input_ids, text.attention_mask, CaptureConfig(chunk_size=5))
+    assert ids.tokens == text.tokens
+    assert torch.equal(ids.input_ids, text.input_ids) and torch.equal(ids.attention_mask, text.attention_mask)
+    for layer in text.layers:
+        for name, value in text.stats[layer].items():
+            torch.testing.assert_close(ids.stats[layer][name], value, equal_nan=True)
+    torch.testing.assert_close(ids.last_logits, text.last_logits)
+
+
+def test_capture_ids_reads_ids_that_text_would_merge(tiny):
+    """" world" tokenized on its own is one token; as two pieces (" wor" + "ld") the record keeps both."""
+    tok = tiny.tokenizer
+    pieces = tok("Hello wor", add_special_tokens=False)["input_ids"] + tok("ld", add_special_tokens=False)["input_ids"]
+    merged = tok("Hello world", add_special_tokens=False)["input_ids"]
+    assert len(pieces) > len(merged)  # the premise: text would re-tokenize the boundary
+    ids = torch.tensor([pieces, [tok.pad_token_id] * (len(pieces) - len(merged)) + merged])
+    mask = torch.tensor([[1] * len(pieces), [0] * (len(pieces) - len(merged)) + [1] * len(merged)])
+    record = capture_ids(tiny, ids, mask, CaptureConfig(layers=(1,)))
+    assert len(record.tokens[0]) == len(pieces) and len(record.tokens[1]) == len(merged)
+    assert "".join(record.tokens[0]) == "".join(record.tokens[1]) == "Hello world"
+    assert record.stat(1, "entropy", 0).shape[-1] == len(pieces)
+
+
+def test_capture_ids_refuses_bad_batches(tiny):
+    """Each bad batch is one InputError (type checks off: the calls are made as users make them)."""
+    ids, mask = torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 1]])
+    with untyped():
+        with pytest.raises(InputError, match="left padding"):
+            capture_ids(tiny, ids, torch.tensor([[1, 1, 0]]))
+        with pytest.raises(InputError, match="empty"):
+            capture_ids(tiny, ids, torch.tensor([[0, 0, 0]]))
+        with pytest.raises(InputError, match="vocabulary"):
+            capture_ids(tiny, torch.tensor([[5, 10**6, 7]]), mask)
+        with pytest.raises(InputError, match="same non-empty shape"):
+            capture_ids(tiny, ids, torch.tensor([[1, 1]]))
+        with pytest.raises(InputError, match="0 .padding. and 1"):
+            capture_ids(tiny, ids, torch.tensor([[1, 2, 1]]))
+        with pytest.raises(InputError, match="integer token ids"):
+            capture_ids(tiny, ids.float(), mask)
+        long = torch.full((1, tiny.geometry.context_length + 1), 5)
+        with pytest.raises(InputError, match="context window"):
+            capture_ids(tiny, long, torch.ones_like(long))
 
 
 def test_cli_capture_and_errors(tiny_folder, tmp_path, capsys):
