@@ -1,8 +1,9 @@
-"""The ``headscope`` subcommands of the circuits package: ``sinks``, ``act search``, ``act eval``.
+"""The ``headscope`` subcommands of the circuits package: ``sinks``, ``act search``, ``act eval``,
+``rhythm traces``, ``rhythm analyse``.
 
 Context:
-    This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`,
-    imported when a command runs. It sits at the package's top level because importing anything
+    This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`
+    and :mod:`circuits.rhythm.cli`, imported when a command runs. It sits at the package's top level because importing anything
     under ``circuits.sinks`` runs that package's ``__init__``, which imports torch and
     transformers, and ``headscope --help`` must answer without them. Counts are checked here by
     argparse; everything else before the model loads, in the run functions.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.cli_options import LazyCommand, int_list, non_negative_int, positive_int
+from probe.cli_options import LazyCommand, int_list, non_negative_float, non_negative_int, positive_int
 from probe.model_names import DEFAULT_MODEL
 
 BBH_DIR_HELP = ("folder of BBH task files (NAME.json) for task names (default $HEADSCOPE_BBH_DIR; without one, "
@@ -26,6 +27,10 @@ def register(subparsers) -> None:
     verbs = act.add_subparsers(dest="act_command", required=True)
     _register_search(verbs)
     _register_eval(verbs)
+    rhythm = subparsers.add_parser("rhythm", help="reasoning rhythm (WAAD, FAI; Li et al. 2025): traces and analysis")
+    rhythm_verbs = rhythm.add_subparsers(dest="rhythm_command", required=True)
+    _register_rhythm_traces(rhythm_verbs)
+    _register_rhythm_analyse(rhythm_verbs)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,3 +80,54 @@ def _register_eval(verbs) -> None:
     p.add_argument("--n-test", type=positive_int, default=30, help="test items per task")
     p.add_argument("--n-random", type=non_negative_int, default=2, help="random-head control draws")
     p.set_defaults(func=LazyCommand("circuits.sinks.cli", "run_eval"))
+
+
+def band_range(text: str) -> tuple[int, int | None]:
+    """FAI's band ``LO,HI`` (``10,100``) or ``LO,end`` (to the end of the response): 0 <= LO <= HI."""
+    lo_text, comma, hi_text = text.partition(",")
+    try:
+        if not comma:
+            raise ValueError(text)
+        lo = int(lo_text)
+        hi = None if hi_text.strip().lower() == "end" else int(hi_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI or LO,end (e.g. 10,100 or 10,end), got {text!r}") from None
+    if lo < 0:
+        raise argparse.ArgumentTypeError(f"LO must be 0 or more, got {lo}")
+    if hi is not None and hi < lo:
+        raise argparse.ArgumentTypeError(f"HI must be at least LO, got {text!r} (HI {hi} < LO {lo})")
+    return lo, hi
+
+
+def _register_rhythm_traces(verbs) -> None:
+    p = verbs.add_parser("traces", help="generate reasoning traces for GSM8K problems (resumable)")
+    p.add_argument("--problems", required=True,
+                   help="GSM8K JSON-lines file ({\"question\", \"answer\"} per line) or hub data set id (openai/gsm8k)")
+    p.add_argument("--out", type=Path, required=True, help="trace file (JSON lines); rerunning continues it")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N problems (default all)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=512, help="most tokens per response")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy; the paper samples at 0.7")
+    p.add_argument("--seed", type=int, default=0, help="seeds sampling (temperature > 0)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="problems per generate call")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_traces"))
+
+
+def _register_rhythm_analyse(verbs) -> None:
+    p = verbs.add_parser("analyse", help="WAAD, FAI, peaks and their couplings over traces")
+    p.add_argument("--traces", type=Path, default=None, help="trace file of `headscope rhythm traces`")
+    p.add_argument("--text-traces", type=Path, default=None,
+                   help="JSON lines of a model's own text: {\"prompt\", \"response\"[, \"answer\"]} per line")
+    p.add_argument("--out", type=Path, required=True, help="JSON lines: one per trace, then the couplings")
+    p.add_argument("--report", type=Path, default=None, help="also write a self-contained HTML report")
+    p.add_argument("--window", type=positive_int, default=10, help="WAAD's window W in tokens (paper: 10)")
+    p.add_argument("--band", type=band_range, default=(10, 100),
+                   help="FAI's band LO,HI in tokens after each token, or LO,end (default 10,100; section 4: 10,end)")
+    layers = p.add_mutually_exclusive_group()
+    layers.add_argument("--layers", type=int_list, default=None, help="layers whose heads are ranked (default all)")
+    layers.add_argument("--paper-layers", action="store_true",
+                        help="the paper's RL layers: 5 evenly spaced in L/3..2L/3")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="traces per capture")
+    p.add_argument("--model", default=None,
+                   help=f"model name or folder (default: the one that generated --traces, else {DEFAULT_MODEL})")
+    p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_analyse"))

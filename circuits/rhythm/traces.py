@@ -306,16 +306,40 @@ def read_traces(path: str | Path) -> list[Trace]:
     """The traces of a file written by :func:`generate_traces`, in problem order.
 
     Raises:
-        TraceFileError: the file is missing or is not a trace file.
+        TraceFileError: the file is missing, empty, not a trace file, or holds no trace yet
+            (only its settings line: generation stopped before its first batch finished).
+    """
+    path = Path(path)
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise TraceFileError(f"trace file {path} {state}; write one with `headscope rhythm traces` (generate_traces)")
+    records = check_trace_file(path)
+    if not records:
+        raise TraceFileError(f"trace file {path} is empty; write traces into it with `headscope rhythm traces` "
+                             "(generate_traces)")
+    if len(records) == 1:
+        raise TraceFileError(f"trace file {path} holds no traces, only its settings line (generation stopped before "
+                             "its first batch finished); rerun `headscope rhythm traces` to continue it")
+    return sorted((Trace.from_record(r) for r in records[1:]), key=lambda t: t.index)
+
+
+def check_trace_file(path: str | Path) -> list[dict]:
+    """The records of ``path``, header first: none when it is missing or blank.
+
+    Reads without writing (a run can call it before loading a model).
+
+    Raises:
+        TraceFileError: ``path`` holds something other than a trace file of this format.
     """
     path = Path(path)
     try:
         records = check_cache_file(path)
     except CacheCorrupt as err:
         raise TraceFileError(f"{path} is not a trace file written by generate_traces; {TRACE_FILE_FIX}") from err
-    if not records or records[0].get("settings", {}).get("format") != FORMAT:
-        raise TraceFileError(f"{path} is missing or not a trace file ({FORMAT}); write it with generate_traces")
-    return sorted((Trace.from_record(r) for r in records[1:]), key=lambda t: t.index)
+    if records and records[0].get("settings", {}).get("format") != FORMAT:
+        raise TraceFileError(f"{path} is not a trace file ({FORMAT}): its settings line names another format; "
+                             f"{TRACE_FILE_FIX}")
+    return records
 
 
 def generate_batch(model, problems: Sequence[Problem], config: TraceConfig, indices: Sequence[int]) -> list[Trace]:

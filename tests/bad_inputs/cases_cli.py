@@ -8,6 +8,7 @@ they run (``api`` rows around :func:`probe.cli.main`), so they do not depend on 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +71,21 @@ def act(env: Env, verb: str, *extra: str) -> list[str]:
     return ["act", verb, *model(env), "--tasks", str(task), *out, *extra]
 
 
+def rhythm_traces(env: Env, *extra: str) -> list[str]:
+    problems = written(env.tmp / "problems.jsonl", '{"question": "Tom has 2 apples and buys 3. How many?", '
+                                                   '"answer": "#### 5"}\n')
+    out = [] if "--out" in extra else ["--out", str(env.tmp / "traces.jsonl")]
+    return ["rhythm", "traces", *model(env), "--problems", str(problems), "--max-new-tokens", "4", *out, *extra]
+
+
+def rhythm_analyse(env: Env, *extra: str, response: str = "word " * 20) -> list[str]:
+    """``rhythm analyse`` of one text trace (``response``) unless ``extra`` names the traces."""
+    text = written(env.tmp / "mine.jsonl", json.dumps({"prompt": "Tom has 2 apples. How many?", "response": response}))
+    traces = [] if "--traces" in extra else ["--text-traces", str(text)]
+    out = [] if "--out" in extra else ["--out", str(env.tmp / "rhythm.jsonl")]
+    return ["rhythm", "analyse", *model(env), *traces, *out, *extra]
+
+
 def broken_model_folder(env: Env) -> str:
     return str(written(env.tmp / "broken-model" / "config.json", "{not json").parent)
 
@@ -121,6 +137,32 @@ CASES: list[Case] = [
     cli("cli-act-unknown-task-in-bbh-dir",
         lambda env: ["act", "search", *model(env), "--tasks", "no_such_task", "--bbh-dir", str(env.tmp),
                      "--out", str(env.tmp / "act.jsonl")], "unknown task"),
+    cli("cli-rhythm-empty-trace-file",
+        lambda env: rhythm_analyse(env, "--traces", str(written(env.tmp / "traces.jsonl"))), "is empty"),
+    cli("cli-rhythm-trace-longer-than-context", lambda env: rhythm_analyse(env, response="word " * 200),
+        "longer than the model's context window"),
+    cli("cli-rhythm-response-shorter-than-band", lambda env: rhythm_analyse(env, response="5 apples."),
+        "not longer than the band"),
+    cli("cli-rhythm-window-zero", lambda env: rhythm_analyse(env, "--window", "0"), "--window"),
+    cli("cli-rhythm-band-reversed", lambda env: rhythm_analyse(env, "--band", "10,5"), "HI must be at least LO"),
+    cli("cli-rhythm-band-not-numbers", lambda env: rhythm_analyse(env, "--band", "x"), "expected LO,HI"),
+    cli("cli-rhythm-analyse-out-below-a-file",
+        lambda env: rhythm_analyse(env, "--out", str(written(env.tmp / "notes.txt") / "rhythm.jsonl")),
+        "is a file, not a folder"),
+    cli("cli-rhythm-report-is-a-folder", lambda env: rhythm_analyse(env, "--report", str(env.tmp)), "--report"),
+    cli("cli-rhythm-analyse-nothing", lambda env: ["rhythm", "analyse", "--out", str(env.tmp / "r.jsonl")],
+        "nothing to analyse"),
+    cli("cli-rhythm-traces-out-below-a-file",
+        lambda env: rhythm_traces(env, "--out", str(written(env.tmp / "notes.txt") / "traces.jsonl")),
+        "is a file, not a folder"),
+    cli("cli-rhythm-traces-out-not-a-trace-file",
+        lambda env: rhythm_traces(env, "--out", str(written(env.tmp / "t.jsonl", '{"kind": "header"}\n'))),
+        "not a trace file"),
+    cli("cli-rhythm-traces-temperature-negative", lambda env: rhythm_traces(env, "--temperature", "-0.5"),
+        "--temperature"),
+    cli("cli-rhythm-traces-problems-missing",
+        lambda env: ["rhythm", "traces", *model(env), "--problems", str(env.tmp / "missing.jsonl"),
+                     "--out", str(env.tmp / "t.jsonl")], "does not exist"),
     api("cli-sinks-bbh-name-without-folder-or-hub", without_hub(sinks_task), "pass --bbh-dir DIR"),
     api("cli-capture-hub-unreachable",
         without_hub(lambda env: ["capture", "--model", "org/model", "--prompt", "hi", "--out", str(env.tmp / "rec")]),

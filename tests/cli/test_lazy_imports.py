@@ -41,6 +41,9 @@ def run_in_fresh_interpreter(argv: list[str], cwd: Path) -> dict:
     ["act", "search", "--help"],
     ["act", "eval", "--help"],
     ["dashboard", "--help"],
+    ["rhythm", "--help"],
+    ["rhythm", "traces", "--help"],
+    ["rhythm", "analyse", "--help"],
 ], ids=lambda argv: " ".join(argv))
 def test_help_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
@@ -51,6 +54,8 @@ def test_help_imports_no_heavy_module(argv, tmp_path):
     ["capture", "--prompt", "x", "--top", "abc"],
     ["sinks", "--out", "o.jsonl", "--prompt", "x", "--limit", "0"],
     ["dashboard", "--port", "99999"],
+    ["rhythm", "analyse", "--out", "o.jsonl", "--traces", "t.jsonl", "--band", "10,5"],
+    ["rhythm", "traces", "--problems", "p.jsonl", "--out", "t.jsonl", "--max-new-tokens", "0"],
 ], ids=lambda argv: " ".join(argv))
 def test_argument_error_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
@@ -72,7 +77,7 @@ def test_probe_names_still_import():
 def test_probe_lists_its_lazy_names():
     import probe
 
-    for name in ("load_model", "capture", "CaptureConfig", "AttentionRecord", "InputError", "LoadedModel",
+    for name in ("load_model", "capture", "capture_ids", "CaptureConfig", "AttentionRecord", "InputError", "LoadedModel",
                  "ModelNotFoundError", "DEFAULT_MODEL"):
         assert name in probe.__all__ and name in dir(probe)
     with pytest.raises(AttributeError, match="no_such_name"):

@@ -15,9 +15,10 @@ def command_line_section() -> str:
 def test_command_line_section_lists_every_subcommand():
     section = command_line_section()
     for command in ("headscope dashboard", "headscope capture", "headscope sinks", "headscope act search",
-                    "headscope act eval"):
+                    "headscope act eval", "headscope rhythm traces", "headscope rhythm analyse"):
         assert command in section, command
-    for option in ("--bbh-dir", "--limit", "--tasks", "--cache", "--n-calibration", "--n-test"):
+    for option in ("--bbh-dir", "--limit", "--tasks", "--cache", "--n-calibration", "--n-test", "--problems",
+                   "--max-new-tokens", "--text-traces", "--band", "--paper-layers", "--report"):
         assert option in section, option
 
 

@@ -122,6 +122,15 @@ def test_ioi_ablations_share_forwards(executed):
     assert 4 <= executed.forwards <= 15, f"{executed.forwards} model forwards"
 
 
+@pytest.mark.real_model
+def test_rhythm_notebook_captures_each_batch_once(executed):
+    """The rhythm notebook's model forwards: generation (one per new token, 160), one capture of all six
+    traces, and one entropy forward per trace; not a capture per trace or per token."""
+    if executed.name != "reasoning_rhythm.ipynb":
+        pytest.skip("the rhythm notebook's forwards")
+    assert executed.forwards <= 160 + 1 + 6, f"{executed.forwards} model forwards"
+
+
 def test_fetched_code_finds_the_cdn_loads_of_plotly_and_circuitsvis():
     """The pattern the notebook test relies on, on the HTML that notebook_connected and circuitsvis'
     CDN version write (fast, no execution)."""

@@ -30,7 +30,10 @@ from circuits.rhythm.metrics import (
     token_entropy,
 )
 from circuits.rhythm.peaks import (
+    COUPLINGS,
+    PAPER_COUPLINGS,
     CouplingConfig,
+    NoPeaksError,
     PeakRule,
     fai_peaks,
     hit_coupling,
@@ -438,3 +441,15 @@ def test_rhythm_couplings_end_to_end_on_synthetic_traces():
     with pytest.raises(ValueError, match="no peaks"):
         flat = replace(rhythms[0], waad=torch.zeros(90, dtype=torch.float64))
         rhythm_couplings([flat], FAST)
+
+
+def test_couplings_without_peaks_are_left_out_only_on_request():
+    rng = np.random.default_rng(4)
+    flat = torch.zeros(90, dtype=torch.float64)
+    rhythms = [replace(synthetic_rhythm(rng), fai=flat, receiver_fai=flat) for _ in range(6)]  # no FAI peaks
+    with pytest.raises(NoPeaksError, match="receiver_fai_cooccurrence: no peaks"):
+        rhythm_couplings(rhythms, FAST)
+    measured = rhythm_couplings(rhythms, FAST, allow_missing=True)
+    assert list(measured) == ["entropy_at_waad_peaks"]  # the WAAD peaks are still there
+    assert measured["entropy_at_waad_peaks"].n_peaks > 0
+    assert list(COUPLINGS) == list(PAPER_COUPLINGS) == list(rhythm_couplings([synthetic_rhythm(rng)], FAST))

@@ -415,3 +415,19 @@ def test_smollm2_traces_use_its_chat_template(tmp_path):
         assert trace.generation["chat_template"] is True
         assert 0 < len(trace.response_ids) <= 48 and any(c.isalpha() for c in trace.response)
         assert "<|im_start|>" not in trace.response
+
+
+def test_read_traces_names_missing_empty_and_unfinished_files(tiny, tmp_path):
+    with pytest.raises(TraceFileError, match="does not exist"):
+        read_traces(tmp_path / "missing.jsonl")
+    with pytest.raises(TraceFileError, match="is a folder"):
+        read_traces(tmp_path)
+    with pytest.raises(TraceFileError, match="is empty"):
+        read_traces(write_lines(tmp_path / "empty.jsonl", []))
+    out = tmp_path / "t.jsonl"
+    generate_traces(tiny, PROBLEMS[:1], TINY, out, progress=False)
+    write_lines(out, out.read_text(encoding="utf-8").splitlines()[:1])  # a run killed before its first trace
+    with pytest.raises(TraceFileError, match="holds no traces.*rerun"):
+        read_traces(out)
+    with pytest.raises(TraceFileError, match="not a trace file"):
+        read_traces(write_lines(tmp_path / "other.jsonl", ['{"kind": "header", "settings": {"format": "x"}}']))
