@@ -91,6 +91,18 @@ def tiny_loaded(arch: str = "llama", name: str = "tiny") -> LoadedModel:
     return LoadedModel(name=name, hf=model, tokenizer=tok)
 
 
+def tiny_loaded_varied(lm_head_scale: float = 1.0, seed: int = 5) -> LoadedModel:
+    """The tiny Llama with unit-scale embeddings (re-drawn), so its hidden states, greedy tokens
+    and token entropies vary along a response (the plain one repeats one token)."""
+    loaded = tiny_loaded("llama")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in (loaded.hf.model.embed_tokens.weight, loaded.hf.lm_head.weight):
+            weight.copy_(torch.randn(weight.shape, generator=generator))
+        loaded.hf.lm_head.weight.mul_(lm_head_scale)
+    return loaded
+
+
 def load_script(path: Path):
     """The module in the script file ``path`` (relative to the repository root or absolute).
 

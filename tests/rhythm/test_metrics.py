@@ -44,8 +44,8 @@ from circuits.rhythm.peaks import (
     waad_peaks,
 )
 from probe import capture
-from probe.capture import AttentionRecord, CaptureConfig
-from tests.helpers import tiny_loaded
+from probe.capture import AttentionRecord
+from tests.helpers import tiny_loaded_varied
 
 WORDS = "the cat sat on a mat while seven dogs ran past two red boxes and one tall tree".split()
 CONFIGS = [RhythmConfig(band_hi=None),  # the paper's section 4: W = 10, band 10 .. end
@@ -55,13 +55,7 @@ CONFIGS = [RhythmConfig(band_hi=None),  # the paper's section 4: W = 10, band 10
 @pytest.fixture(scope="module")
 def model():
     """The tiny Llama with unit-scale embeddings, so hidden states and token entropies vary along a response."""
-    loaded = tiny_loaded("llama")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for weight in (loaded.hf.model.embed_tokens.weight, loaded.hf.lm_head.weight):
-            weight.copy_(torch.randn(weight.shape, generator=generator))
-        loaded.hf.lm_head.weight.mul_(0.3)
-    return loaded
+    return tiny_loaded_varied(lm_head_scale=0.3)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from circuits.rhythm.traces import (
     teacher_forcing,
     traces_from_text,
 )
-from tests.helpers import SHARED, gpt2_tokenizer, tiny_loaded
+from tests.helpers import SHARED, gpt2_tokenizer, tiny_loaded, tiny_loaded_varied
 
 PROBLEMS = [Problem(f"Tom{' really' * n} has {n} apples and buys {n + 2} more. How many now?", str(2 * n + 2))
             for n in range(5)]  # prompts of five lengths: batches are left-padded
@@ -53,12 +53,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def sharp():
     """A tiny model whose greedy tokens change along a response (the plain one repeats one token)."""
-    model = tiny_loaded("llama")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for weight in (model.hf.model.embed_tokens.weight, model.hf.lm_head.weight):
-            weight.copy_(torch.randn(weight.shape, generator=generator))
-    return model
+    return tiny_loaded_varied()
 
 
 @pytest.fixture
