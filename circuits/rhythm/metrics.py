@@ -92,6 +92,9 @@ class RhythmConfig:
         receiver_fraction: share of heads, by decreasing kurtosis of their banded column means,
             taken as "receiver heads" for the co-occurrence coupling (an approximation of
             Bogdan et al.'s receiver heads; see :func:`receiver_heads`).
+        receivers_outside_global: choose the receiver heads among the heads outside the global
+            group (default), so that the co-occurrence coupling does not partly compare the
+            global FAI with itself; False ranks every head (the paper does not say which).
         layers: layers whose heads are ranked (non-negative indices; None: every recorded
             layer). :func:`paper_rl_layers` gives the paper's RL choice.
     """
@@ -102,6 +105,7 @@ class RhythmConfig:
     local_fraction: float = 0.3
     global_fraction: float = 0.3
     receiver_fraction: float = 0.1
+    receivers_outside_global: bool = True
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -263,8 +267,10 @@ def column_kurtosis(band_mean: Float[Tensor, "layer head key"]) -> Float[Tensor,
     return torch.where(m2 > 0, m4 / m2.pow(2), math.nan)
 
 
-def receiver_heads(kurtosis: Float[Tensor, "layer head"], layers: Sequence[int], fraction: float) -> tuple[Head, ...]:
-    """The heads of highest column kurtosis, highest first (NaN kurtosis ranks last).
+def receiver_heads(kurtosis: Float[Tensor, "layer head"], layers: Sequence[int], fraction: float,
+                   exclude: Sequence[Head] = ()) -> tuple[Head, ...]:
+    """The heads of highest column kurtosis, highest first (NaN kurtosis ranks last), among the
+    heads not in ``exclude``.
 
     Context:
         Bogdan et al. 2025 ("Thought Anchors") call *receiver heads* the heads whose vertical
@@ -273,11 +279,18 @@ def receiver_heads(kurtosis: Float[Tensor, "layer head"], layers: Sequence[int],
         coupling. This is a token-level approximation: the vertical score of token ``s`` is its
         banded column mean (the attention it receives from the band ``H_lo..H_hi`` tokens
         later), the kurtosis is over one response's tokens, and the heads are chosen per trace.
+        :func:`rhythm_metrics` excludes the global heads by default
+        (``RhythmConfig.receivers_outside_global``): the coupling "receiver-head FAI peaks
+        co-occur with global FAI peaks" would otherwise partly compare the global FAI with itself
+        (on SmolLM2, 6-18 of 27 receiver heads were global heads). The paper does not say whether
+        the two sets overlap; this is our choice.
     """
     n_layers, n_heads = kurtosis.shape
     flat = torch.nan_to_num(kurtosis.double().flatten(), nan=-math.inf)
     order = torch.sort(flat, descending=True, stable=True).indices.tolist()
-    return tuple((layers[i // n_heads], i % n_heads) for i in order[:group_size(fraction, flat.numel())])
+    heads = [(layers[i // n_heads], i % n_heads) for i in order]
+    excluded = set(exclude)
+    return tuple([h for h in heads if h not in excluded][:group_size(fraction, flat.numel())])
 
 
 def group_waad(lookback: Float[Tensor, "group response"]) -> Float[Tensor, " response"]:
@@ -383,7 +396,9 @@ def _prompt_rhythm(record: AttentionRecord, prompt: int, start: int, layers: tup
     band_sum = response_stat(record, layers, "band_sum", prompt, start)
     band_count = record.stat(layers[0], "band_count", prompt)[start:]
     band_mean = torch.where(band_count > 0, band_sum.double() / band_count.double().clamp_min(1), math.nan)
-    roles = replace(roles, receiver_heads=receiver_heads(column_kurtosis(band_mean), layers, config.receiver_fraction))
+    roles = replace(roles, receiver_heads=receiver_heads(column_kurtosis(band_mean), layers, config.receiver_fraction,
+                                                        exclude=roles.global_heads if config.receivers_outside_global
+                                                        else ()))
     lookback = response_stat(record, layers, "lookback", prompt, start)
     entropy = None
     if model is not None:

@@ -232,7 +232,7 @@ def hand_record(heads: dict[int, list[torch.Tensor]], config: RhythmConfig, star
                            n_heads=len(next(iter(heads.values()))), stats=stats)
 
 
-HAND = RhythmConfig(window=5, band_lo=2, band_hi=None, receiver_fraction=0.1)
+HAND = RhythmConfig(window=5, band_lo=2, band_hi=None, receiver_fraction=0.1, receivers_outside_global=False)
 N, START, ANCHOR = 30, 12, 16
 
 
@@ -241,6 +241,15 @@ def hand():
     """7 previous-token heads, 2 uniform heads and one head whose last rows attend to token 16."""
     heads = {0: [previous_token(N)] * 5, 1: [previous_token(N)] * 2 + [uniform(N)] * 2 + [anchored(N, ANCHOR, 25)]}
     return hand_record(heads, HAND, START)
+
+
+def test_receiver_heads_are_chosen_outside_the_global_group_by_default(hand):
+    default = replace(HAND, receivers_outside_global=True)
+    rhythm = rhythm_metrics(hand, [START], default)[0]
+    assert not set(rhythm.roles.receiver_heads) & set(rhythm.roles.global_heads)
+    assert rhythm.roles.receiver_heads != ((1, 4),)  # the spiky head is global: the next one is taken
+    everyone = rhythm_metrics(hand, [START], HAND)[0]
+    assert everyone.roles.receiver_heads == ((1, 4),)
 
 
 def test_previous_token_heads_give_waad_one_and_an_anchor_gives_an_fai_peak(hand):
