@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.evaluation.tasks import Item
+from probe.capture.hf import padded_positions
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _pad(rows: Sequence[Row], pad_id: int) -> RowBatch:
     for i, row in enumerate(rows):
         ids[i, width - len(row.ids) :] = torch.tensor(row.ids)
         mask[i, width - len(row.ids) :] = 1
-    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    positions = padded_positions(mask)
     return RowBatch(tuple(rows), ids, mask, positions)
 
 

@@ -28,6 +28,7 @@ from numbers import Real
 from typing import Iterable, Union
 
 from probe.attention.spec import SinkRule
+from probe.capture.inputs import integer_indices
 from probe.errors import InputError
 
 MAX_HEAD_FACTOR = 1e3  # larger head scales overflow half-precision activations and say nothing more
@@ -39,22 +40,13 @@ class EditError(InputError):
 
 
 def _as_tuple(values: Iterable[int] | int | None, what: str) -> tuple[int, ...] | None:
-    """``values`` as a tuple of integers; floats, booleans and strings are refused, not truncated."""
+    """``values`` (one integer or a list) as a tuple of integers, None kept; floats, booleans and
+    strings are refused (:func:`probe.capture.inputs.integer_indices`), not truncated."""
     if values is None:
         return None
-    if isinstance(values, bool) or isinstance(values, (str, bytes)):
-        raise EditError(f"{what} must be integers, got {values!r}")
-    if hasattr(values, "__index__"):
+    if hasattr(values, "__index__") and not isinstance(values, bool):
         return (int(values.__index__()),)
-    if not hasattr(values, "__iter__"):
-        raise EditError(f"{what} must be an integer or a list of integers, got {values!r}")
-    values = tuple(values)
-    for value in values:
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise EditError(f"{what} must be integers, got {value!r}")
-    if not values:
-        raise EditError(f"{what} is empty; pass at least one index, or None for all")
-    return tuple(int(v.__index__()) for v in values)
+    return integer_indices(values, what)
 
 
 def _number(value, what: str, limit: float) -> float:

@@ -148,3 +148,19 @@ def test_prompts_that_are_not_text(tiny, prompts, word):
     untyped_capture = inspect.unwrap(capture)  # past the suite's type checker, as users call it
     with pytest.raises(InputError, match=word):
         untyped_capture(tiny, prompts)
+
+
+def test_nested_sessions_use_the_smaller_chunk_size(tiny):
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("chunk_size"))
+        return reference_attention(*args, **kwargs)
+
+    register_backend("chunk-spy-nested", spy, overwrite=True)
+    ids = tiny.tokenizer(PROMPTS[0], return_tensors="pt")
+    outer = CaptureConfig(backend="chunk-spy-nested", chunk_size=5, layers=(1,))
+    inner = CaptureConfig(backend="chunk-spy-nested", chunk_size=3, layers=(1,))
+    with recording(tiny.hf, outer, (1,), ids["attention_mask"]), recording(tiny.hf, inner, (1,), ids["attention_mask"]):
+        run_forward(tiny.hf, ids["input_ids"], ids["attention_mask"])
+    assert seen == [3]

@@ -152,3 +152,19 @@ def test_nothing_is_left_after_an_error_inside_nested_blocks(tiny):
         with apply_edits(tiny, [ScaleHeads(2.0, layers=[0])]), apply_edits(tiny, [ScaleHeads(0.5, layers=[1])]):
             raise RuntimeError("boom")
     assert active_sessions() == () and tiny.hf.config._attn_implementation == "sdpa"
+
+
+def test_key_scalings_limited_to_a_prompt_match_separate_runs(tiny):
+    """``prompts=`` on ScaleKeys (explicit keys and ACT's sink rule): row 1 as the edit alone, row 0 plain."""
+    from probe.edits import ScaleKeys
+
+    pairs = [(ScaleKeys(Positions([0, 2]), 0.2, layers=[1, 2]), ScaleKeys(Positions([0, 2]), 0.2, layers=[1, 2], prompts=[1])),
+             (act_calibration(tau=0.05, layers=[1, 2]), act_calibration(tau=0.05, layers=[1, 2], prompts=[1]))]
+    for edit, limited in pairs:
+        with apply_edits(tiny, [limited]):
+            batched = _logits(tiny, [PROMPT, PROMPT])
+        with apply_edits(tiny, [edit]):
+            alone = _logits(tiny)
+        torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batched[0], _logits(tiny)[0], atol=1e-5, rtol=0)
+        assert not torch.allclose(alone[0], _logits(tiny)[0], atol=1e-4)
