@@ -46,7 +46,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.signal import peak_prominences
 from torch import Tensor
 
-from circuits.evaluation.bootstrap import Interval
+from circuits.evaluation.bootstrap import Interval, bootstrap_pooled
 from circuits.rhythm.metrics import TokenRhythm
 
 Signal = Float[np.ndarray, " n"] | Float[Tensor, " n"]
@@ -311,19 +311,12 @@ def _coupling(name: str, observed: list[float], random: list[float], counts: lis
     if cnt.sum() == 0:
         raise NoPeaksError(f"{name}: no peaks in any of the {len(cnt)} traces; lower the peak rule's prominences "
                            "or use longer responses")
-    lift = _lift(obs.sum(), rnd.sum())
-    rng = np.random.default_rng(config.seed + 1)
-    picks = rng.integers(0, len(obs), size=(config.n_boot, len(obs)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lifts = obs[picks].sum(axis=1) / rnd[picks].sum(axis=1) - 1.0
-    tail = (1.0 - config.level) / 2
-    low, high = (np.nanquantile(lifts, q) if np.isfinite(lifts).any() else math.nan for q in (tail, 1 - tail))
+    lift = bootstrap_pooled(np.stack([obs, rnd], axis=1), lambda sums: sums[..., 0] / sums[..., 1] - 1.0,
+                            n_boot=config.n_boot, level=config.level, seed=config.seed + 1)
+    if not rnd.sum() > 0:
+        lift = Interval(math.nan, lift.low, lift.high)
     return Coupling(name=name, observed=float(obs.sum() / cnt.sum()), random=float(rnd.sum() / cnt.sum()),
-                    lift=Interval(lift, float(low), float(high)), n_traces=len(obs), n_peaks=int(cnt.sum()))
-
-
-def _lift(observed: float, random: float) -> float:
-    return float(observed / random - 1.0) if random > 0 else math.nan
+                    lift=lift, n_traces=len(obs), n_peaks=int(cnt.sum()))
 
 
 def entropy_at_waad_peaks(rhythms: Sequence[TokenRhythm], config: CouplingConfig) -> Coupling:
