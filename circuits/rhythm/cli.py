@@ -5,7 +5,9 @@ in :mod:`circuits.cli`.
 (:func:`circuits.rhythm.traces.generate_traces`). ``rhythm analyse`` captures each batch of
 traces once in statistics mode (:func:`circuits.rhythm.analysis.analyse_traces`), writes one
 JSON line per trace (tokens, WAAD, FAI, receiver FAI, entropy, peaks, head roles) and a last line
-with the three couplings of the paper's Table 2, prints the couplings next to the paper's
+with the three couplings of the paper's Table 2 and where the peaks fall
+(:mod:`circuits.rhythm.anchors`: shares at numbers, line and sentence starts), prints the
+couplings next to the paper's
 figures, and optionally writes a self-contained HTML report. Bad input (an unwritable output, a
 missing or empty trace file, traces longer than the context, responses too short for the band)
 raises ``ValueError`` naming the problem, before the model loads where the arguments alone show
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from circuits.rhythm.analysis import analyse_traces
+from circuits.rhythm.anchors import Placement, all_placements, format_placements
 from circuits.rhythm.metrics import RhythmConfig, TokenRhythm, paper_rl_layers
 from circuits.rhythm.peaks import (COUPLINGS, PAPER_COUPLINGS, Coupling, CouplingConfig, fai_peaks, rhythm_couplings,
                                    waad_peaks)
@@ -80,11 +83,15 @@ def run_analyse(args: argparse.Namespace) -> int:
     coupling_config = CouplingConfig()
     couplings = rhythm_couplings(rhythms, coupling_config, allow_missing=True)
     records = [trace_record(t, s, r, coupling_config) for t, s, r in zip(traces, sources, rhythms)]
+    placements = all_placements(rhythms, coupling_config)
     records.append(couplings_record(couplings, config, coupling_config, model.name, len(traces)))
+    records[-1]["anchors"] = [placement_entry(p) for p in placements]
     write_text_atomic(args.out, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
     print(f"{len(traces)} traces, {model.name}, W={config.window}, band {config.band_lo}..{band_end(config)}, "
           f"layers {'all' if config.layers is None else list(config.layers)}")
     print(format_couplings(couplings))
+    print("where peaks fall (share of peaks on a token class against its share of tokens):")
+    print(format_placements(placements))
     print(f"saved {args.out}")
     if args.report is not None:
         labels = [trace_label(t, s) for t, s in zip(traces, sources)]
@@ -176,6 +183,15 @@ def coupling_entry(name: str, coupling: Coupling | None) -> dict:
             "random": numbers([coupling.random])[0], "lift": dict(zip(("value", "low", "high"),
                                                                        numbers([lift.value, lift.low, lift.high]))),
             "n_traces": coupling.n_traces, "n_peaks": coupling.n_peaks}
+
+
+def placement_entry(placement: Placement) -> dict:
+    """One anchor placement as JSON (null where a share is undefined: no peaks of that signal)."""
+    entry = placement.as_dict()
+    entry["share"], entry["base"] = numbers([placement.share, placement.base])
+    entry["lift"] = dict(zip(("value", "low", "high"), numbers([placement.lift.value, placement.lift.low,
+                                                                   placement.lift.high])))
+    return entry
 
 
 def couplings_record(couplings: dict[str, Coupling], config: RhythmConfig, coupling_config: CouplingConfig,

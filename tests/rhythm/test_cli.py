@@ -17,6 +17,7 @@ from plotly.offline import get_plotlyjs_version
 
 from circuits.cli import band_range
 from circuits.evaluation.bootstrap import Interval
+from circuits.rhythm.anchors import TOKEN_CLASSES
 from circuits.rhythm.metrics import HeadRoles, TokenRhythm
 from circuits.rhythm.peaks import PAPER_COUPLINGS, Coupling, CouplingConfig, fai_peaks, rhythm_couplings, waad_peaks
 from circuits.rhythm.report import anchor_html, fai_figure, format_couplings, waad_figure, write_report
@@ -90,6 +91,14 @@ def test_analyse_writes_a_line_per_trace_then_the_couplings(tiny_folder, generat
     for name, entry in last["couplings"].items():
         assert entry["paper"]["lift"] == PAPER_COUPLINGS[name].lift
         assert entry["measured"] == ("lift" in entry)
+    anchors = {(a["signal"], a["class"]): a for a in last["anchors"]}
+    assert set(anchors) == {(s, c) for s in ("fai", "waad") for c in TOKEN_CLASSES}
+    fai_peak_count = sum(len(r["peaks"]["fai"]) for r in rows)
+    assert anchors["fai", "number"]["n_peaks"] == fai_peak_count
+    numbers_at_peaks = sum(any(ch.isdigit() for ch in r["tokens"][p]) for r in rows for p in r["peaks"]["fai"])
+    if fai_peak_count:
+        assert anchors["fai", "number"]["share"] == pytest.approx(numbers_at_peaks / fai_peak_count)
+    assert "where peaks fall" in printed
     page = report.read_text(encoding="utf-8")
     assert f"plotly.js v{get_plotlyjs_version()}" in page  # embedded, so it opens offline
     assert not SCRIPT_SRC.search(page), "the report loads a script from elsewhere"
