@@ -52,7 +52,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, replace
 from numbers import Real
@@ -333,26 +332,38 @@ def predicted_token_entropy(logits: Float[Tensor, "pos vocab"], response_start: 
     return token_entropy(logits[response_start - 1 : -1])
 
 
-def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], response_start: int) -> Float[Tensor, " response"]:
+def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], response_start: int,
+                     chunk_rows: int = 1024) -> Float[Tensor, " response"]:
     """Token entropy of a response from one forward pass over prompt + response.
 
-    Only the rows predicting response tokens go through the unembedding (``logits_to_keep``
-    where the model takes it), so memory is ``response x vocab``.
+    The decoder runs once (with the model's own attention: no seq x seq matrix where that is
+    SDPA or flash); its last hidden states of the rows predicting response tokens then go through
+    the unembedding ``chunk_rows`` rows at a time, so memory is ``chunk_rows x vocab``, not
+    ``response x vocab`` (262k-token vocabularies make the latter gigabytes at 32k tokens).
+    Gemma-style final-logit soft-capping is applied where the config has it.
 
     Args:
         model: the model that produced (or is scored on) the response.
         input_ids: prompt then response ids, without padding.
         response_start: position of the first response token (>= 1).
+        chunk_rows: rows per unembedding chunk.
     """
     length = int(input_ids.shape[0])
     _check_response(response_start, length)
-    keep = length - response_start + 1  # rows response_start - 1 .. length - 1
     hf = model.hf
     device = next(hf.parameters()).device
-    extra = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(hf.forward).parameters else {}
     with torch.no_grad():
-        logits = hf(input_ids=input_ids[None].to(device), use_cache=False, **extra).logits[0, -keep:]
-    return token_entropy(logits[:-1].float().cpu())
+        hidden = hf.get_decoder()(input_ids=input_ids[None].to(device), use_cache=False).last_hidden_state[0]
+        rows = hidden[response_start - 1 : length - 1]
+        return torch.cat([token_entropy(unembed(hf, rows[i : i + chunk_rows]).cpu())
+                          for i in range(0, rows.shape[0], chunk_rows)])
+
+
+def unembed(hf, hidden: Float[Tensor, "row hidden"]) -> Float[Tensor, "row vocab"]:
+    """The logits of final hidden states, as the model's own head computes them."""
+    logits = hf.get_output_embeddings()(hidden)
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 # --- from a record ---------------------------------------------------------------------------

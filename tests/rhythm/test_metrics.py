@@ -45,7 +45,7 @@ from circuits.rhythm.peaks import (
 )
 from probe import capture
 from probe.capture import AttentionRecord
-from tests.helpers import tiny_loaded_varied
+from tests.helpers import tiny_loaded, tiny_loaded_varied
 
 WORDS = "the cat sat on a mat while seven dogs ran past two red boxes and one tall tree".split()
 CONFIGS = [RhythmConfig(band_hi=None),  # the paper's section 4: W = 10, band 10 .. end
@@ -456,3 +456,17 @@ def test_couplings_without_peaks_are_left_out_only_on_request():
     assert list(measured) == ["entropy_at_waad_peaks"]  # the WAAD peaks are still there
     assert measured["entropy_at_waad_peaks"].n_peaks > 0
     assert list(COUPLINGS) == list(PAPER_COUPLINGS) == list(rhythm_couplings([synthetic_rhythm(rng)], FAST))
+
+
+@pytest.mark.parametrize("arch, softcap", [("llama", None), ("gemma3", None), ("gemma3", 3.0)])
+@pytest.mark.parametrize("chunk_rows", [1, 4, 1024])
+def test_response_entropy_in_chunks_equals_the_models_own_logits(arch, softcap, chunk_rows):
+    """The chunked unembedding gives the entropies of the model's own forward (soft-capped or not)."""
+    model = tiny_loaded(arch)
+    if softcap is not None:
+        model.hf.config.final_logit_softcapping = softcap
+    ids = torch.randint(1, 200, (13,), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = model.hf(input_ids=ids[None]).logits[0]
+    expected = predicted_token_entropy(logits, 5)
+    torch.testing.assert_close(response_entropy(model, ids, 5, chunk_rows=chunk_rows), expected)
