@@ -3,7 +3,8 @@
 Context:
     ``headscope dashboard`` serves one page: a prompt box, a layers x heads heatmap of a chosen
     metric, the pattern of the head you click (or, for long inputs, attention received per key
-    and entropy per query), and an edits panel comparing the model before and after an edit.
+    and entropy per query), an edits panel comparing the model before and after an edit, and
+    analysis panels (the reasoning rhythm of one response).
 
     The modules split along responsibilities:
 
@@ -13,6 +14,8 @@ Context:
     - :mod:`.workbench`: turns a (prompt, edits) pair into records and head views;
     - :mod:`.figures`: pure plotly figure builders (unit-tested without a server);
     - :mod:`.layout`, :mod:`.callbacks`, :mod:`.app`: the Dash page and its wiring;
+    - :mod:`.panels`: one module per analysis, each a section of the page with its callbacks
+      (:mod:`.panels.rhythm`: the reasoning rhythm of one response);
     - :mod:`.notebook`: circuitsvis views of the same records, for notebooks;
     - :mod:`.cli`: the ``dashboard`` subcommand.
 """

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 USER_ERRORS = (InputError, ModelNotReady)
 
 
-def _shown_errors(n_figures: int, n_blank: int = 0):
+def shown_errors(n_figures: int, n_blank: int = 0):
     """Turn an exception into ``n_figures`` message figures, ``n_blank`` empty outputs and the message."""
 
     def decorate(fn):
@@ -65,7 +65,7 @@ def commit_source(trigger: str | None, prompt: str | None, record_prompt: int | 
     return Source(prompt=prompt or "").to_store()
 
 
-@_shown_errors(n_figures=1, n_blank=1)
+@shown_errors(n_figures=1, n_blank=1)
 def grid_view(workbench: Workbench, source: dict, metric: str, layer, head):
     """(heatmap, info line, message) for the session's source and chosen metric."""
     source = Source.from_store(source)
@@ -83,7 +83,7 @@ def grid_view(workbench: Workbench, source: dict, metric: str, layer, head):
     return fig, f"{len(view.tokens)} tokens · {kind} · {view.record.model}", ""
 
 
-@_shown_errors(n_figures=1, n_blank=1)
+@shown_errors(n_figures=1, n_blank=1)
 def head_view(workbench: Workbench, source: dict, layer, head):
     """(head figure, coloured tokens, message) for the selected head."""
     source = Source.from_store(source)
@@ -96,7 +96,7 @@ def head_view(workbench: Workbench, source: dict, layer, head):
     return fig, token_spans(figures.token_colours(view.tokens, received)), ""
 
 
-@_shown_errors(n_figures=2)
+@shown_errors(n_figures=2)
 def edit_view(workbench: Workbench, source: dict, layer, head, act, heads_text, factor):
     """(next-token bars, before/after figure, message) for the chosen edits."""
     source = Source.from_store(source)

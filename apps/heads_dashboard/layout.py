@@ -1,8 +1,12 @@
-"""The page: prompt row, metric heatmap, selected head, edits panel. Component ids live in :class:`ID`."""
+"""The page: prompt row, metric heatmap, selected head, edits panel, then the analysis panels
+(:mod:`.panels`). Component ids live in :class:`ID`."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from dash import dcc, html
+from dash.development.base_component import Component
 
 from apps.heads_dashboard.figures import message_figure
 from apps.heads_dashboard.metrics import registered_metrics
@@ -42,8 +46,9 @@ class ID:
     EDIT_COMPARE = "edit-compare"
 
 
-def build_layout(record_prompts: list[str], initial_source: dict) -> html.Div:
-    """The whole page; ``record_prompts`` labels the saved record's prompts (empty: no record)."""
+def build_layout(record_prompts: list[str], initial_source: dict, panels: Sequence[Component] = ()) -> html.Div:
+    """The whole page; ``record_prompts`` labels the saved record's prompts (empty: no record);
+    ``panels`` (one per analysis, :mod:`.panels`) follow the edits panel."""
     return html.Div(
         [
             dcc.Store(id=ID.SESSION, storage_type="session", data=initial_source),
@@ -54,6 +59,7 @@ def build_layout(record_prompts: list[str], initial_source: dict) -> html.Div:
             _prompt_panel(record_prompts),
             html.Div([_grid_panel(), _head_panel()], style=ROW),
             _edits_panel(),
+            *panels,
         ],
         style={"fontFamily": "system-ui, sans-serif", "background": "#f6f6f6", "padding": "6px"},
     )

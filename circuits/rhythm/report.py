@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -90,33 +91,72 @@ def fai_figure(rhythm: TokenRhythm, rule: PeakRule = PeakRule(), title: str = "F
     ], "FAI (mean attention received)", title)
 
 
-def anchor_html(rhythm: TokenRhythm, rule: PeakRule = PeakRule()) -> str:
-    """The response as HTML spans, each token's background red in proportion to its FAI.
+@dataclass(frozen=True)
+class AnchorToken:
+    """One response token as the anchors view draws it (the data behind :func:`anchor_html`).
 
-    Opacity is ``(FAI - min) / (max - min)`` over the trace's finite FAI; FAI peaks are framed;
-    WAAD peaks are underlined in blue; tokens without a band (NaN FAI) are grey. Hovering a token
-    shows its FAI, WAAD and entropy.
+    Attributes:
+        text: the token as decoded.
+        alpha: background opacity, ``(FAI - min) / (max - min)`` over the trace's finite FAI
+            (0 when FAI is constant); None where FAI is NaN (no band: the token is drawn grey).
+        anchor: an FAI peak (framed).
+        chunk_start: a WAAD peak (underlined in blue).
+        hover: the token's index, FAI, WAAD and entropy, for a tooltip.
     """
+
+    text: str
+    alpha: float | None
+    anchor: bool
+    chunk_start: bool
+    hover: str
+
+    @property
+    def shown(self) -> str:
+        """The text with each line break marked by ``↵`` (it stays a line break too)."""
+        return self.text.replace("\n", "↵\n")
+
+    def css(self) -> dict[str, str]:
+        """CSS properties (hyphenated names) of the token's span."""
+        if self.alpha is None:
+            style = {"color": "#888"}
+        else:
+            style = {"background": f"rgba({', '.join(map(str, ANCHOR_RGB))}, {self.alpha:.2f})"}
+        if self.anchor:
+            style["outline"] = f"1.5px solid {PEAK_COLOUR}"
+        if self.chunk_start:
+            style["border-bottom"] = f"2px solid {WAAD_COLOUR}"
+        return style
+
+
+def anchor_tokens(rhythm: TokenRhythm, rule: PeakRule = PeakRule()) -> list[AnchorToken]:
+    """Each response token with its FAI shade and peak marks (see :class:`AnchorToken`)."""
     fai, waad = as_array(rhythm.fai), as_array(rhythm.waad)
     entropy = as_array(rhythm.entropy) if rhythm.entropy is not None else np.full(len(fai), math.nan)
     finite = fai[np.isfinite(fai)]
     low, span = (float(finite.min()), float(np.ptp(finite))) if finite.size else (0.0, 0.0)
     anchors, chunks = set(fai_peaks(fai, rule).tolist()), set(waad_peaks(waad, rule).tolist())
-    spans = []
+    marks = []
     for i, token in enumerate(rhythm.tokens):
-        style = []
+        alpha = None
         if math.isfinite(fai[i]):
-            alpha = (fai[i] - low) / span if span > 0 else 0.0
-            style.append(f"background: rgba({', '.join(map(str, ANCHOR_RGB))}, {alpha:.2f})")
-        else:
-            style.append("color: #888")
-        if i in anchors:
-            style.append(f"outline: 1.5px solid {PEAK_COLOUR}")
-        if i in chunks:
-            style.append(f"border-bottom: 2px solid {WAAD_COLOUR}")
-        hover = f"token {i}: FAI {fai[i]:.4g}, WAAD {waad[i]:.3g}, entropy {entropy[i]:.3g}"
-        text = html.escape(token).replace("\n", "↵\n")
-        spans.append(f'<span title="{html.escape(hover)}" style="{"; ".join(style)}">{text}</span>')
+            alpha = float((fai[i] - low) / span) if span > 0 else 0.0
+        marks.append(AnchorToken(text=token, alpha=alpha, anchor=i in anchors, chunk_start=i in chunks,
+                                 hover=f"token {i}: FAI {fai[i]:.4g}, WAAD {waad[i]:.3g}, entropy {entropy[i]:.3g}"))
+    return marks
+
+
+def anchor_html(rhythm: TokenRhythm, rule: PeakRule = PeakRule()) -> str:
+    """The response as HTML spans, each token's background red in proportion to its FAI.
+
+    Opacity is ``(FAI - min) / (max - min)`` over the trace's finite FAI; FAI peaks are framed;
+    WAAD peaks are underlined in blue; tokens without a band (NaN FAI) are grey. Hovering a token
+    shows its FAI, WAAD and entropy. (:func:`anchor_tokens` gives the same as data.)
+    """
+    spans = []
+    for token in anchor_tokens(rhythm, rule):
+        style = "; ".join(f"{name}: {value}" for name, value in token.css().items())
+        spans.append(f'<span title="{html.escape(token.hover)}" style="{style}">'
+                     f"{html.escape(token.shown)}</span>")
     return ('<div class="rhythm-anchors" style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">'
             + "".join(spans) + "</div>")
 

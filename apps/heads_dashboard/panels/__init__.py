@@ -1,0 +1,7 @@
+"""Dashboard panels, one module per analysis.
+
+Each module gives a ``panel()`` (its section of the page, ids prefixed with the panel's name) and
+a ``register_callbacks(app, workbench)``; :func:`apps.heads_dashboard.app.create_app` adds both.
+
+- :mod:`.rhythm`: the reasoning rhythm (WAAD, FAI, anchors) of one generated or pasted response.
+"""
