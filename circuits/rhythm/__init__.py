@@ -9,6 +9,9 @@ Rhythm Enables Fine-Grained Policy Optimization" (arXiv 2510.13554; methods doss
   entropy from one statistics capture;
 - :mod:`circuits.rhythm.analysis`: many traces, each batch captured once from its token ids;
 - :mod:`circuits.rhythm.peaks`: peaks and the three couplings of the paper's Table 2;
+- :mod:`circuits.rhythm.credit`: the paper's RL credit weights (local-chunk, global-anchor,
+  coupled), shaped advantages and a GRPO loss for a plain PyTorch loop;
+- :mod:`circuits.rhythm.grpo`: TRL's ``GRPOTrainer`` with rhythm credit (needs the ``rl`` extra);
 - :mod:`circuits.rhythm.report`: plotly figures and a self-contained HTML report;
 - :mod:`circuits.rhythm.cli`: ``headscope rhythm traces`` and ``headscope rhythm analyse``.
 

@@ -69,16 +69,18 @@ def _named(traces: Sequence[Trace], size) -> str:
     return named + (", ..." if len(traces) > SHOWN else "")
 
 
-def analyse_batch(model: LoadedModel, traces: Sequence[Trace], config: RhythmConfig) -> list[TokenRhythm]:
+def analyse_batch(model: LoadedModel, traces: Sequence[Trace], config: RhythmConfig,
+                  entropy: bool = True) -> list[TokenRhythm]:
     """The metrics of ``traces`` from one statistics capture of their left-padded token ids.
 
-    ``TokenRhythm.prompt`` is a trace's row in this batch.
+    ``TokenRhythm.prompt`` is a trace's row in this batch. ``entropy=False`` skips token entropy
+    (one more forward per trace; ``TokenRhythm.entropy`` is then None).
     """
     forced = [teacher_forcing(trace) for trace in traces]
     ids, mask = left_pad([f.input_ids.tolist() for f in forced], model.tokenizer.pad_token_id or 0)
     starts = [f.response_rows.start for f in forced]
     record = capture_ids(model, ids, mask, rhythm_config_capture(config, starts))
-    return rhythm_metrics(record, starts, config, model=model)
+    return rhythm_metrics(record, starts, config, model=model if entropy else None)
 
 
 def analyse_traces(model: LoadedModel, traces: Sequence[Trace], config: RhythmConfig = RhythmConfig(),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from circuits.evaluation.harness import EvalConfig
 from circuits.evaluation.scoring import score_items
 from circuits.evaluation.tasks import Item
+from circuits.rhythm.credit import CreditConfig, credit_weights, rhythm_credit, shape_advantages
 from circuits.sinks.search import SearchConfig, search_space
 from probe import CaptureConfig, capture
 from tests.bad_inputs.table import Case, api
@@ -42,4 +45,14 @@ CASES: list[Case] = [
     api("capture-config-unknown-key", lambda env: CaptureConfig.from_dict({**CaptureConfig().to_dict(), "colour": 1}),
         "colour"),
     api("capture-replace-bad-chunk", lambda env: replace(CaptureConfig(), chunk_size=-3), "chunk_size"),
+    api("credit-lengths-differ", lambda env: credit_weights(torch.ones(5), torch.ones(4)), "one value of each"),
+    api("credit-q-zero", lambda env: CreditConfig(q=0.0), "(0, 1]"),
+    api("credit-q-above-one", lambda env: CreditConfig(q=1.5), "(0, 1]"),
+    api("credit-gamma-below-one", lambda env: CreditConfig(gamma_amp=0.5), "gamma_amp must be a number >= 1"),
+    api("credit-alpha-outside", lambda env: CreditConfig(alpha=1.5), "alpha must lie in [0, 1]"),
+    api("credit-k-zero", lambda env: CreditConfig(k=0), "integer >= 1"),
+    api("credit-unknown-strategy", lambda env: CreditConfig(strategy="random"), "coupled"),
+    api("credit-advantages-do-not-fit", lambda env: shape_advantages(torch.ones(3), torch.ones(2, 4)), "do not fit"),
+    api("credit-prompts-responses-differ", lambda env: rhythm_credit(env.tiny, [[1, 2]], [[3] * 12, [4] * 12]),
+        "one prompt per response"),
 ]
