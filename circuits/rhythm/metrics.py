@@ -96,6 +96,8 @@ class RhythmConfig:
             global FAI with itself; False ranks every head (the paper does not say which).
         layers: layers whose heads are ranked (non-negative indices; None: every recorded
             layer). :func:`paper_rl_layers` gives the paper's RL choice.
+        backend: the attention backend of the capture: ``"reference"`` (CPU or GPU, plain
+            PyTorch) or ``"triton"`` (the GPU kernels, :mod:`probe.kernels`).
     """
 
     window: int = 10
@@ -106,6 +108,7 @@ class RhythmConfig:
     receiver_fraction: float = 0.1
     receivers_outside_global: bool = True
     layers: tuple[int, ...] | None = None
+    backend: str = "reference"
 
     def __post_init__(self) -> None:
         if not _is_int(self.window) or self.window < 1:
@@ -165,7 +168,7 @@ def rhythm_config_capture(config: RhythmConfig, response_starts: Sequence[int]) 
     starts = _checked_starts(response_starts)
     return CaptureConfig(mode="stats", layers=config.layers, received=False, entropy=False, distance=True,
                          first_token=False, lookback_window=config.window, band_lo=config.band_lo,
-                         band_hi=config.band_hi, band_first_rows=starts)
+                         band_hi=config.band_hi, band_first_rows=starts, backend=config.backend)
 
 
 @dataclass(frozen=True)

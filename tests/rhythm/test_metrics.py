@@ -470,3 +470,8 @@ def test_response_entropy_in_chunks_equals_the_models_own_logits(arch, softcap, 
         logits = model.hf(input_ids=ids[None]).logits[0]
     expected = predicted_token_entropy(logits, 5)
     torch.testing.assert_close(response_entropy(model, ids, 5, chunk_rows=chunk_rows), expected)
+
+
+def test_the_backend_reaches_the_capture_settings():
+    assert rhythm_config_capture(RhythmConfig(), [3]).backend == "reference"
+    assert rhythm_config_capture(RhythmConfig(backend="triton"), [3]).backend == "triton"
