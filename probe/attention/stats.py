@@ -59,7 +59,7 @@ class StatAccumulator:
         if want.lookback_window is not None:
             self.out["lookback"] = torch.full((batch, heads, q_len), math.nan, device=dev)
         if want.band is not None:
-            self.band_rows = self._band_first_rows(want.band.first_rows, batch)
+            self.band_rows = band_first_positions(want.band.first_rows, self.first_key, mask.kv_offset)
             self.key_real = mask.key_padding().to(dev)
             self.out.update(band_sum=zeros(batch, heads, k_len), band_count=zeros(batch, k_len))
 
@@ -125,17 +125,6 @@ class StatAccumulator:
         clipped = self._offsets(start, stop, probs.shape[-1]).clamp_max(self.want.lookback_window)
         return (probs * clipped.to(probs.dtype)).sum(-1)
 
-    def _band_first_rows(self, first_rows: tuple[int, ...] | None, batch: int) -> Int[Tensor, " batch"]:
-        """Absolute position of each prompt's first band row (its first real key when not given)."""
-        origin = self.first_key.long() + self.mask.kv_offset
-        if first_rows is None:
-            return origin
-        if len(first_rows) != batch:
-            raise ValueError(f"the band's first_rows (Band.first_rows, CaptureConfig.band_first_rows) has "
-                             f"{len(first_rows)} entries but the attention call has {batch} batch rows; give one "
-                             "first row per prompt, or None to count every query")
-        return origin + torch.tensor(first_rows, device=origin.device)
-
     def _update_band(self, probs: Float[Tensor, "batch head rows kk"], valid: Bool[Tensor, "batch rows"],
                      start: int, stop: int) -> None:
         """Fold the block's rows into the band sums and counts of every key.
@@ -197,3 +186,20 @@ class StatAccumulator:
         span = slice(first, first + n_tiles)
         self.out["block_sum"][:, :, span] += tile_sum.float()
         self.out["block_max"][:, :, span] = torch.maximum(self.out["block_max"][:, :, span], tile_max.float())
+
+
+def band_first_positions(first_rows: tuple[int, ...] | None, first_key: Int[Tensor, " batch"],
+                         kv_offset: int) -> Int[Tensor, " batch"]:
+    """Absolute position of each prompt's first band row: ``first_rows``
+    (:attr:`~probe.attention.spec.Band.first_rows`) counted from the prompt's first real key
+    ``first_key``, or that key itself when ``first_rows`` is None. Shared by the reference and the
+    kernels' backend, so both refuse a wrong number of rows alike."""
+    origin = first_key.long() + kv_offset
+    if first_rows is None:
+        return origin
+    batch = origin.shape[0]
+    if len(first_rows) != batch:
+        raise ValueError(f"the band's first_rows (Band.first_rows, CaptureConfig.band_first_rows) has "
+                         f"{len(first_rows)} entries but the attention call has {batch} batch rows; give one "
+                         "first row per prompt, or None to count every query")
+    return origin + torch.tensor(first_rows, device=origin.device)

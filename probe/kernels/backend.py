@@ -13,8 +13,10 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        causal / sliding window / padding), more than one ACT key scaling, an edit limited to some
        prompts (per-row factors), block statistics
        with a block size that is not 16/32/64/128, or the reasoning-rhythm statistics
-       (``lookback_window`` or ``band``: no kernel computes them yet, so the reference does,
-       exactly, on any device).
+       (``lookback_window`` or ``band``) together with an ACT key scaling: the kernels compute
+       them for unedited attention and under key bias and head scaling, but ACT's exact pass
+       (:mod:`probe.kernels.act_pass`, :mod:`probe.kernels.act_columns`) does not rewrite them
+       into the edited attention's, so the reference does, exactly.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
@@ -27,6 +29,13 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`); otherwise the
        Triton kernels (:func:`probe.kernels.launch.flash_forward` and
        :func:`~probe.kernels.launch.column_stats` decide).
+
+       Reasoning-rhythm statistics: ``lookback`` is one more accumulator of the Triton K1
+       (``sum_s p min(t - s, W)``, online like the distance), and ``band_sum`` one more of the
+       Triton K2 (the column sum restricted to each key's band of queries); calls asking for
+       them run those Triton kernels, not the Gluon ones, which compute neither. K2 then
+       gives the attention received and block statistics in the same pass. ``band_count``
+       depends on positions only and comes from the mask in torch (:func:`band_count`).
 
     Masks: the LazyMask's structure hints (``causal``, ``sliding_window``, offsets) become the
     kernels' token rule, and its padding becomes a key bias of -1e30 plus NaN statistics at
@@ -48,13 +57,14 @@ from torch import Tensor
 from probe.attention.backends import register_backend, sdpa_attention
 from probe.attention.mask import LazyMask, _FixedMask
 from probe.attention.reference import reference_attention, select_sinks
-from probe.attention.spec import AttentionOutput, LayerEdit, SinkRule, StatRequest
+from probe.attention.spec import AttentionOutput, Band, LayerEdit, SinkRule, StatRequest
+from probe.attention.stats import band_first_positions
 from probe.kernels.blocks import NEG_BIAS, TokenRule, rule_table
 
 try:
     from probe.kernels import act_columns
     from probe.kernels.gluon_k2_launch import gluon_k2_operands
-    from probe.kernels.launch import ActScale, column_stats, flash_forward, head_dim_problem
+    from probe.kernels.launch import ActScale, BandRows, column_stats, flash_forward, head_dim_problem
 
     HAVE_TRITON = True
 except ImportError:  # CPU-only installs without Triton still get the backend (as the reference)
@@ -102,8 +112,7 @@ def _unsupported(c: Call) -> bool:
         or len(scales) > 1
         or (edit is not None and edit.per_prompt)
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
-        or c.want.lookback_window is not None
-        or c.want.band is not None
+        or (bool(scales) and (c.want.lookback_window is not None or c.want.band is not None))
     )
 
 
@@ -124,6 +133,7 @@ def _run_sdpa(c: Call) -> AttentionOutput:
 def _run_kernels(c: Call) -> AttentionOutput:
     rule = token_rule(c.mask)
     dev = c.query.device
+    band = band_rows(c.mask, c.want.band, dev) if c.want.band is not None else None  # checks first_rows first
     n_q, n_kv = c.query.shape[2], c.key.shape[2]
     table = rule_table(rule, n_q, n_kv, K1_BLOCK, K1_BLOCK, dev)
     bias = _key_bias(c)
@@ -133,8 +143,9 @@ def _run_kernels(c: Call) -> AttentionOutput:
         c.query, c.key, c.value, table, scaling=c.scaling, key_bias=bias,
         entropy=c.want.entropy, distance=c.want.distance, act=act,
         head_scale=edit.head_scale if edit is not None else None, act_row_stats=True,
+        lookback_window=c.want.lookback_window,
     )
-    stats = _statistics(c, rule, bias, k1, act) if c.want.any_stats else {}
+    stats = _statistics(c, rule, bias, k1, act, band) if c.want.any_stats else {}
     return AttentionOutput(output=k1.output, pattern=None, stats=stats, sinks=sinks)
 
 
@@ -213,7 +224,8 @@ def detect_sinks_gpu(c: Call, rule: TokenRule, bias: Tensor | None, sink_rule: S
     return select_sinks(received["received_mean"], received["visible_count"], sink_rule)
 
 
-def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1, act=None) -> dict[str, Tensor]:
+def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1, act=None,
+                band: "BandRows | None" = None) -> dict[str, Tensor]:
     """Row statistics from K1 (edited by ACT's pass when there is one), column statistics from
     K2; the log-sum-exp is the unedited attention's, as in the reference."""
     stats = {"lse": _mask_rows(k1.lse, c.mask)}
@@ -226,28 +238,36 @@ def _statistics(c: Call, rule: TokenRule, bias: Tensor | None, k1, act=None) -> 
         if act is not None:
             first = first * _first_token_factor(c, act, k1.act_weights)
         stats["first_token"] = _mask_rows(first, c.mask)
-    if c.want.received or c.want.block_size is not None:
+    if c.want.lookback_window is not None:
+        stats["lookback"] = _mask_rows(k1.lookback, c.mask)
+    if c.want.received or c.want.block_size is not None or c.want.band is not None:
         if act is None:
-            received = _received(c, rule, bias, stats["lse"], c.want.block_size)
-        else:
+            received = _received(c, rule, bias, stats["lse"], c.want.block_size, band)
+        else:  # no band here: the route sends ACT with rhythm statistics to the reference
             received = _received_with_act(c, rule, bias, stats["lse"], act, k1.act_weights)
-        if c.want.received:
-            stats.update({k: v for k, v in received.items() if not k.startswith("block_")})
-        if c.want.block_size is not None:
-            stats.update(block_sum=received["block_sum"], block_max=received["block_max"])
+        names = ((RECEIVED if c.want.received else ()) + (BLOCKS if c.want.block_size is not None else ())
+                 + (BAND_STATS if c.want.band is not None else ()))
+        stats.update({name: received[name] for name in names})
     return stats
 
 
-def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_size: int | None) -> dict[str, Tensor]:
-    """K2 over the column table; ``lse`` must be NaN at padding queries."""
+RECEIVED = ("received_sum", "received_max", "visible_count", "received_mean")
+BLOCKS = ("block_sum", "block_max")
+BAND_STATS = ("band_sum", "band_count", "band_mean")
+
+
+def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_size: int | None,
+              band: "BandRows | None" = None) -> dict[str, Tensor]:
+    """K2 over the column table; ``lse`` must be NaN at padding queries. With a band, the
+    Triton K2 (the Gluon one has no band accumulator) gives every column statistic in one pass."""
     n_q, n_kv = c.query.shape[2], c.key.shape[2]
     if block_size is not None:
         block_q = block_kv = block_size
     else:  # the Gluon K2 takes 128-query tiles; the Triton K2 was tuned on 64
-        block_q, block_kv = (128, 128) if gluon_k2_operands(c.query, c.key) else K2_BLOCK
+        block_q, block_kv = (128, 128) if band is None and gluon_k2_operands(c.query, c.key) else K2_BLOCK
     table = rule_table(rule, n_q, n_kv, block_q, block_kv, c.query.device)
     cols = column_stats(c.query, c.key, lse, table, scaling=c.scaling, key_bias=bias,
-                        block_stats=block_size is not None)
+                        block_stats=block_size is not None, band=band)
     key_valid = c.mask.key_padding().to(c.query.device)
     count = cols["count"][:, 0] * key_valid
     total = cols["received_sum"]
@@ -259,7 +279,36 @@ def _received(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, block_
     }
     if block_size is not None:
         out.update(block_sum=cols["block_sum"], block_max=cols["block_max"])
+    if band is not None:
+        band_total, band_n = cols["band_sum"], band_count(c.mask, band)
+        out.update(band_sum=band_total, band_count=band_n,
+                   band_mean=torch.where(band_n[:, None] > 0, band_total / band_n[:, None].clamp_min(1), math.nan))
     return out
+
+
+def band_rows(mask: LazyMask, band: Band, device) -> "BandRows":
+    """The band as K2 takes it: look-aheads and each batch row's first counted query index
+    (a ValueError, as from the reference, when ``first_rows`` does not match the batch)."""
+    first = band_first_positions(band.first_rows, mask.first_key().to(device), mask.kv_offset) - mask.q_offset
+    return BandRows(lo=band.lo, hi=band.hi, first_query=first)
+
+
+def band_count(mask: LazyMask, band: "BandRows") -> Float[Tensor, "batch k"]:
+    """``band_count`` as the reference defines it, from positions alone: for each real key ``s``,
+    the number of real queries ``t`` with ``lo <= t - s <= hi`` at or after the batch row's first
+    band row (whether the mask lets ``t`` see ``s`` or not). One cumulative sum over the queries,
+    then a difference per key: ``O(batch x (q + k))``."""
+    batch, n_q, n_kv = mask.batch_size, mask.q_length, mask.kv_length
+    device = band.first_query.device
+    counted = mask.query_padding().to(device) & (torch.arange(n_q, device=device) >= band.first_query[:, None])
+    before = torch.nn.functional.pad(counted.long().cumsum(1), (1, 0))  # [batch, q + 1]: counted queries < i
+    # Key j's band holds the queries i with lo <= (q_offset + i) - (kv_offset + j) <= hi.
+    lo_i = torch.arange(n_kv, device=device) + mask.kv_offset - mask.q_offset + band.lo
+    start = lo_i.clamp(0, n_q)
+    stop = start.new_full((n_kv,), n_q) if band.hi is None else (lo_i - band.lo + band.hi + 1).clamp(0, n_q)
+    stop = torch.maximum(stop, start)
+    count = before.gather(1, stop.expand(batch, -1)) - before.gather(1, start.expand(batch, -1))
+    return (count * mask.key_padding().to(device)).float()
 
 
 def _received_with_act(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, act: "ActScale",

@@ -2,11 +2,11 @@
 
 Context:
     :func:`flash_forward` (K1) returns the attention output in HF's ``[batch, q, head, d]``
-    layout with the per-query log-sum-exp and, when asked, entropy and mean distance.
-    :func:`column_stats` (K2) turns that log-sum-exp into per-key statistics (received sum,
-    max, visible count) and per-tile block sum / max. Both take a
-    :class:`~probe.kernels.blocks.BlockTable` saying which tiles to visit, so dense, causal,
-    sliding-window and block-sparse attention are the same call.
+    layout with the per-query log-sum-exp and, when asked, entropy, mean distance and the
+    clipped look-back distance. :func:`column_stats` (K2) turns that log-sum-exp into per-key
+    statistics (received sum, max, visible count, banded sum) and per-tile block sum / max.
+    Both take a :class:`~probe.kernels.blocks.BlockTable` saying which tiles to visit, so dense,
+    causal, sliding-window and block-sparse attention are the same call.
 
     Inputs may be bf16, fp16 or fp32 (fp32 dots use TF32 on GPUs); statistics are fp32. Head
     dimensions up to 256 are supported (Gemma-2/3 use 256). Those that are not a power of two
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable
@@ -34,6 +34,7 @@ from probe.kernels.gluon_launch import bias_as_the_product_adds_it, bias_in_prod
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 256
+NO_BAND_HI = 2**30  # K2's upper look-ahead for a band without one (past any t - s)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,22 @@ class K1Result:
     entropy: Float[Tensor, "batch head q"] | None
     distance: Float[Tensor, "batch head q"] | None
     act_weights: Float[Tensor, "2 batch head q"] | None = None  # ACT's row factors (own keys, rest)
+    lookback: Float[Tensor, "batch head q"] | None = None
+
+
+@dataclass(frozen=True)
+class BandRows:
+    """A :class:`~probe.attention.spec.Band` resolved for K2.
+
+    Attributes:
+        lo, hi: the look-ahead ``t - s`` a query needs to count for a key (hi None: no bound).
+        first_query: ``[batch]``, per batch row the first query index (into this call's
+            queries) that counts; may be negative (every query counts) or past the queries.
+    """
+
+    lo: int
+    hi: int | None
+    first_query: Int[Tensor, " batch"]
 
 
 def flash_forward(
@@ -206,6 +223,7 @@ def flash_forward(
     head_scale: Float[Tensor, " head"] | None = None,
     config: KernelConfig | None = None,
     act_row_stats: bool = False,
+    lookback_window: int | None = None,
 ) -> K1Result:
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
@@ -218,13 +236,19 @@ def flash_forward(
     :func:`probe.kernels.act_pass.act_pass`; the log-sum-exp is the unedited attention's, and
     so are entropy and distance unless ``act_row_stats`` asks for the edited attention's (the
     result then also holds each row's ACT factors, ``act_weights``).
+
+    ``lookback_window`` (an integer W >= 1) adds ``lookback``, each row's ``sum_s p min(t - s, W)``;
+    only the Triton kernel computes it (such calls skip the Gluon one), and not with ``act``.
     """
     query, key, value = (_last_dim_contiguous(t) for t in (query, key, value))
     _check(query, key, table)
+    if lookback_window is not None and (act is not None or lookback_window < 1):
+        raise ValueError("lookback needs an integer window >= 1 and no ACT scaling (the backend sends ACT-edited "
+                         f"calls with it to the reference); got window {lookback_window!r}, act {act is not None}")
     if act is not None:
         return _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config,
                          act_row_stats)
-    if config is None and gluon_eligible(query, key, value, table):
+    if config is None and lookback_window is None and gluon_eligible(query, key, value, table):
         return flash_forward_gluon(query, key, value, table, scaling=scaling, key_bias=key_bias,
                                    entropy=entropy, distance=distance, head_scale=head_scale)
     batch, heads, n_q, head_dim = query.shape
@@ -236,6 +260,7 @@ def flash_forward(
     srcs = _sources((query, key, value), (table.block_q, block_n, block_n), block_d, block_d2, tma)
     dev = query.device
     out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
+    look = torch.empty_like(lse) if lookback_window is not None else lse
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
     window = table.rule.window_tensor(heads, dev)
     sink = table.rule.sink_tensor(heads, dev)
@@ -243,7 +268,7 @@ def flash_forward(
     part_n, part_i = _expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, table.block_q), batch * heads)
     _k1_kernel[grid](
-        *srcs, key, out, lse, ent, dist, bias, hscale, window, sink,
+        *srcs, key, out, lse, ent, dist, look, bias, hscale, window, sink,
         full_n, full_i, part_n, part_i,
         *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
         out.stride(0), out.stride(1), out.stride(2),
@@ -251,15 +276,17 @@ def flash_forward(
         full_n.stride(0), full_n.stride(1), full_i.stride(0), full_i.stride(1), full_i.stride(2),
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
         heads, heads // key.shape[1], heads // value.shape[1], n_q, n_kv,
-        table.rule.q_offset - table.rule.kv_offset, table.rule.kv_offset, scaling * LOG2E,
+        table.rule.q_offset - table.rule.kv_offset, table.rule.kv_offset, scaling * LOG2E, lookback_window or 0,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_D2=block_d2, BLOCK_M=table.block_q,
         BLOCK_N=block_n, SUB=table.block_kv // block_n, CAUSAL=table.rule.causal,
         LOCAL=table.rule.local, HAS_BIAS=key_bias is not None, ENTROPY=entropy, DISTANCE=distance,
         HEAD_SCALE=head_scale is not None, TMA=tma,
         WS=tma and os.environ.get("HEADSCOPE_K1_WS") == "1",  # experimental: warp-specialised full-block loop
+        LOOKBACK=lookback_window is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    return K1Result(out, lse, ent if entropy else None, dist if distance else None)
+    return K1Result(out, lse, ent if entropy else None, dist if distance else None,
+                    lookback=look if lookback_window is not None else None)
 
 
 def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, act, head_scale, config,
@@ -295,14 +322,16 @@ def column_stats(
     key_bias: Float[Tensor, "_ _ k"] | None = None,
     block_stats: bool = False,
     config: KernelConfig | None = None,
+    band: BandRows | None = None,
 ) -> dict[str, Tensor]:
     """K2: per-key statistics from the stored log-sum-exp (non-finite ``lse`` = no query).
 
     Returns ``received_sum``, ``received_max``, ``count`` (queries that see each key,
-    ``[batch, head, key]``) and, with ``block_stats``, ``block_sum`` / ``block_max`` over the
-    table's ``block_q x block_kv`` tiles. On Hopper, eligible calls (bf16/fp16, head dim 64 or 128,
-    128-key blocks, no explicit ``config``) run the warp-specialised Gluon K2 of
-    :mod:`probe.kernels.gluon_k2_ws`; the rest run the Triton kernel.
+    ``[batch, head, key]``), with ``block_stats`` ``block_sum`` / ``block_max`` over the
+    table's ``block_q x block_kv`` tiles and, with ``band``, ``band_sum``: the attention each
+    key receives from the queries of its band (:class:`BandRows`). On Hopper, eligible calls
+    (bf16/fp16, head dim 64 or 128, 128-key blocks, no explicit ``config``, no band) run the
+    warp-specialised Gluon K2 of :mod:`probe.kernels.gluon_k2_ws`; the rest run the Triton kernel.
     """
     query, key = _last_dim_contiguous(query), _last_dim_contiguous(key)
     batch, heads, n_q, head_dim = query.shape
@@ -313,7 +342,7 @@ def column_stats(
     col = lambda: torch.empty(batch, heads, n_kv, device=dev, dtype=torch.float32)  # noqa: E731
     col_sum, col_max, count = col(), col(), col()
     bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
-    if config is None and gluon_k2_eligible(query, key, table):
+    if config is None and band is None and gluon_k2_eligible(query, key, table):
         return column_stats_gluon(query, key, lse.float(), table, qk_scale=scaling * LOG2E, bias=bias,
                                   bias_strides=bias_strides, has_bias=key_bias is not None,
                                   block_stats=block_stats, outputs=(col_sum, col_max, count))
@@ -321,6 +350,9 @@ def column_stats(
     tiles = (batch, heads, triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, table.block_kv))
     bsum = torch.zeros(tiles, device=dev) if block_stats else col_sum
     bmax = torch.zeros(tiles, device=dev) if block_stats else col_sum
+    band_sum = col() if band is not None else col_sum
+    band_row = band.first_query.to(device=dev, dtype=torch.int32).contiguous() if band is not None else count
+    band_lo, band_hi = (band.lo, NO_BAND_HI if band.hi is None else band.hi) if band is not None else (0, 0)
     block_d, block_d2 = head_dim_parts(head_dim)
     tma = use_tma(query, key)
     srcs = _sources((query, key), (table.block_q, table.block_kv), block_d, block_d2, tma)
@@ -328,7 +360,7 @@ def column_stats(
     part_n, part_i = _expand_table(table.q_num_blocks, table.q_indices, batch, heads)
     grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
     _k2_kernel[grid](
-        *srcs, lse2, bias, col_sum, col_max, count, bsum, bmax,
+        *srcs, lse2, bias, col_sum, col_max, count, bsum, bmax, band_sum, band_row,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
         full_n, full_i, part_n, part_i,
         *query.stride()[:3], *key.stride()[:3], *bias_strides,
@@ -336,15 +368,17 @@ def column_stats(
         part_n.stride(0), part_n.stride(1), part_i.stride(0), part_i.stride(1), part_i.stride(2),
         tiles[2] * tiles[3], tiles[3],
         heads, heads // key.shape[1], n_q, n_kv, table.rule.q_offset - table.rule.kv_offset,
-        table.rule.kv_offset, scaling * LOG2E,
+        table.rule.kv_offset, scaling * LOG2E, band_lo, band_hi,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_D2=block_d2, BLOCK_M=table.block_q,
         BLOCK_N=table.block_kv, CAUSAL=table.rule.causal, LOCAL=table.rule.local,
-        HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats, TMA=tma,
+        HAS_BIAS=key_bias is not None, BLOCK_STATS=block_stats, TMA=tma, BAND=band is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     stats = {"received_sum": col_sum, "received_max": col_max, "count": count}
     if block_stats:
         stats.update(block_sum=bsum, block_max=bmax)
+    if band is not None:
+        stats["band_sum"] = band_sum
     return stats
 
 

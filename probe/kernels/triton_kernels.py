@@ -12,15 +12,19 @@ Context:
 
     K1 (``_k1_kernel``), one program per (query block, batch x head):
         online softmax over the listed key blocks, accumulating O, l, m and, when asked,
-        ``u = sum p (s2 - m)`` (entropy) and ``w = sum p (j - j0)`` (distance, converted to
-        ``i - j`` in the epilogue). A per-head output scale comes last. V may have its own head
-        count (``v_group``), for callers whose values carry their own heads.
+        ``u = sum p (s2 - m)`` (entropy), ``w = sum p (j - j0)`` (distance, converted to
+        ``i - j`` in the epilogue) and ``c = sum p min(t - s, W)`` (``lookback``, the
+        reasoning-rhythm statistic; ``t - s`` in token positions). Each is a ``tl.constexpr``
+        flag, so a call that asks for none compiles to the plain flash forward. A per-head
+        output scale comes last. V may have its own head count (``v_group``), for callers whose
+        values carry their own heads.
 
     K2 (``_k2_kernel``), one program per (key block, batch x head):
         the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
         per-key reductions are row reductions. ``p = exp2(s2 - lse2)`` is exact, no rescaling.
-        Produces column sum, column max, the count of queries that see each key, and
-        per-tile block sum / max.
+        Produces column sum, column max, the count of queries that see each key,
+        per-tile block sum / max and, with ``BAND``, the banded column sum (``band_sum``: only
+        queries ``t`` with ``lo <= t - s <= hi`` at or after their batch row's first band row).
 
     Loads: with ``TMA`` the Q/K/V tiles come through host-built 4-D tensor descriptors
     ``[batch, head, token, d]`` (Hopper's bulk tensor copy; out-of-range rows and the padded
@@ -109,13 +113,13 @@ def _rows(src, b, hh, row0, stride_row, n_rows,
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
-              start_n, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale,
+def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, c_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+              start_n, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv, qk_scale, lookback,
               window_ptr, sink_ptr,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_N: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
               HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, DISTANCE: tl.constexpr,
-              TMA: tl.constexpr):
+              LOOKBACK: tl.constexpr, TMA: tl.constexpr):
     """One key block of the online softmax (base-2 logits). Returns the updated running state.
 
     Unmasked, unbiased blocks take the row max of the raw ``q.k`` and apply the scale inside
@@ -153,6 +157,10 @@ def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2
     if DISTANCE:
         rel_j = (offs_n - row0).to(tl.float32)  # (BN,) key position relative to the block
         w_i = alpha * w_i + tl.sum(p * rel_j[None, :], 1)
+    if LOOKBACK:
+        # t - s in token positions (row i sits at i + diag in the keys' positions), clipped at W.
+        clipped = tl.minimum(offs_m[:, None] + diag - offs_n[None, :], lookback)  # (BM, BN)
+        c_i = alpha * c_i + tl.sum(p * clipped.to(tl.float32), 1)
     l_i = l_i * alpha + tl.sum(p, 1)
     v = _rows(v_src, b, vh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, 0, BLOCK_D, MASKED, TMA)  # (BN, D)
     acc = acc * alpha[:, None]
@@ -160,13 +168,13 @@ def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2
     if BLOCK_D2 > 0:
         v2 = _rows(v_src2, b, vh, start_n, stride_vn, n_kv, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_D2, MASKED, TMA)
         acc2 = tl.dot(p.to(v2.dtype), v2, acc2 * alpha[:, None])
-    return acc, acc2, l_i, m_new, u_i, w_i
+    return acc, acc2, l_i, m_new, u_i, w_i, c_i
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k1_kernel(
-    Q, K, V, Q2, K2, V2, KP, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
+    Q, K, V, Q2, K2, V2, KP, O, LSE, ENT, DIST, LOOK, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -175,11 +183,11 @@ def _k1_kernel(
     stride_bias_b, stride_bias_h,
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_m,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
-    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale,
+    n_heads, group, v_group, n_q, n_kv, diag, kv_offset, qk_scale, lookback,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, SUB: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
     ENTROPY: tl.constexpr, DISTANCE: tl.constexpr, HEAD_SCALE: tl.constexpr, TMA: tl.constexpr,
-    WS: tl.constexpr = False,
+    WS: tl.constexpr = False, LOOKBACK: tl.constexpr = False,
 ):
     # Heaviest (last, under causal) query blocks first for a better tail.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -211,6 +219,7 @@ def _k1_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     u_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     w_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    c_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc2 = 0.0  # the second column part's accumulator, when there is one
     if BLOCK_D2 > 0:
@@ -222,21 +231,21 @@ def _k1_kernel(
     for t in tl.range(0, n_full, warp_specialize=WS):
         blk = tl.load(full_base + t)
         for sub in tl.static_range(SUB):
-            acc, acc2, l_i, m_i, u_i, w_i = _k1_block(
-                acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+            acc, acc2, l_i, m_i, u_i, w_i, c_i = _k1_block(
+                acc, acc2, l_i, m_i, u_i, w_i, c_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
                 (blk * SUB + sub) * BLOCK_N, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv,
-                qk_scale, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, False, CAUSAL, LOCAL, HAS_BIAS,
-                ENTROPY, DISTANCE, TMA)
+                qk_scale, lookback, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, False, CAUSAL, LOCAL,
+                HAS_BIAS, ENTROPY, DISTANCE, LOOKBACK, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_m)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_m * stride_pi_m
     for t in range(0, n_part):
         blk = tl.load(part_base + t)
         for sub in tl.static_range(SUB):
-            acc, acc2, l_i, m_i, u_i, w_i = _k1_block(
-                acc, acc2, l_i, m_i, u_i, w_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
+            acc, acc2, l_i, m_i, u_i, w_i, c_i = _k1_block(
+                acc, acc2, l_i, m_i, u_i, w_i, c_i, q, q2, k_src, k_src2, v_src, v_src2, bias_base, b, kvh, vh,
                 (blk * SUB + sub) * BLOCK_N, row0, offs_m, stride_kn, stride_vn, h, diag, kv_offset, n_kv,
-                qk_scale, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, True, CAUSAL, LOCAL, HAS_BIAS,
-                ENTROPY, DISTANCE, TMA)
+                qk_scale, lookback, WINDOW, SINK, HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_N, True, CAUSAL, LOCAL,
+                HAS_BIAS, ENTROPY, DISTANCE, LOOKBACK, TMA)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
@@ -261,16 +270,18 @@ def _k1_kernel(
     if DISTANCE:
         # w / l is the mean of (j - row0); the distance is i + diag - j.
         tl.store(DIST + stat_off, (offs_m - row0 + diag).to(tl.float32) - w_i / l_safe, mask=row_ok)
+    if LOOKBACK:
+        tl.store(LOOK + stat_off, c_i / l_safe, mask=row_ok)
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k2_block(col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, start_m, offs_n,
-              stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, window_ptr, sink_ptr,
+def _k2_block(col_sum, col_max, count, band_sum, k, k2, q_src, q_src2, lse_base, bias2, b, h, start_m, offs_n,
+              stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, band_lo, band_hi, band_row, window_ptr, sink_ptr,
               bsum_ptr, bmax_ptr,
               HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr,
-              HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr, TMA: tl.constexpr):
+              HAS_BIAS: tl.constexpr, BLOCK_STATS: tl.constexpr, BAND: tl.constexpr, TMA: tl.constexpr):
     """One query block of the column pass, in the transposed orientation (keys on rows)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     q = _rows(q_src, b, h, start_m, stride_qm, n_q, BLOCK_M, HEAD_DIM, 0, BLOCK_D, True, TMA)  # (BM, D)
@@ -296,17 +307,23 @@ def _k2_block(col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b,
     row_max = tl.max(p, 1)
     col_sum += row_sum
     col_max = tl.maximum(col_max, row_max)
+    if BAND:
+        # Queries t of key s's band: band_lo <= t - s <= band_hi, and t at or after the batch
+        # row's first band query. Padding queries have p = 0 already (their lse2 is +inf).
+        ahead = offs_m[None, :] + diag - offs_n[:, None]  # (BN, BM), t - s in token positions
+        in_band = (ahead >= band_lo) & (ahead <= band_hi) & (offs_m[None, :] >= band_row)
+        band_sum += tl.sum(tl.where(in_band, p, 0.0), 1)
     if BLOCK_STATS:
         # Tile statistics from the per-key partials: no second pass over the (BN, BM) tile.
         tl.store(bsum_ptr, tl.sum(row_sum, 0))
         tl.store(bmax_ptr, tl.max(row_max, 0))
-    return col_sum, col_max, count
+    return col_sum, col_max, count, band_sum
 
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
 def _k2_kernel(
-    Q, K, Q2, K2, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
+    Q, K, Q2, K2, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, BAND_SUM, BAND_ROW, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -314,10 +331,10 @@ def _k2_kernel(
     stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h, stride_fi_n,
     stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n,
     stride_bs_bh, stride_bs_q,
-    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale,
+    n_heads, group, n_q, n_kv, diag, kv_offset, qk_scale, band_lo, band_hi,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, LOCAL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_STATS: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_STATS: tl.constexpr, TMA: tl.constexpr, BAND: tl.constexpr = False,
 ):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -344,29 +361,35 @@ def _k2_kernel(
     col_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
     col_max = tl.zeros([BLOCK_N], dtype=tl.float32)
     count = tl.zeros([BLOCK_N], dtype=tl.float32)
+    band_sum = tl.zeros([BLOCK_N], dtype=tl.float32)
+    band_row = 0
+    if BAND:
+        band_row = tl.load(BAND_ROW + b)  # this batch row's first query index that counts
     tile_base = bh.to(tl.int64) * stride_bs_bh + pid_n
 
     n_full = tl.load(FULL_NUM + b * stride_fn_b + h * stride_fn_h + pid_n)
     full_base = FULL_IDX + b * stride_fi_b + h * stride_fi_h + pid_n * stride_fi_n
     for t in range(0, n_full):
         qb = tl.load(full_base + t)
-        col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
-            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+        col_sum, col_max, count, band_sum = _k2_block(
+            col_sum, col_max, count, band_sum, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, band_lo, band_hi, band_row, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
+            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, False, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, BAND, TMA)
     n_part = tl.load(PART_NUM + b * stride_pn_b + h * stride_pn_h + pid_n)
     part_base = PART_IDX + b * stride_pi_b + h * stride_pi_h + pid_n * stride_pi_n
     for t in range(0, n_part):
         qb = tl.load(part_base + t)
-        col_sum, col_max, count = _k2_block(
-            col_sum, col_max, count, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
-            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, WINDOW, SINK,
+        col_sum, col_max, count, band_sum = _k2_block(
+            col_sum, col_max, count, band_sum, k, k2, q_src, q_src2, lse_base, bias2, b, h, qb * BLOCK_M, offs_n,
+            stride_qm, diag, kv_offset, n_q, n_kv, qk_scale, band_lo, band_hi, band_row, WINDOW, SINK,
             BSUM + tile_base + qb * stride_bs_q, BMAX + tile_base + qb * stride_bs_q,
-            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, TMA)
+            HEAD_DIM, BLOCK_D, BLOCK_D2, BLOCK_M, True, CAUSAL, LOCAL, HAS_BIAS, BLOCK_STATS, BAND, TMA)
 
     out_off = bh.to(tl.int64) * n_kv + offs_n
     key_ok = offs_n < n_kv
     tl.store(COL_SUM + out_off, col_sum, mask=key_ok)
     tl.store(COL_MAX + out_off, col_max, mask=key_ok)
     tl.store(COUNT + out_off, count, mask=key_ok)
+    if BAND:
+        tl.store(BAND_SUM + out_off, band_sum, mask=key_ok)

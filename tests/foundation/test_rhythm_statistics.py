@@ -26,7 +26,6 @@ from probe.attention.spec import Band, StatRequest
 from probe.attention.stats import StatAccumulator
 from probe.capture.hf import recording, run_forward
 from probe.capture.record import AttentionRecord
-from probe.kernels.backend import HAVE_TRITON, Call, route_for
 from tests.helpers import LargestTensor, random_batch, tiny_loaded, untyped
 
 NAN = float("nan")
@@ -371,26 +370,6 @@ def test_capture_settings_default_off_and_round_trip_through_a_dict():
     assert config.request().band == Band(10, 100, (3, 0)) and config.request().lookback_window == 10
     assert CaptureConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["band_first_rows"] == [3, 0]
-
-
-class FakeCuda(torch.Tensor):
-    """A CPU tensor that says it is on CUDA, to see which route a GPU call would take."""
-
-    @property
-    def is_cuda(self) -> bool:
-        return True
-
-
-@pytest.mark.skipif(not HAVE_TRITON, reason="without Triton every call goes to the reference anyway")
-@pytest.mark.parametrize("want", [StatRequest(entropy=True, lookback_window=10), StatRequest(band=Band(10, 100))],
-                         ids=["lookback", "band"])
-def test_the_kernels_backend_sends_rhythm_statistics_to_the_reference(want):
-    query = torch.randn(1, 4, 8, 64, dtype=torch.bfloat16).as_subclass(FakeCuda)
-    key = torch.randn(1, 2, 8, 64, dtype=torch.bfloat16).as_subclass(FakeCuda)
-    mask = LazyMask(1, 8, 8)
-    kernels = Call(query, key, key, mask, 0.125, None, StatRequest(entropy=True), None)
-    assert route_for(kernels).name == "triton", "the fake GPU call must reach the kernels without the new statistics"
-    assert route_for(Call(query, key, key, mask, 0.125, None, want, None)).name == "reference"
 
 
 # Through a model -----------------------------------------------------------------------------
