@@ -1,5 +1,5 @@
 """The ``headscope`` subcommands of the circuits package: ``sinks``, ``act search``, ``act eval``,
-``rhythm traces``, ``rhythm analyse``.
+``rhythm traces``, ``rhythm analyse``, ``rhythm perturb``.
 
 Context:
     This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`
@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     rhythm_verbs = rhythm.add_subparsers(dest="rhythm_command", required=True)
     _register_rhythm_traces(rhythm_verbs)
     _register_rhythm_analyse(rhythm_verbs)
+    _register_rhythm_perturb(rhythm_verbs)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -131,3 +132,40 @@ def _register_rhythm_analyse(verbs) -> None:
     p.add_argument("--model", default=None,
                    help=f"model name or folder (default: the one that generated --traces, else {DEFAULT_MODEL})")
     p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_analyse"))
+
+
+def alternative_rank(text: str) -> int:
+    """The forced token's place in the model's ranking, the original counted as place 1: 2 or more."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (2: the most probable token other than the original), "
+                                         f"got {value}")
+    return value
+
+
+def _register_rhythm_perturb(verbs) -> None:
+    p = verbs.add_parser("perturb", help="force another token at high- and low-FAI positions, compare greedy "
+                                         "rollouts by content words (the paper's Table 1)")
+    p.add_argument("--traces", type=Path, default=None, help="trace file of `headscope rhythm traces`")
+    p.add_argument("--text-traces", type=Path, default=None,
+                   help="JSON lines of a model's own text: {\"prompt\", \"response\"[, \"answer\"]} per line")
+    p.add_argument("--out", type=Path, required=True, help="one JSON file: settings, summary and every trial")
+    p.add_argument("--analysis", type=Path, default=None,
+                   help="output of `headscope rhythm analyse` on the same traces: reuse its FAI (default: compute it)")
+    p.add_argument("--band", type=band_range, default=None,
+                   help="FAI's band when computed here, LO,HI or LO,end (default 10,end: the paper's section 4)")
+    p.add_argument("--rollout-tokens", type=positive_int, default=64, help="greedy tokens after the forced one")
+    p.add_argument("--rank", type=alternative_rank, default=2,
+                   help="forced token's place in the model's ranking, the original counted as 1 (default 2)")
+    p.add_argument("--pairs", type=positive_int, default=1, help="high/low position pairs per trace")
+    p.add_argument("--skip-first", type=non_negative_int, default=5, help="response tokens never chosen at the start")
+    p.add_argument("--min-after", type=positive_int, default=None,
+                   help="least response tokens after a chosen position (default: --rollout-tokens)")
+    p.add_argument("--stop-words", choices=("builtin", "nltk", "sklearn"), default="builtin",
+                   help="builtin: NLTK's English list, shipped in data/ (default)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="traces per capture, prefixes per rollout call")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N traces (default all)")
+    p.add_argument("--model", default=None,
+                   help=f"model name or folder (default: the one that generated --traces, else {DEFAULT_MODEL})")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_perturb"))

@@ -9,11 +9,16 @@ Rhythm Enables Fine-Grained Policy Optimization" (arXiv 2510.13554; methods doss
   entropy from one statistics capture;
 - :mod:`circuits.rhythm.analysis`: many traces, each batch captured once from its token ids;
 - :mod:`circuits.rhythm.peaks`: peaks and the three couplings of the paper's Table 2;
+- :mod:`circuits.rhythm.perturb` (with :mod:`~circuits.rhythm.perturb_summary`,
+  :mod:`~circuits.rhythm.content_words` and :mod:`~circuits.rhythm.trace_fai`): the perturbation
+  test of the paper's Table 1 (a forced token at high- against low-FAI positions, greedy
+  rollouts, content-word Jaccard);
 - :mod:`circuits.rhythm.credit`: the paper's RL credit weights (local-chunk, global-anchor,
   coupled), shaped advantages and a GRPO loss for a plain PyTorch loop;
 - :mod:`circuits.rhythm.grpo`: TRL's ``GRPOTrainer`` with rhythm credit (needs the ``rl`` extra);
 - :mod:`circuits.rhythm.report`: plotly figures and a self-contained HTML report;
-- :mod:`circuits.rhythm.cli`: ``headscope rhythm traces`` and ``headscope rhythm analyse``.
+- :mod:`circuits.rhythm.cli`: ``headscope rhythm traces``, ``headscope rhythm analyse`` and
+  ``headscope rhythm perturb``.
 
 Nothing is imported here, so ``import circuits.rhythm`` stays light; import the submodule:
 

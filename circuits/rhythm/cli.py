@@ -1,5 +1,5 @@
-"""Run functions of ``headscope rhythm traces`` and ``headscope rhythm analyse``; their parsers are
-in :mod:`circuits.cli`.
+"""Run functions of ``headscope rhythm traces``, ``headscope rhythm analyse`` and ``headscope rhythm
+perturb``; their parsers are in :mod:`circuits.cli`.
 
 ``rhythm traces`` generates GSM8K traces into a resumable JSON-lines file
 (:func:`circuits.rhythm.traces.generate_traces`). ``rhythm analyse`` captures each batch of
@@ -8,7 +8,9 @@ JSON line per trace (tokens, WAAD, FAI, receiver FAI, entropy, peaks, head roles
 with the three couplings of the paper's Table 2 and where the peaks fall
 (:mod:`circuits.rhythm.anchors`: shares at numbers, line and sentence starts), prints the
 couplings next to the paper's
-figures, and optionally writes a self-contained HTML report. Bad input (an unwritable output, a
+figures, and optionally writes a self-contained HTML report. ``rhythm perturb`` runs the
+perturbation test of the paper's Table 1 (:mod:`circuits.rhythm.perturb`) and writes one JSON
+file. Bad input (an unwritable output, a
 missing or empty trace file, traces longer than the context, responses too short for the band)
 raises ``ValueError`` naming the problem, before the model loads where the arguments alone show
 it; the CLI prints it as one ``error:`` line with exit status 2.
@@ -28,11 +30,15 @@ import torch
 
 from circuits.rhythm.analysis import analyse_traces
 from circuits.rhythm.anchors import Placement, all_placements, format_placements
+from circuits.rhythm.content_words import stop_words
 from circuits.rhythm.metrics import RhythmConfig, TokenRhythm, paper_rl_layers
+from circuits.rhythm.perturb import PerturbConfig, check_long_enough, perturb_traces
+from circuits.rhythm.perturb_summary import format_summary, perturbation_record, summarise
 from circuits.rhythm.peaks import (COUPLINGS, PAPER_COUPLINGS, Coupling, CouplingConfig, fai_peaks, rhythm_couplings,
                                    waad_peaks)
 from circuits.rhythm.problems import load_problems
 from circuits.rhythm.report import format_couplings, write_report
+from circuits.rhythm.trace_fai import analysis_fai, compute_fai, read_analysis
 from circuits.rhythm.traces import Trace, TraceConfig, check_trace_file, generate_traces, read_text_traces, read_traces
 from probe.capture.inputs import check_layers
 from probe.cli_options import UsageError, check_output_path
@@ -97,6 +103,43 @@ def run_analyse(args: argparse.Namespace) -> int:
         labels = [trace_label(t, s) for t, s in zip(traces, sources)]
         write_report(rhythms, couplings, args.report, labels=labels, rule=coupling_config.rule)
         print(f"saved {args.report}")
+    return 0
+
+
+def run_perturb(args: argparse.Namespace) -> int:
+    if args.traces is None and args.text_traces is None:
+        raise UsageError("nothing to perturb: pass --traces FILE (from `headscope rhythm traces`), "
+                         "--text-traces FILE, or both")
+    if args.analysis is not None and args.band is not None:
+        raise UsageError("--band sets the band of FAI computed here; with --analysis the file's FAI is used as it is")
+    config = PerturbConfig(pairs=args.pairs, skip_first=args.skip_first, min_after=args.min_after, rank=args.rank,
+                           rollout_tokens=args.rollout_tokens, stop_words=args.stop_words)
+    check_output_path(args.out)
+    stop_words(config.stop_words)  # a missing stop-word source fails before the model loads
+    analysis = read_analysis(args.analysis) if args.analysis is not None else None
+    generated = read_traces(args.traces)[:args.limit] if args.traces is not None else []
+    check_long_enough(generated, config)
+    torch.set_grad_enabled(False)
+    model = load_model(analysis_model(args.model, generated), device=args.device)
+    text = read_text_traces(args.text_traces, model.tokenizer) if args.text_traces is not None else []
+    text = text[:max(0, args.limit - len(generated))] if args.limit is not None else text
+    traces = generated + text
+    sources = [str(args.traces)] * len(generated) + [str(args.text_traces)] * len(text)
+    check_long_enough(traces, config)
+    if analysis is not None:
+        fais = analysis_fai(analysis, traces, sources)
+        fai = {"analysis": str(analysis.path), "settings": analysis.settings}
+    else:
+        band = args.band or (10, None)
+        rhythm = RhythmConfig(band_lo=band[0], band_hi=band[1])
+        fais = compute_fai(model, traces, rhythm, batch_size=args.batch_size)
+        fai = {"computed": asdict(rhythm)}
+    trials = perturb_traces(model, traces, fais, config, batch_size=args.batch_size)
+    summary = summarise(trials, n_boot=config.n_boot, seed=config.seed)
+    record = perturbation_record(trials, summary, traces, sources, config, model=model.name, fai=fai)
+    write_text_atomic(args.out, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    print(format_summary(summary))
+    print(f"saved {args.out}")
     return 0
 
 

@@ -86,6 +86,14 @@ def rhythm_analyse(env: Env, *extra: str, response: str = "word " * 20) -> list[
     return ["rhythm", "analyse", *model(env), *traces, *out, *extra]
 
 
+def rhythm_perturb(env: Env, *extra: str, response: str = "Tom has 3 apples and buys 4 more, so he has 7. " * 2
+                   ) -> list[str]:
+    """``rhythm perturb`` of one text trace (``response``) unless ``extra`` names the traces."""
+    text = written(env.tmp / "mine.jsonl", json.dumps({"prompt": "Tom has 3 apples. How many?", "response": response}))
+    traces = [] if "--traces" in extra else ["--text-traces", str(text)]
+    return ["rhythm", "perturb", *model(env), *traces, "--out", str(env.tmp / "perturb.json"), *extra]
+
+
 def broken_model_folder(env: Env) -> str:
     return str(written(env.tmp / "broken-model" / "config.json", "{not json").parent)
 
@@ -163,6 +171,16 @@ CASES: list[Case] = [
     cli("cli-rhythm-traces-problems-missing",
         lambda env: ["rhythm", "traces", *model(env), "--problems", str(env.tmp / "missing.jsonl"),
                      "--out", str(env.tmp / "t.jsonl")], "does not exist"),
+    cli("cli-rhythm-perturb-traces-missing",
+        lambda env: rhythm_perturb(env, "--traces", str(env.tmp / "missing.jsonl")), "does not exist"),
+    cli("cli-rhythm-perturb-trace-too-short", lambda env: rhythm_perturb(env, response="5 apples."), "too short"),
+    cli("cli-rhythm-perturb-rollout-tokens-zero", lambda env: rhythm_perturb(env, "--rollout-tokens", "0"),
+        "--rollout-tokens"),
+    cli("cli-rhythm-perturb-rank-below-two", lambda env: rhythm_perturb(env, "--rank", "1"), "--rank"),
+    cli("cli-rhythm-perturb-band-with-analysis",
+        lambda env: rhythm_perturb(env, "--analysis", str(env.tmp / "rhythm.jsonl"), "--band", "2,end"), "--band"),
+    cli("cli-rhythm-perturb-analysis-missing",
+        lambda env: rhythm_perturb(env, "--analysis", str(env.tmp / "missing.jsonl")), "does not exist"),
     api("cli-sinks-bbh-name-without-folder-or-hub", without_hub(sinks_task), "pass --bbh-dir DIR"),
     api("cli-capture-hub-unreachable",
         without_hub(lambda env: ["capture", "--model", "org/model", "--prompt", "hi", "--out", str(env.tmp / "rec")]),

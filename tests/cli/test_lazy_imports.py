@@ -44,6 +44,7 @@ def run_in_fresh_interpreter(argv: list[str], cwd: Path) -> dict:
     ["rhythm", "--help"],
     ["rhythm", "traces", "--help"],
     ["rhythm", "analyse", "--help"],
+    ["rhythm", "perturb", "--help"],
 ], ids=lambda argv: " ".join(argv))
 def test_help_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
@@ -56,6 +57,7 @@ def test_help_imports_no_heavy_module(argv, tmp_path):
     ["dashboard", "--port", "99999"],
     ["rhythm", "analyse", "--out", "o.jsonl", "--traces", "t.jsonl", "--band", "10,5"],
     ["rhythm", "traces", "--problems", "p.jsonl", "--out", "t.jsonl", "--max-new-tokens", "0"],
+    ["rhythm", "perturb", "--out", "p.json", "--traces", "t.jsonl", "--rank", "1"],
 ], ids=lambda argv: " ".join(argv))
 def test_argument_error_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
