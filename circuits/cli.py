@@ -131,6 +131,9 @@ def _register_rhythm_analyse(verbs) -> None:
     p.add_argument("--batch-size", type=positive_int, default=4, help="traces per capture")
     p.add_argument("--model", default=None,
                    help=f"model name or folder (default: the one that generated --traces, else {DEFAULT_MODEL})")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--backend", choices=("reference", "triton"), default="reference",
+                   help="attention statistics: reference (plain PyTorch, any device) or triton (the GPU kernels)")
     p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_analyse"))
 
 

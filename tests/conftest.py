@@ -27,6 +27,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_grad_mode():
+    """Commands run in-process (in tests and fixtures) turn gradients off for the whole process
+    (``torch.set_grad_enabled(False)``); every test starts with PyTorch's default, on."""
+    torch.set_grad_enabled(True)
+    yield
+    torch.set_grad_enabled(True)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return gpt2_tokenizer()

@@ -20,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from circuits.rhythm.metrics import RhythmConfig, TokenRhythm, rhythm_config_capture, rhythm_metrics
+from circuits.rhythm.metrics import (RhythmConfig, TokenRhythm, entropy_from_hidden, keep_final_hidden,
+                                     rhythm_config_capture, rhythm_metrics)
 from circuits.rhythm.traces import Trace, left_pad, teacher_forcing
 from probe.capture import capture_ids
 from probe.models import LoadedModel
@@ -73,14 +75,22 @@ def analyse_batch(model: LoadedModel, traces: Sequence[Trace], config: RhythmCon
                   entropy: bool = True) -> list[TokenRhythm]:
     """The metrics of ``traces`` from one statistics capture of their left-padded token ids.
 
-    ``TokenRhythm.prompt`` is a trace's row in this batch. ``entropy=False`` skips token entropy
-    (one more forward per trace; ``TokenRhythm.entropy`` is then None).
+    ``TokenRhythm.prompt`` is a trace's row in this batch. Token entropy comes from the capture's
+    own last hidden states (no second forward); ``entropy=False`` skips it
+    (``TokenRhythm.entropy`` is then None).
     """
     forced = [teacher_forcing(trace) for trace in traces]
     ids, mask = left_pad([f.input_ids.tolist() for f in forced], model.tokenizer.pad_token_id or 0)
     starts = [f.response_rows.start for f in forced]
-    record = capture_ids(model, ids, mask, rhythm_config_capture(config, starts))
-    return rhythm_metrics(record, starts, config, model=model if entropy else None)
+    with keep_final_hidden(model.hf) as hidden:
+        record = capture_ids(model, ids, mask, rhythm_config_capture(config, starts))
+    if len(hidden) != 1:  # no final norm to read: token entropy takes one more forward per trace
+        return rhythm_metrics(record, starts, config, model=model if entropy else None)
+    rhythms = rhythm_metrics(record, starts, config)
+    if not entropy:
+        return rhythms
+    return [replace(r, entropy=entropy_from_hidden(model.hf, hidden[0][row, record.offset(row):], start))
+            for row, (r, start) in enumerate(zip(rhythms, starts))]
 
 
 def analyse_traces(model: LoadedModel, traces: Sequence[Trace], config: RhythmConfig = RhythmConfig(),

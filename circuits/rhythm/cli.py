@@ -74,13 +74,13 @@ def run_analyse(args: argparse.Namespace) -> int:
     if args.traces is None and args.text_traces is None:
         raise UsageError("nothing to analyse: pass --traces FILE (from `headscope rhythm traces`), "
                          "--text-traces FILE, or both")
-    config = RhythmConfig(window=args.window, band_lo=args.band[0], band_hi=args.band[1])
+    config = RhythmConfig(window=args.window, band_lo=args.band[0], band_hi=args.band[1], backend=args.backend)
     check_output_path(args.out)
     if args.report is not None:
         check_output_path(args.report, "--report")
     generated = read_traces(args.traces) if args.traces is not None else []
     torch.set_grad_enabled(False)
-    model = load_model(analysis_model(args.model, generated))
+    model = load_model(analysis_model(args.model, generated), device=args.device)
     text = read_text_traces(args.text_traces, model.tokenizer) if args.text_traces is not None else []
     traces = generated + text
     sources = [str(args.traces)] * len(generated) + [str(args.text_traces)] * len(text)

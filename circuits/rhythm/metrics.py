@@ -55,7 +55,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from numbers import Real
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -339,11 +340,9 @@ def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], respons
                      chunk_rows: int = 1024) -> Float[Tensor, " response"]:
     """Token entropy of a response from one forward pass over prompt + response.
 
-    The decoder runs once (with the model's own attention: no seq x seq matrix where that is
-    SDPA or flash); its last hidden states of the rows predicting response tokens then go through
-    the unembedding ``chunk_rows`` rows at a time, so memory is ``chunk_rows x vocab``, not
-    ``response x vocab`` (262k-token vocabularies make the latter gigabytes at 32k tokens).
-    Gemma-style final-logit soft-capping is applied where the config has it.
+    The decoder runs once with the model's own attention; :func:`entropy_from_hidden` then reads
+    its last hidden states. (:func:`circuits.rhythm.analysis.analyse_batch` avoids this second
+    forward by keeping the capture's own hidden states, :func:`keep_final_hidden`.)
 
     Args:
         model: the model that produced (or is scored on) the response.
@@ -351,15 +350,44 @@ def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], respons
         response_start: position of the first response token (>= 1).
         chunk_rows: rows per unembedding chunk.
     """
-    length = int(input_ids.shape[0])
-    _check_response(response_start, length)
+    _check_response(response_start, int(input_ids.shape[0]))
     hf = model.hf
     device = next(hf.parameters()).device
     with torch.no_grad():
         hidden = hf.get_decoder()(input_ids=input_ids[None].to(device), use_cache=False).last_hidden_state[0]
-        rows = hidden[response_start - 1 : length - 1]
-        return torch.cat([token_entropy(unembed(hf, rows[i : i + chunk_rows]).cpu())
+    return entropy_from_hidden(hf, hidden, response_start, chunk_rows)
+
+
+def entropy_from_hidden(hf, hidden: Float[Tensor, "pos hidden"], response_start: int,
+                        chunk_rows: int = 1024) -> Float[Tensor, " response"]:
+    """Token entropy of the response tokens from the decoder's last (normed) hidden states.
+
+    The rows predicting response tokens go through the unembedding ``chunk_rows`` rows at a time,
+    on the model's device, so memory is ``chunk_rows x vocab``, not ``response x vocab`` (262k-
+    token vocabularies make the latter gigabytes at 32k tokens). Gemma-style final-logit
+    soft-capping is applied where the config has it.
+    """
+    _check_response(response_start, int(hidden.shape[0]))
+    rows = hidden[response_start - 1 : -1]
+    with torch.no_grad():
+        return torch.cat([token_entropy(unembed(hf, rows[i : i + chunk_rows])).cpu()
                           for i in range(0, rows.shape[0], chunk_rows)])
+
+
+@contextmanager
+def keep_final_hidden(hf) -> Iterator[list[Tensor]]:
+    """Within the block, every forward's final-norm output ``[batch, pos, hidden]`` is appended
+    to the yielded list (empty when the model has no ``norm`` module on its decoder)."""
+    kept: list[Tensor] = []
+    norm = getattr(hf.get_decoder(), "norm", None)
+    if norm is None:
+        yield kept
+        return
+    handle = norm.register_forward_hook(lambda module, args, output: kept.append(output.detach()))
+    try:
+        yield kept
+    finally:
+        handle.remove()
 
 
 def unembed(hf, hidden: Float[Tensor, "row hidden"]) -> Float[Tensor, "row vocab"]:

@@ -117,6 +117,26 @@ def test_batching_does_not_change_the_metrics(tiny_folder, generated, tmp_path):
             np.testing.assert_allclose(np.array(batched[signal], dtype=float), a, rtol=1e-4, atol=1e-6)
 
 
+ON_GPU = pytest.param("cuda", marks=[pytest.mark.gpu,
+                                     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", ON_GPU])
+def test_the_kernels_backend_gives_the_references_metrics(tiny_folder, generated, tmp_path, device):
+    """``--backend triton`` gives the reference's WAAD, FAI, heads and peaks. On the GPU the
+    Triton kernels compute the statistics; on the CPU the kernels' backend hands every call to
+    the reference (so there this checks the options' plumbing only)."""
+    ref, kernels = tmp_path / "reference.jsonl", tmp_path / "triton.jsonl"
+    for out, backend in ((ref, "reference"), (kernels, "triton")):
+        assert main(analyse_argv(tiny_folder, out, "--traces", str(generated), "--backend", backend,
+                                 "--device", device)) == 0
+    for a, b in zip(lines(ref)[:-1], lines(kernels)[:-1]):
+        assert a["heads"]["global"] == b["heads"]["global"] and a["peaks"] == b["peaks"]
+        for signal in ("waad", "fai"):
+            np.testing.assert_allclose(np.array(b[signal], dtype=float), np.array(a[signal], dtype=float),
+                                       rtol=1e-4, atol=1e-6)
+
+
 def test_generated_and_text_traces_together(tiny_folder, generated, tmp_path):
     text = tmp_path / "mine.jsonl"
     text.write_text("".join(json.dumps({"prompt": t["prompt"], "response": t["response"] + " and 7 more",

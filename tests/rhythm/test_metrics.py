@@ -475,3 +475,20 @@ def test_response_entropy_in_chunks_equals_the_models_own_logits(arch, softcap, 
 def test_the_backend_reaches_the_capture_settings():
     assert rhythm_config_capture(RhythmConfig(), [3]).backend == "reference"
     assert rhythm_config_capture(RhythmConfig(backend="triton"), [3]).backend == "triton"
+
+
+def test_analysis_reads_entropy_from_the_captures_own_hidden_states(monkeypatch):
+    """analyse_batch's entropies (from the capture's final-norm output, left padding and all)
+    equal a separate forward per trace, and no second forward runs."""
+    from circuits.rhythm.analysis import analyse_batch
+    from circuits.rhythm.traces import traces_from_text
+
+    model = tiny_loaded_varied(lm_head_scale=0.3)
+    traces = [traces_from_text(model.tokenizer, "Q: two plus two?", " It is four, so the answer is 4." * k, index=k)
+              for k in (1, 3)]
+    expected = [response_entropy(model, torch.tensor(t.prompt_ids + t.response_ids), len(t.prompt_ids))
+                for t in traces]
+    monkeypatch.setattr("circuits.rhythm.metrics.response_entropy", None)  # a second forward would fail
+    rhythms = analyse_batch(model, traces, RhythmConfig(band_lo=2, band_hi=None))
+    for rhythm, want in zip(rhythms, expected):
+        torch.testing.assert_close(rhythm.entropy, want)
