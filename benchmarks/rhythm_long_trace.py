@@ -20,7 +20,7 @@ weights and the inputs). A run that does not fit reports ``out of memory``.
 
     python benchmarks/rhythm_long_trace.py --lengths 1024 2048 4096 [--modes rhythm eager]
         [--model smollm2-135m | --random gemma-3-270m --tokenizer DIR] [--device cuda]
-        [--backend triton] [--dtype bfloat16] [--out notes/rhythm_long_trace.md] [--section NAME]
+        [--backend triton] [--dtype bfloat16] [--repeat 2] [--out notes/rhythm_long_trace.md]
 
 ``--random NAME`` builds the architecture of a registered model from a config written here,
 with random weights (for machines without the weights: time and memory do not depend on the
@@ -105,8 +105,9 @@ def measure(args: argparse.Namespace, mode: str, length: int) -> dict:
            "device": args.device, "dtype": args.dtype, "backend": args.backend if mode == "rhythm" else "eager"}
     warm_up(model, args)
     try:
-        with Peak(args.device) as peak:
-            result = RUNS[mode](model, trace, args)
+        for _ in range(args.repeat):  # the last run is reported (earlier ones compile kernels for this length)
+            with Peak(args.device) as peak:
+                result = RUNS[mode](model, trace, args)
     except torch.OutOfMemoryError as err:
         return {**row, "refused": f"out of memory: {str(err).splitlines()[0][:160]}"}
     return {**row, **result, **peak.figures()}
@@ -209,6 +210,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--band-to-end", action="store_true", help="FAI's band to the end (section 4), not 10..100")
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="GSM8K JSON lines whose answers fill the trace")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per child; the last is reported (2 on a GPU: "
+                        "the first compiles the kernels' variants for the length)")
     parser.add_argument("--out", type=Path, default=None, help="append the table to this markdown file")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -16,6 +16,10 @@ Token classes (a registry, :data:`TOKEN_CLASSES`; each a rule on the readable to
       ending in ``.``, ``!``, ``?`` or ``:`` (so the ``5`` of ``3.5`` is not a sentence start).
     - ``after_number``: the token right after a number token (an intermediate result is often
       the number just written; this class shows whether peaks sit one token later).
+    - ``sentence_end``: a token that ends a sentence or a line (``.``, ``!``, ``?``, ``:`` alone,
+      or one holding a newline; the decimal point of ``3.5`` too): the chunk boundaries the
+      paper's WAAD sawtooth refers to.
+    - ``operator``: ``=``, ``+``, ``-``, ``*``, ``/``, ``×``, ``÷`` alone.
 
 Placement (:func:`anchor_placement`):
     For a signal (``fai`` or ``waad``) and a class: ``share`` = pooled share of the signal's
@@ -73,6 +77,17 @@ def sentence_starts(tokens: Sequence[str]) -> Bool[np.ndarray, " n"]:
     return starts
 
 
+def sentence_ends(tokens: Sequence[str]) -> Bool[np.ndarray, " n"]:
+    """Tokens that end a sentence or a line: ``.``, ``!``, ``?``, ``:`` (alone, spaces aside) or a
+    token holding a newline."""
+    return np.array(["\n" in token or token.strip() in {".", "!", "?", ":"} for token in tokens], dtype=bool)
+
+
+def operators(tokens: Sequence[str]) -> Bool[np.ndarray, " n"]:
+    """Arithmetic operators and the equals sign, alone (spaces aside)."""
+    return np.array([token.strip() in {"=", "+", "-", "*", "/", "×", "÷"} for token in tokens], dtype=bool)
+
+
 def after_numbers(tokens: Sequence[str]) -> Bool[np.ndarray, " n"]:
     """The token right after a number token."""
     numbers = number_tokens(tokens)
@@ -86,6 +101,8 @@ TOKEN_CLASSES: Mapping[str, TokenClass] = {
     "line_start": line_starts,
     "sentence_start": sentence_starts,
     "after_number": after_numbers,
+    "sentence_end": sentence_ends,
+    "operator": operators,
 }
 """Token classes by name (see the module docstring)."""
 

@@ -337,7 +337,7 @@ def predicted_token_entropy(logits: Float[Tensor, "pos vocab"], response_start: 
 
 
 def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], response_start: int,
-                     chunk_rows: int = 1024) -> Float[Tensor, " response"]:
+                     chunk_rows: int = 256) -> Float[Tensor, " response"]:
     """Token entropy of a response from one forward pass over prompt + response.
 
     The decoder runs once with the model's own attention; :func:`entropy_from_hidden` then reads
@@ -359,7 +359,7 @@ def response_entropy(model: LoadedModel, input_ids: Int[Tensor, " pos"], respons
 
 
 def entropy_from_hidden(hf, hidden: Float[Tensor, "pos hidden"], response_start: int,
-                        chunk_rows: int = 1024) -> Float[Tensor, " response"]:
+                        chunk_rows: int = 256) -> Float[Tensor, " response"]:
     """Token entropy of the response tokens from the decoder's last (normed) hidden states.
 
     The rows predicting response tokens go through the unembedding ``chunk_rows`` rows at a time,

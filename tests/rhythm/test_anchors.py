@@ -24,6 +24,8 @@ TOKENS = ["To", " solve", " it", ".", " First", ",", " 3", ".", "5", " x", "\n\n
     ("line_start", ["To", "J", "\nSo"]),
     ("sentence_start", ["To", " First", "J", " 16", "\nSo"]),  # not the "5" of "3.5"
     ("after_number", [".", " x", "\nSo", " *"]),
+    ("sentence_end", [".", ".", "\n\n", ":", "\nSo"]),  # the "." of "3.5" too: a known limit
+    ("operator", [" *"]),
 ])
 def test_token_classes_on_hand_made_tokens(name, expected):
     assert [TOKENS[i] for i in TOKEN_CLASSES[name](TOKENS).nonzero()[0]] == expected
