@@ -1,0 +1,59 @@
+"""The contrast every circuit-discovery task produces and every method reads.
+
+Context:
+    Circuit discovery compares a model's behaviour on *clean* prompts (where it does the task) with
+    *corrupted* prompts (the same tokens but for the cue the task depends on): IOI's third name,
+    greater-than's "01" year, a docstring's wrong argument names. A method scores each head by how
+    much of the clean behaviour it carries. The behaviour is the *logit difference* between the
+    correct next token and a contrast token (IOI: the indirect object against the subject).
+
+    Positives and negatives (O'Neill & Bui's SAE method, methods dossier section c) are clean and
+    corrupted prompts seen as two classes.
+
+Shape:
+    One item is a clean prompt, its corrupted twin (the same number of tokens under the model's
+    tokenizer, so positions line up), the correct next token and the contrast token, each a single
+    token id of that tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxtyping import Int
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ContrastSet:
+    """A task's items, tokenized for one model.
+
+    Attributes:
+        task: the task's name (``ioi``, ``greater_than``, ...).
+        clean: ``[item, pos]`` token ids of the clean prompts, left-padded.
+        corrupted: ``[item, pos]`` token ids of the corrupted prompts, padded like ``clean`` (each
+            corrupted prompt has as many tokens as its clean twin).
+        attention_mask: ``[item, pos]``, 0 on the padding, 1 on the tokens (shared by both).
+        answer: ``[item]`` the correct next token on the clean prompt.
+        contrast: ``[item]`` the token the logit difference is taken against.
+        texts: the clean prompts as text (for display).
+    """
+
+    task: str
+    clean: Int[Tensor, "item pos"]
+    corrupted: Int[Tensor, "item pos"]
+    attention_mask: Int[Tensor, "item pos"]
+    answer: Int[Tensor, " item"]
+    contrast: Int[Tensor, " item"]
+    texts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n, width = self.clean.shape
+        if self.corrupted.shape != (n, width) or self.attention_mask.shape != (n, width):
+            raise ValueError(f"clean {tuple(self.clean.shape)}, corrupted {tuple(self.corrupted.shape)} and "
+                             f"attention_mask {tuple(self.attention_mask.shape)} must have one shape")
+        if self.answer.shape != (n,) or self.contrast.shape != (n,) or len(self.texts) != n:
+            raise ValueError(f"answer, contrast and texts must hold one entry per item ({n})")
+
+    def __len__(self) -> int:
+        return int(self.clean.shape[0])
