@@ -6,6 +6,8 @@ from dataclasses import replace
 
 import torch
 
+from circuits.discovery.ground_truth import GroundTruth, circuit_from_scores, load_ground_truth
+from circuits.discovery.scores import precision_recall_at_k, roc_auc
 from circuits.evaluation.harness import EvalConfig
 from circuits.evaluation.scoring import score_items
 from circuits.evaluation.tasks import Item
@@ -55,4 +57,12 @@ CASES: list[Case] = [
     api("credit-advantages-do-not-fit", lambda env: shape_advantages(torch.ones(3), torch.ones(2, 4)), "do not fit"),
     api("credit-prompts-responses-differ", lambda env: rhythm_credit(env.tiny, [[1, 2]], [[3] * 12, [4] * 12]),
         "one prompt per response"),
+    api("circuits-scores-wrong-shape", lambda env: roc_auc(torch.zeros(4, 8), load_ground_truth("ioi")), "shape"),
+    api("circuits-empty-truth", lambda env: GroundTruth(task="t", model="m", n_layers=2, n_heads=3, heads=frozenset()),
+        "no heads"),
+    api("circuits-k-zero", lambda env: precision_recall_at_k(torch.zeros(12, 12), load_ground_truth("ioi"), 0),
+        "k must be"),
+    api("circuits-unknown-task", lambda env: load_ground_truth("colored_objects"), "unknown ground-truth task"),
+    api("circuits-threshold-and-top-k",
+        lambda env: circuit_from_scores(torch.ones(2, 3), task="t", model="m", threshold=0.1, top_k=2), "exactly one"),
 ]
