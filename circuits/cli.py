@@ -134,6 +134,8 @@ def _register_rhythm_analyse(verbs) -> None:
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--backend", choices=("reference", "triton"), default="reference",
                    help="attention statistics: reference (plain PyTorch, any device) or triton (the GPU kernels)")
+    p.add_argument("--skip-short", action="store_true",
+                   help="leave out (and name) responses too short for the band instead of refusing the run")
     p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_analyse"))
 
 
@@ -171,4 +173,6 @@ def _register_rhythm_perturb(verbs) -> None:
     p.add_argument("--model", default=None,
                    help=f"model name or folder (default: the one that generated --traces, else {DEFAULT_MODEL})")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--skip-short", action="store_true",
+                   help="leave out (and name) responses too short for a high and a low position instead of refusing")
     p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_perturb"))

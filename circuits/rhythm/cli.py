@@ -84,6 +84,8 @@ def run_analyse(args: argparse.Namespace) -> int:
     text = read_text_traces(args.text_traces, model.tokenizer) if args.text_traces is not None else []
     traces = generated + text
     sources = [str(args.traces)] * len(generated) + [str(args.text_traces)] * len(text)
+    if args.skip_short:
+        traces, sources = long_enough(traces, sources, config.band_lo + 1, f"a band {config.band_lo} tokens ahead")
     config = replace(config, layers=ranked_layers(args, model))
     rhythms = analyse_traces(model, traces, config, batch_size=args.batch_size)
     coupling_config = CouplingConfig()
@@ -118,13 +120,16 @@ def run_perturb(args: argparse.Namespace) -> int:
     stop_words(config.stop_words)  # a missing stop-word source fails before the model loads
     analysis = read_analysis(args.analysis) if args.analysis is not None else None
     generated = read_traces(args.traces)[:args.limit] if args.traces is not None else []
-    check_long_enough(generated, config)
+    if not args.skip_short:
+        check_long_enough(generated, config)
     torch.set_grad_enabled(False)
     model = load_model(analysis_model(args.model, generated), device=args.device)
     text = read_text_traces(args.text_traces, model.tokenizer) if args.text_traces is not None else []
     text = text[:max(0, args.limit - len(generated))] if args.limit is not None else text
     traces = generated + text
     sources = [str(args.traces)] * len(generated) + [str(args.text_traces)] * len(text)
+    if args.skip_short:
+        traces, sources = long_enough(traces, sources, config.min_response, "a high- and a low-FAI position")
     check_long_enough(traces, config)
     if analysis is not None:
         fais = analysis_fai(analysis, traces, sources)
@@ -141,6 +146,21 @@ def run_perturb(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"saved {args.out}")
     return 0
+
+
+def long_enough(traces: list[Trace], sources: list[str], minimum: int, need: str) -> tuple[list[Trace], list[str]]:
+    """The traces with at least ``minimum`` response tokens (and their sources); the others are
+    named on stderr (``--skip-short``). Leaving every trace out is an error."""
+    kept = [i for i, trace in enumerate(traces) if len(trace.response_ids) >= minimum]
+    left_out = [traces[i] for i in range(len(traces)) if i not in set(kept)]
+    if left_out:
+        named = ", ".join(f"trace {t.index}: {len(t.response_ids)}" for t in left_out[:8])
+        print(f"warning: left out {len(left_out)} trace(s) with fewer than {minimum} response tokens, too short for "
+              f"{need} ({named}{', ...' if len(left_out) > 8 else ''})", file=sys.stderr)
+    if not kept:
+        raise ValueError(f"every trace has fewer than {minimum} response tokens, too short for {need}; "
+                         "generate longer responses (--max-new-tokens)")
+    return [traces[i] for i in kept], [sources[i] for i in kept]
 
 
 def analysis_model(requested: str | None, traces: list[Trace]) -> str:

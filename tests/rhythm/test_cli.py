@@ -137,6 +137,20 @@ def test_the_kernels_backend_gives_the_references_metrics(tiny_folder, generated
                                        rtol=1e-4, atol=1e-6)
 
 
+def test_skip_short_leaves_out_and_names_responses_too_short_for_the_band(tiny_folder, generated, tmp_path, capsys):
+    text = tmp_path / "mixed.jsonl"
+    records = [{"prompt": "Q: 1 + 1?", "response": " 2"},
+               {"prompt": "Q: 2 + 2?", "response": " Two and two make four, so the answer is 4. " * 2}]
+    text.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "mixed_out.jsonl"
+    assert main(analyse_argv(tiny_folder, out, "--text-traces", str(text))) == 2  # refused by default
+    assert "not longer than the band" in capsys.readouterr().err
+    assert main(analyse_argv(tiny_folder, out, "--text-traces", str(text), "--skip-short")) == 0
+    assert "left out 1 trace(s)" in capsys.readouterr().err
+    *rows, last = lines(out)
+    assert [r["index"] for r in rows] == [1] and last["n_traces"] == 1
+
+
 def test_generated_and_text_traces_together(tiny_folder, generated, tmp_path):
     text = tmp_path / "mine.jsonl"
     text.write_text("".join(json.dumps({"prompt": t["prompt"], "response": t["response"] + " and 7 more",

@@ -306,3 +306,18 @@ def test_perturb_on_generated_traces_with_a_limit(tiny_folder, tmp_path, capsys)
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["model"] == str(tiny_folder) and [t["index"] for t in result["trials"]] == [0]
 
+
+
+def test_skip_short_leaves_out_and_names_traces_without_room_for_two_positions(tiny_folder, text_traces, tmp_path,
+                                                                              capsys):
+    mixed = tmp_path / "mixed.jsonl"
+    records = [json.loads(line) for line in text_traces.read_text(encoding="utf-8").splitlines()]
+    records.insert(0, {"prompt": "Q: 1 + 1?", "response": " 2"})
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "perturb.json"
+    assert main(perturb_argv(tiny_folder, out, "--text-traces", str(mixed), "--band", "2,end")) == 2
+    assert "too short" in capsys.readouterr().err and not out.exists()
+    assert main(perturb_argv(tiny_folder, out, "--text-traces", str(mixed), "--band", "2,end", "--skip-short")) == 0
+    assert "left out 1 trace(s)" in capsys.readouterr().err
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert sorted({t["index"] for t in result["trials"]}) == list(range(1, len(records)))
