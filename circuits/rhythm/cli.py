@@ -103,7 +103,7 @@ def run_analyse(args: argparse.Namespace) -> int:
     print(f"saved {args.out}")
     if args.report is not None:
         labels = [trace_label(t, s) for t, s in zip(traces, sources)]
-        write_report(rhythms, couplings, args.report, labels=labels, rule=coupling_config.rule)
+        write_report(rhythms, couplings, args.report, labels=labels, rule=coupling_config.rule, placements=placements)
         print(f"saved {args.report}")
     return 0
 

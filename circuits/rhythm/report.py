@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from circuits.rhythm.anchors import Placement
 from circuits.rhythm.metrics import TokenRhythm
 from circuits.rhythm.peaks import COUPLINGS, PAPER_COUPLINGS, Coupling, PeakRule, as_array, fai_peaks, waad_peaks
 from probe.files import write_text_atomic
@@ -239,9 +240,20 @@ WAAD peaks. Lifts compare the observed value with the same peaks shuffled; the i
 traces. The paper's figures are Qwen3-4B-Base's on 70 GSM8K traces (Li et al., arXiv 2510.13554, Table 2).</p>"""
 
 
+def placements_html(placements: Sequence[Placement]) -> str:
+    """Where the peaks fall (:mod:`circuits.rhythm.anchors`) as an HTML table."""
+    head = "".join(f"<th>{c}</th>" for c in ("signal", "token class", "peaks", "share of peaks",
+                                             "share of tokens", "lift [95% interval]"))
+    body = "".join(f"<tr><td>{p.signal.upper()}</td><td>{html.escape(p.token_class)}</td><td>{p.n_peaks}</td>"
+                   f"<td>{_share(p.share)}</td><td>{_share(p.base)}</td>"
+                   f"<td>{_lift(p.lift.value)} [{_lift(p.lift.low)}, {_lift(p.lift.high)}]</td></tr>"
+                   for p in placements)
+    return f'<table class="rhythm-couplings"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def write_report(rhythms: Sequence[TokenRhythm], couplings: Mapping[str, Coupling], path: str | Path, *,
                  labels: Sequence[str] | None = None, rule: PeakRule = PeakRule(),
-                 title: str = "Reasoning rhythm") -> Path:
+                 title: str = "Reasoning rhythm", placements: Sequence[Placement] = ()) -> Path:
     """Write ONE self-contained HTML file: the couplings table, then per trace the WAAD and FAI
     figures and the anchors on its text. plotly.js is embedded once, so the file opens offline.
 
@@ -253,6 +265,8 @@ def write_report(rhythms: Sequence[TokenRhythm], couplings: Mapping[str, Couplin
         labels: one heading per trace (default ``trace N``).
         rule: the peak rule the couplings used.
         title: the page's title.
+        placements: where the peaks fall (:func:`circuits.rhythm.anchors.all_placements`), shown
+            after the couplings when given.
 
     Returns:
         ``path``.
@@ -263,6 +277,8 @@ def write_report(rhythms: Sequence[TokenRhythm], couplings: Mapping[str, Couplin
     if len(labels) != len(rhythms):
         raise ValueError(f"{len(labels)} labels for {len(rhythms)} traces; give one per trace")
     parts = [f"<h1>{html.escape(title)}</h1>", INTRO, couplings_html(couplings)]
+    if placements:
+        parts += ["<h2>Where the peaks fall</h2>", placements_html(placements)]
     for index, (rhythm, label) in enumerate(zip(rhythms, labels)):
         figures = (waad_figure(rhythm, rule, "WAAD (local heads)"), fai_figure(rhythm, rule, "FAI (global heads)"))
         plots = [fig.to_html(full_html=False, include_plotlyjs=index == 0 and n == 0, config={"displaylogo": False})

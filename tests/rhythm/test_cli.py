@@ -103,6 +103,7 @@ def test_analyse_writes_a_line_per_trace_then_the_couplings(tiny_folder, generat
     assert f"plotly.js v{get_plotlyjs_version()}" in page  # embedded, so it opens offline
     assert not SCRIPT_SRC.search(page), "the report loads a script from elsewhere"
     assert page.count('class="rhythm-anchors"') == 3 and "+171.49%" in page
+    assert "Where the peaks fall" in page and page.count("<td>sentence_end</td>") == 2  # a row each for FAI and WAAD
 
 
 def test_batching_does_not_change_the_metrics(tiny_folder, generated, tmp_path):
