@@ -29,6 +29,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from circuits.discovery.draws import distinct as _distinct, index as _index
 from probe.files import write_text_atomic
 
 # {a} and {b}: the opening pair (indirect object and subject, in either order); {s2}: the subject's second mention.
@@ -94,18 +95,6 @@ def ioi_items(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> list[IoiI
             template=template,
         ))
     return items
-
-
-def _index(rng: random.Random, n: int) -> int:
-    """A draw from ``range(n)`` through ``rng.random()``, the one method whose sequence Python keeps
-    the same across versions (``choice`` and ``sample`` may change), so the files stay reproducible."""
-    return min(int(rng.random() * n), n - 1)
-
-
-def _distinct(rng: random.Random, pool: tuple[str, ...], k: int) -> list[str]:
-    """``k`` different entries of ``pool``, drawn one after another."""
-    left = list(pool)
-    return [left.pop(_index(rng, len(left))) for _ in range(k)]
 
 
 def write_files(items: list[IoiItem], data_dir: Path) -> tuple[Path, Path]:

@@ -19,7 +19,9 @@ Shape:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
+import torch
 from jaxtyping import Int
 from torch import Tensor
 
@@ -57,3 +59,36 @@ class ContrastSet:
 
     def __len__(self) -> int:
         return int(self.clean.shape[0])
+
+    @classmethod
+    def left_padded(
+        cls,
+        task: str,
+        clean: Sequence[Sequence[int]],
+        corrupted: Sequence[Sequence[int]],
+        answer: Sequence[int],
+        contrast: Sequence[int],
+        texts: Sequence[str],
+        pad_id: int,
+    ) -> ContrastSet:
+        """A set from unpadded token-id rows, left-padded with ``pad_id`` to the longest row.
+
+        Raises:
+            ValueError: a corrupted row whose length differs from its clean twin's, or no rows.
+        """
+        if not clean:
+            raise ValueError(f"task {task!r}: a contrast set needs at least one item")
+        if len(corrupted) != len(clean):
+            raise ValueError(f"{len(clean)} clean rows but {len(corrupted)} corrupted ones")
+        for i, (a, b) in enumerate(zip(clean, corrupted)):
+            if len(a) != len(b):
+                raise ValueError(f"item {i}: the clean prompt has {len(a)} tokens, the corrupted one {len(b)}")
+        width = max(len(row) for row in clean)
+        ids = torch.full((2, len(clean), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(clean), width), dtype=torch.long)
+        for i, (a, b) in enumerate(zip(clean, corrupted)):
+            start = width - len(a)
+            ids[0, i, start:], ids[1, i, start:], mask[i, start:] = torch.tensor(a), torch.tensor(b), 1
+        return cls(task=task, clean=ids[0], corrupted=ids[1], attention_mask=mask,
+                   answer=torch.tensor(list(answer), dtype=torch.long),
+                   contrast=torch.tensor(list(contrast), dtype=torch.long), texts=tuple(texts))

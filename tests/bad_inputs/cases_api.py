@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import torch
 
+from circuits.discovery.behaviour import task_behaviour
+from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.ground_truth import GroundTruth, circuit_from_scores, load_ground_truth
 from circuits.discovery.scores import precision_recall_at_k, roc_auc
+from circuits.discovery.tasks import load_task
 from circuits.evaluation.harness import EvalConfig
 from circuits.evaluation.scoring import score_items
 from circuits.evaluation.tasks import Item
@@ -18,6 +22,20 @@ from tests.bad_inputs.table import Case, api
 
 def _capture(env, prompts="Hello there", engine="hf", **config):
     return capture(env.tiny, prompts, CaptureConfig(**config), engine=engine)
+
+
+def _task_file(env, **fields):
+    """A one-item IOI file in the row's scratch folder."""
+    record = {"prompt": "When Mary and John left, John gave it to", "corrupted": "When Mary and John left, Anna gave "
+              "it to", "answer": " Mary", "subject": " John", **fields}
+    path = env.tmp / "items.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def _ioi_behaviour(env, contrast=None, batch_size=4):
+    contrast = contrast or load_task("ioi", env.tiny.tokenizer).contrast
+    return task_behaviour(env.tiny, contrast, batch_size)
 
 
 LONG_ITEM = Item("word " * 200 + "\nAnswer:", (" yes", " no"), 0)
@@ -65,4 +83,14 @@ CASES: list[Case] = [
     api("circuits-unknown-task", lambda env: load_ground_truth("colored_objects"), "unknown ground-truth task"),
     api("circuits-threshold-and-top-k",
         lambda env: circuit_from_scores(torch.ones(2, 3), task="t", model="m", threshold=0.1, top_k=2), "exactly one"),
+    api("task-answer-not-one-token", lambda env: load_task("ioi", env.tiny.tokenizer,
+                                                           _task_file(env, answer=" Marylebonequux")), "one token"),
+    api("task-unknown", lambda env: load_task("ioi2", env.tiny.tokenizer), "unknown task"),
+    api("task-file-missing", lambda env: load_task("docstring", env.tiny.tokenizer, env.tmp / "none.jsonl"),
+        "make_docstring.py"),
+    api("task-item-without-contrast", lambda env: load_task("ioi", env.tiny.tokenizer, _task_file(env, subject=None)),
+        "subject"),
+    api("behaviour-zero-batch", lambda env: _ioi_behaviour(env, batch_size=0), "batch_size"),
+    api("behaviour-other-tokenizer", lambda env: _ioi_behaviour(
+        env, ContrastSet.left_padded("ioi", [[1, 2]], [[1, 3]], [10**6], [4], ["x"], pad_id=0)), "another tokenizer"),
 ]
