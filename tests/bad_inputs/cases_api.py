@@ -7,9 +7,11 @@ from dataclasses import replace
 
 import torch
 
+from circuits.discovery.attribution import attribution_patching, eap_ig
 from circuits.discovery.behaviour import task_behaviour
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.ground_truth import GroundTruth, circuit_from_scores, load_ground_truth
+from circuits.discovery.patching import activation_patching
 from circuits.discovery.scores import precision_recall_at_k, roc_auc
 from circuits.discovery.tasks import load_task
 from circuits.evaluation.harness import EvalConfig
@@ -36,6 +38,15 @@ def _task_file(env, **fields):
 def _ioi_behaviour(env, contrast=None, batch_size=4):
     contrast = contrast or load_task("ioi", env.tiny.tokenizer).contrast
     return task_behaviour(env.tiny, contrast, batch_size)
+
+
+def _foreign_set():
+    """A contrast set whose ids lie beyond the tiny model's vocabulary (another tokenizer's)."""
+    return ContrastSet.left_padded("ioi", [[1, 2]], [[1, 3]], [10**6], [4], ["x"], pad_id=0)
+
+
+def _tiny_set(env):
+    return load_task("ioi", env.tiny.tokenizer).contrast
 
 
 LONG_ITEM = Item("word " * 200 + "\nAnswer:", (" yes", " no"), 0)
@@ -93,4 +104,12 @@ CASES: list[Case] = [
     api("behaviour-zero-batch", lambda env: _ioi_behaviour(env, batch_size=0), "batch_size"),
     api("behaviour-other-tokenizer", lambda env: _ioi_behaviour(
         env, ContrastSet.left_padded("ioi", [[1, 2]], [[1, 3]], [10**6], [4], ["x"], pad_id=0)), "another tokenizer"),
+    api("patching-other-tokenizer", lambda env: activation_patching(env.tiny, _foreign_set()), "another tokenizer"),
+    api("patching-zero-heads-per-forward", lambda env: activation_patching(env.tiny, _tiny_set(env), heads_per_forward=0),
+        "heads_per_forward"),
+    api("patching-unknown-ablation", lambda env: activation_patching(env.tiny, _tiny_set(env), ablation="zero"),
+        "ablation"),
+    api("eap-other-tokenizer", lambda env: attribution_patching(env.tiny, _foreign_set()), "another tokenizer"),
+    api("eap-ig-zero-steps", lambda env: eap_ig(env.tiny, _tiny_set(env), steps=0), "steps must be"),
+    api("eap-ig-unknown-path", lambda env: eap_ig(env.tiny, _tiny_set(env), interpolate="edges"), "interpolate"),
 ]

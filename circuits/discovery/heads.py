@@ -1,0 +1,88 @@
+"""Per-head outputs at the output projection's input: read them, replace them, differentiate them.
+
+Context:
+    In every HF decoder we support (Llama, Qwen2, Gemma-3, GPT-2) the attention heads' outputs
+    ``z_h = softmax(q k^T) v`` are concatenated into ``[batch, pos, heads * head_dim]`` right
+    before the output projection (``o_proj``, GPT-2's ``c_proj``), which sums each head's
+    ``z_h W_O^h`` into the residual stream. A forward *pre*-hook on that projection therefore
+    sees every head's output as a slice ``[..., h * head_dim : (h + 1) * head_dim]`` and may
+    return a replacement: this is where activation patching, mean ablation and attribution
+    patching act (TransformerLens' ``hook_z``).
+
+    :func:`head_input_hooks` is the one context manager that installs such hooks (removed on exit,
+    also when the block raises); :func:`forward_logits` is the forward every discovery method
+    runs: it keeps the model's dtype and the autograd graph (the caller chooses ``no_grad``), and
+    it gives a left-padded batch the position ids of :func:`probe.capture.hf.padded_positions`,
+    as :func:`circuits.discovery.behaviour.task_behaviour` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Callable, Iterator
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from probe.capture.hf import padded_positions
+from probe.models.families import family_of
+
+# layer, concatenated head outputs [batch, pos, heads*head_dim] -> replacement (or None: keep)
+HeadInputFn = Callable[[int, Float[Tensor, "batch pos hd"]], Tensor | None]
+
+
+@contextlib.contextmanager
+def head_input_hooks(model: nn.Module, fn: HeadInputFn) -> Iterator[None]:
+    """Call ``fn(layer, x)`` on each layer's output-projection input ``x`` (``[batch, pos,
+    heads*head_dim]``) inside the block; a tensor it returns replaces ``x``."""
+
+    def make(layer: int):
+        def hook(module, args):
+            out = fn(layer, args[0])
+            return None if out is None else (out, *args[1:])
+
+        return hook
+
+    handles = [proj.register_forward_pre_hook(make(layer))
+               for layer, proj in enumerate(family_of(model).output_projections(model))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_logits(model: nn.Module, ids: Int[Tensor, "batch pos"],
+                   mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
+    """Next-token logits at the last position of each left-padded row, in the model's dtype,
+    with gradients where the caller has them on."""
+    device = next(model.parameters()).device
+    params = inspect.signature(model.forward).parameters
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    if "position_ids" in params:
+        extra["position_ids"] = padded_positions(mask).to(device)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, **extra)
+    return out.logits[:, -1]
+
+
+def logit_diff(logits: Float[Tensor, "batch vocab"], answer: Int[Tensor, " batch"],
+               contrast: Int[Tensor, " batch"]) -> Float[Tensor, " batch"]:
+    """``logit(answer) - logit(contrast)`` per row."""
+    rows = torch.arange(len(logits), device=logits.device)
+    return logits[rows, answer.to(logits.device)] - logits[rows, contrast.to(logits.device)]
+
+
+def record_head_inputs(model: nn.Module, ids: Int[Tensor, "batch pos"],
+                       mask: Int[Tensor, "batch pos"]) -> tuple[list[Tensor], Float[Tensor, "batch vocab"]]:
+    """Each layer's output-projection input ``[batch, pos, heads*head_dim]`` (detached) and the
+    last-position logits of one gradient-free forward."""
+    store: list[Tensor] = []
+
+    def keep(layer: int, x: Tensor) -> None:
+        store.append(x.detach())
+
+    with torch.no_grad(), head_input_hooks(model, keep):
+        logits = forward_logits(model, ids, mask)
+    return store, logits
