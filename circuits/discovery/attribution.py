@@ -45,10 +45,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from circuits.discovery.contrast import ContrastSet
-from circuits.discovery.heads import forward_logits, head_input_hooks, logit_diff, record_head_inputs
+from circuits.discovery.heads import (forward_logits, head_geometry, head_input_hooks, input_embedding, logit_diff,
+                                      record_head_inputs)
 from circuits.discovery.patching import HeadScores, check_gap, check_inputs
 from probe.errors import InputError
-from probe.models.families import family_of
 
 PATHS = ("inputs", "heads")
 
@@ -85,8 +85,8 @@ def _attribute(model, contrast: ContrastSet, *, steps: int, interpolate: str, ba
                method: str) -> HeadScores:
     hf = check_inputs(model, contrast, steps=steps, batch_size=batch_size)
     start = time.perf_counter()
-    geometry = family_of(hf).geometry(hf)
-    raw = torch.zeros(geometry.n_layers, geometry.n_heads, dtype=torch.float64)
+    n_layers, n_heads, _ = head_geometry(hf)
+    raw = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     clean_ld, corrupted_ld, forwards = [], [], 0
     for first in range(0, len(contrast), batch_size):
         rows = slice(first, first + batch_size)
@@ -102,7 +102,7 @@ def _attribute(model, contrast: ContrastSet, *, steps: int, interpolate: str, ba
         forwards += 2 + steps
         for layer, (a, b, g) in enumerate(zip(clean, corrupted, grads)):
             mask = batch.mask.to(a)[:, :, None].to(a.device)
-            product = ((a - b) * mask * g / steps).reshape(*a.shape[:2], geometry.n_heads, -1)
+            product = ((a - b) * mask * g / steps).reshape(*a.shape[:2], n_heads, -1)
             raw[layer] += product.sum((0, 1, 3)).double().cpu()  # (item, pos, head, head_dim) -> (head,)
     clean_mean = float(torch.cat(clean_ld).double().mean())
     corrupted_mean = float(torch.cat(corrupted_ld).double().mean())
@@ -144,10 +144,10 @@ class _embeddings_between:
     (a leaf that requires grad, so the graph exists even on a frozen model)."""
 
     def __init__(self, hf: nn.Module, batch: _Batch, alpha: float):
-        self.embed, self.batch, self.alpha, self.handle = hf.get_input_embeddings(), batch, alpha, None
+        self.embed, self.batch, self.alpha, self.handle = input_embedding(hf), batch, alpha, None
 
     def __enter__(self):
-        device = self.embed.weight.device
+        device = next(self.embed.parameters()).device
         with torch.no_grad():
             clean = self.embed(self.batch.clean.to(device))
             corrupted = self.embed(self.batch.corrupted.to(device))

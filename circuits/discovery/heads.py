@@ -9,6 +9,10 @@ Context:
     return a replacement: this is where activation patching, mean ablation and attribution
     patching act (TransformerLens' ``hook_z``).
 
+    On a TransformerLens ``HookedTransformer`` the same slices are ``blocks.L.attn.hook_z``
+    (``[batch, pos, head, head_dim]``, flattened here to ``[batch, pos, head*head_dim]``), so every
+    method runs unchanged on either kind of model.
+
     :func:`head_input_hooks` is the one context manager that installs such hooks (removed on exit,
     also when the block raises); :func:`forward_logits` is the forward every discovery method
     runs: it keeps the model's dtype and the autograd graph (the caller chooses ``no_grad``), and
@@ -45,6 +49,11 @@ def head_input_hooks(model: nn.Module, fn: HeadInputFn) -> Iterator[None]:
 
         return hook
 
+    if is_lens(model):
+        with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_z", _z_hook(layer, fn))
+                                    for layer in range(model.cfg.n_layers)]):
+            yield
+        return
     handles = [proj.register_forward_pre_hook(make(layer))
                for layer, proj in enumerate(family_of(model).output_projections(model))]
     try:
@@ -54,11 +63,46 @@ def head_input_hooks(model: nn.Module, fn: HeadInputFn) -> Iterator[None]:
             handle.remove()
 
 
+def _z_hook(layer: int, fn: HeadInputFn):
+    def hook(z: Tensor, hook) -> Tensor:
+        batch, pos, heads, head_dim = z.shape
+        flat = z.reshape(batch, pos, heads * head_dim)
+        out = fn(layer, flat)
+        # the flat view goes on even when kept, so what ``fn`` saw is in the autograd graph
+        return (flat if out is None else out).reshape(batch, pos, heads, head_dim)
+
+    return hook
+
+
+def is_lens(model: nn.Module) -> bool:
+    """Whether ``model`` is a TransformerLens ``HookedTransformer``."""
+    return hasattr(model, "hooks") and hasattr(model, "cfg") and hasattr(model, "blocks")
+
+
+def head_geometry(model: nn.Module) -> tuple[int, int, int]:
+    """``(layers, heads, head_dim)`` of an HF model or a ``HookedTransformer``."""
+    if is_lens(model):
+        return model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
+    geometry = family_of(model).geometry(model)
+    return geometry.n_layers, geometry.n_heads, geometry.head_dim
+
+
+def input_embedding(model: nn.Module) -> nn.Module:
+    """The module mapping token ids to the first residual stream's token part."""
+    return model.embed if is_lens(model) else model.get_input_embeddings()
+
+
+def vocabulary_size(model: nn.Module) -> int:
+    return model.cfg.d_vocab if is_lens(model) else model.get_input_embeddings().num_embeddings
+
+
 def forward_logits(model: nn.Module, ids: Int[Tensor, "batch pos"],
                    mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
     """Next-token logits at the last position of each left-padded row, in the model's dtype,
     with gradients where the caller has them on."""
     device = next(model.parameters()).device
+    if is_lens(model):  # left padding: TransformerLens offsets positions from the mask itself
+        return model(ids.to(device), attention_mask=mask.to(device))[:, -1]
     params = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     if "position_ids" in params:

@@ -40,11 +40,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from circuits.discovery.behaviour import _check_vocabulary
 from circuits.discovery.contrast import ContrastSet
-from circuits.discovery.heads import forward_logits, head_input_hooks, logit_diff, record_head_inputs
+from circuits.discovery.heads import (forward_logits, head_geometry, head_input_hooks, logit_diff, record_head_inputs,
+                                      vocabulary_size)
 from probe.errors import InputError
-from probe.models.families import family_of
 
 ABLATIONS = ("corrupted", "mean")
 
@@ -101,8 +100,8 @@ def activation_patching(model, contrast: ContrastSet, *, ablation: str = "corrup
     if ablation not in ABLATIONS:
         raise InputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     start = time.perf_counter()
-    geometry = family_of(hf).geometry(hf)
-    heads = [(layer, head) for layer in range(geometry.n_layers) for head in range(geometry.n_heads)]
+    n_layers, n_heads, head_dim = head_geometry(hf)
+    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     mean = _clean_means(hf, contrast, batch_size) if ablation == "mean" else None
     patched = torch.zeros(len(heads), dtype=torch.float64)
     clean_ld, corrupted_ld = [], []
@@ -118,14 +117,14 @@ def activation_patching(model, contrast: ContrastSet, *, ablation: str = "corrup
         source = corrupted if mean is None else [m.expand_as(c) for m, c in zip(mean, corrupted)]
         for chunk_start in range(0, len(heads), heads_per_forward):
             chunk = heads[chunk_start : chunk_start + heads_per_forward]
-            ld = _patched_logit_diff(hf, ids, mask, answer, other, chunk, source, geometry.head_dim)
+            ld = _patched_logit_diff(hf, ids, mask, answer, other, chunk, source, head_dim)
             patched[chunk_start : chunk_start + len(chunk)] += ld.sum(1).double().cpu()
             forwards += 1
     clean_mean = float(torch.cat(clean_ld).double().mean())
     corrupted_mean = float(torch.cat(corrupted_ld).double().mean())
     gap = check_gap(clean_mean, corrupted_mean, contrast.task)
     scores = (clean_mean - patched / len(contrast)) / gap
-    return HeadScores(method=f"patching-{ablation}", scores=scores.reshape(geometry.n_layers, geometry.n_heads),
+    return HeadScores(method=f"patching-{ablation}", scores=scores.reshape(n_layers, n_heads),
                       seconds=time.perf_counter() - start, clean_logit_diff=clean_mean,
                       corrupted_logit_diff=corrupted_mean, forwards=forwards)
 
@@ -165,17 +164,20 @@ def _clean_means(hf: nn.Module, contrast: ContrastSet, batch_size: int) -> list[
 
 
 def check_inputs(model, contrast: ContrastSet, **sizes: int) -> nn.Module:
-    """The HF model of ``model`` after checking sizes (each a positive integer), the set's size
-    and its vocabulary; raises :class:`InputError` naming the fix."""
+    """The HF model of ``model`` (or the ``HookedTransformer`` itself) after checking sizes (each a
+    positive integer), the set's size and its vocabulary; raises :class:`InputError` naming the fix."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
     if len(contrast) == 0:
         raise InputError(f"task {contrast.task!r} has no items")
     hf = getattr(model, "hf", model)
-    if not hasattr(model, "name"):
-        model = type("Named", (), {"hf": hf, "name": type(hf).__name__})()
-    _check_vocabulary(model, contrast)
+    vocab = vocabulary_size(hf)
+    largest = max(int(t.max()) for t in (contrast.clean, contrast.corrupted, contrast.answer, contrast.contrast))
+    if largest >= vocab:
+        raise InputError(f"task {contrast.task!r}: token id {largest} is beyond the vocabulary of "
+                         f"{getattr(model, 'name', type(hf).__name__)!r} ({vocab} tokens); the set was built with "
+                         "another tokenizer: build it with circuits.discovery.tasks.load_task(task, model.tokenizer)")
     return hf
 
 

@@ -102,3 +102,19 @@ def test_bad_arguments(planted, call, word):
     loaded, contrast = planted
     with pytest.raises(InputError, match=word):
         call(loaded, contrast)
+
+
+def test_transformer_lens_agrees_with_hf(tiny_folder):
+    """Every method reads ``hook_z`` on a ``HookedTransformer`` and gets the HF model's scores."""
+    from probe.models.loading import load_model
+
+    loaded = load_model(str(tiny_folder))
+    contrast = planted_contrast(padded=True)
+    for method in (lambda m: activation_patching(m, contrast, heads_per_forward=6),
+                   lambda m: activation_patching(m, contrast, ablation="mean", heads_per_forward=6),
+                   attribution_patching, lambda m: eap_ig(m, contrast, steps=2),
+                   lambda m: eap_ig(m, contrast, steps=2, interpolate="heads")):
+        call = method if method is not attribution_patching else (lambda m: attribution_patching(m, contrast))
+        hf, lens = call(loaded), call(loaded.lens())
+        torch.testing.assert_close(lens.raw, hf.raw, atol=2e-5, rtol=1e-3)
+        assert abs(lens.gap - hf.gap) < 1e-4 and hf.raw.abs().max() > 1e-3, (hf.method, hf.raw.abs().max())
