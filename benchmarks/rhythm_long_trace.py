@@ -226,10 +226,9 @@ def main() -> None:
              "| mode   | tokens | backend   | seconds  | peak MiB over the model | notes |",
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    passed = [a for a in sys.argv[1:]]
     for length in args.lengths:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, __file__, *passed, "--child", mode, str(length)],
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", mode, str(length)],
                                  capture_output=True, text=True)
             row = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else
                    {"mode": mode, "length": length, "backend": args.backend if mode == "rhythm" else "eager",

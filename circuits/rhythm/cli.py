@@ -152,7 +152,7 @@ def long_enough(traces: list[Trace], sources: list[str], minimum: int, need: str
     """The traces with at least ``minimum`` response tokens (and their sources); the others are
     named on stderr (``--skip-short``). Leaving every trace out is an error."""
     kept = [i for i, trace in enumerate(traces) if len(trace.response_ids) >= minimum]
-    left_out = [traces[i] for i in range(len(traces)) if i not in set(kept)]
+    left_out = [trace for trace in traces if len(trace.response_ids) < minimum]
     if left_out:
         named = ", ".join(f"trace {t.index}: {len(t.response_ids)}" for t in left_out[:8])
         print(f"warning: left out {len(left_out)} trace(s) with fewer than {minimum} response tokens, too short for "

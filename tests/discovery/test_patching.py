@@ -9,27 +9,8 @@ from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.heads import forward_logits, head_input_hooks, logit_diff, record_head_inputs
 from circuits.discovery.patching import activation_patching
 from probe.errors import InputError
-from tests.discovery.planting import PLANTED, planted_contrast, planted_model
+from tests.discovery.planting import PLANTED
 from tests.helpers import tiny_loaded
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: threads only contend (20x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_model(), planted_contrast(padded=True)
-
-
-@pytest.fixture(scope="module")
-def planted64():
-    return planted_model(torch.float64), planted_contrast(padded=False)  # HF's float64 eager masks NaN padding
 
 
 @pytest.mark.parametrize("ablation", ["corrupted", "mean"])

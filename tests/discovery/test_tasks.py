@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.tasks import (
