@@ -41,8 +41,16 @@ def planted_contrast(padded: bool = True, n_pairs: int = 3) -> ContrastSet:
     return ContrastSet.left_padded("planted", clean, corrupted, answer, other, ["item"] * len(clean), pad_id=0)
 
 
-def planted_model(dtype: torch.dtype = torch.float32, strength: float = 1.0) -> LoadedModel:
-    """The tiny Llama with head ``PLANTED`` made to write the answer (module docstring)."""
+def planted_model(dtype: torch.dtype = torch.float32, strength: float = 1.0, isolate: bool = False) -> LoadedModel:
+    """The tiny Llama with head ``PLANTED`` made to write the answer (module docstring).
+
+    With ``isolate``, the planted head is the only reader of the cue (what the SAE method needs:
+    it counts distinct codes, so every other head must write the same on clean and corrupted
+    prompts): ``A`` and ``B`` become ``C`` plus and minus ``e``, and every projection that reads
+    the residual stream (queries, keys, values, the MLPs) stops reading ``e`` and every writer
+    stops writing it, except the planted group's values, which read it; the cue is small (5% of
+    the embedding's norm), so the norms' scale hardly sees it.
+    """
     loaded = tiny_loaded("llama")
     hf, geometry = loaded.hf, loaded.geometry
     layer, head = PLANTED
@@ -63,7 +71,30 @@ def planted_model(dtype: torch.dtype = torch.float32, strength: float = 1.0) -> 
         embed[A] += e
         embed[B] -= e
         attention = hf.model.layers[layer].self_attn
-        attention.v_proj.weight[group * d : (group + 1) * d] = torch.outer(f, e)
+        reads = torch.outer(f, e)
+        if isolate:
+            _blind_to(hf, e)
+            cue = 0.05 * embed[C].norm()  # small: the norms' scale hardly sees it
+            embed[A], embed[B] = embed[C] + cue * e, embed[C] - cue * e
+            reads = reads * embed[C].norm() / (cue * embed.shape[1] ** 0.5)  # v = +-f after the RMS norm
+        attention.v_proj.weight[group * d : (group + 1) * d] = reads
         attention.o_proj.weight[:, head * d : (head + 1) * d] = strength * torch.outer(u, f)
+        if isolate:
+            per_group = geometry.n_heads // geometry.n_kv_heads
+            for other in set(range(group * per_group, (group + 1) * per_group)) - {head}:
+                cols = slice(other * d, (other + 1) * d)
+                attention.o_proj.weight[:, cols] -= torch.outer(attention.o_proj.weight[:, cols] @ f, f)
     hf.to(dtype)
     return loaded
+
+
+def _blind_to(hf, e: torch.Tensor) -> None:
+    """No linear map reads or writes ``e`` on the residual stream: readers ``W <- W (I - e e^T)``,
+    writers ``W <- (I - e e^T) W``; the embeddings alone put ``e`` there."""
+    for block in hf.model.layers:
+        readers = (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj, block.mlp.gate_proj,
+                   block.mlp.up_proj)
+        for proj in readers:
+            proj.weight -= torch.outer(proj.weight @ e, e)
+        for proj in (block.self_attn.o_proj, block.mlp.down_proj):
+            proj.weight -= torch.outer(e, e @ proj.weight)
