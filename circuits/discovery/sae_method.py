@@ -92,7 +92,8 @@ class SAEDiscovery:
 
 
 def sae_discovery(model, contrast: ContrastSet, options: SAEOptions | None = None, *, score: str = "node",
-                  batch_size: int = 8, sae=None, model_name: str | None = None) -> SAEDiscovery:
+                  batch_size: int = 8, sae=None, model_name: str | None = None,
+                  outputs: HeadOutputs | None = None) -> SAEDiscovery:
     """Run the SAE method (module docstring) and score every head.
 
     Args:
@@ -103,6 +104,8 @@ def sae_discovery(model, contrast: ContrastSet, options: SAEOptions | None = Non
         batch_size: prompts per recording forward.
         sae: an SAE to use instead of training one (checked against the model).
         model_name: recorded in a trained SAE's metadata (default: ``model.name`` where it has one).
+        outputs: head outputs recorded before on ``contrast`` with ``options.position`` (a study
+            that trains several SAEs records once); their time is then not in ``seconds``.
 
     Raises:
         InputError: an unknown score, an SAE that does not fit the model, an empty set.
@@ -114,7 +117,12 @@ def sae_discovery(model, contrast: ContrastSet, options: SAEOptions | None = Non
         raise InputError(f"task {contrast.task!r} has no items")
     name = model_name or getattr(model, "name", None) or type(getattr(model, "hf", model)).__name__
     start = time.perf_counter()
-    outputs = record_head_outputs(model, contrast, position=options.position, batch_size=batch_size)
+    if outputs is None:
+        outputs = record_head_outputs(model, contrast, position=options.position, batch_size=batch_size)
+    elif outputs.position != options.position or len(outputs.positives) != len(contrast):
+        raise InputError(f"the recorded head outputs ({len(outputs.positives)} items at position "
+                         f"{outputs.position!r}) do not match this run ({len(contrast)} items at "
+                         f"{options.position!r}); record them again")
     recorded = time.perf_counter()
     train_rows: tuple[int, ...] = ()
     if sae is None:

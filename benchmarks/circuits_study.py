@@ -1,0 +1,180 @@
+"""Circuit discovery on a real model: each method against the patching reference, over seeds, with times.
+
+For each task: the model's behaviour; per-head activation patching (corrupted to clean) on every
+item, the reference; a reference circuit from it by a stated rule; EAP and EAP-IG (deterministic:
+one run each); the SAE method, node and edge scores, over ``--seeds`` seeds (the SAE of a seed
+gives both scores; the head outputs are recorded once and their time is added to every seed's).
+Every method is scored against the reference circuit: ROC AUC (scikit-learn), ACDC's pessimistic
+staircase AUC, precision and recall at the circuit's size; and timed (wall clock, this machine).
+
+    python benchmarks/circuits_study.py --model smollm2-135m --tasks ioi,docstring,colored_objects \
+        --seeds 10 --out runs/circuits_smollm2.json [--threshold 0.1] [--threads 2]
+
+The JSON file is rewritten atomically after each stage and read back on a rerun, so a killed
+study resumes where it stopped. ``--summary`` prints the markdown tables of a finished file.
+
+Not a test: it reports, it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from circuits.discovery.behaviour import task_behaviour
+from circuits.discovery.ground_truth import circuit_from_scores
+from circuits.discovery.head_outputs import record_head_outputs
+from circuits.discovery.methods import DiscoveryOptions, discover
+from circuits.discovery.sae_codes import edge_head_scores, pair_scores
+from circuits.discovery.sae_method import SAEOptions, sae_discovery
+from circuits.discovery.scores import score_method
+from circuits.discovery.tasks import load_task
+from probe.errors import InputError
+from probe.files import write_text_atomic
+from probe.models import load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.summary:
+        print(summary(json.loads(args.out.read_text())))
+        return 0
+    torch.set_num_threads(args.threads)
+    state = json.loads(args.out.read_text()) if args.out.exists() else {"model": args.model, "tasks": {}}
+    model = load_model(args.model)
+    for task in args.tasks.split(","):
+        run_task(model, task, args, state)
+    print(summary(state))
+    return 0
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--tasks", default="ioi")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--threshold", type=float, default=0.1, help="reference circuit: |score| >= T x the largest")
+    p.add_argument("--limit", type=int, default=None, help="first N items of each task")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--summary", action="store_true", help="print the tables of a finished --out file")
+    return p.parse_args(argv)
+
+
+def save(state: dict, path: Path) -> None:
+    write_text_atomic(path, json.dumps(state, indent=1))
+
+
+def run_task(model, task: str, args, state: dict) -> None:
+    record = state["tasks"].setdefault(task, {})
+    try:
+        loaded = load_task(task, model.tokenizer)
+    except InputError as error:
+        record["skipped"] = str(error)
+        save(state, args.out)
+        print(f"{task}: skipped: {error}", file=sys.stderr)
+        return
+    contrast = loaded.contrast
+    if args.limit:
+        contrast = subset(contrast, args.limit)
+    record["items"] = f"{len(contrast)} ({loaded.summary()})"
+    if "behaviour" not in record:
+        b = task_behaviour(model, contrast)
+        record["behaviour"] = {"accuracy": b.accuracy, "pairwise_accuracy": b.pairwise_accuracy,
+                               "clean_logit_diff": b.mean_clean_logit_diff,
+                               "corrupted_logit_diff": float(b.corrupted_logit_diff.mean()), "wrong": len(b.wrong)}
+        save(state, args.out)
+    for name in ("patching", "eap", "eap-ig"):
+        if name not in record:
+            print(f"{task}: {name} ...", file=sys.stderr, flush=True)
+            result = discover(model, contrast, name, DiscoveryOptions(batch_size=8, heads_per_forward=32))
+            record[name] = {"scores": result.scores.tolist(), "seconds": result.seconds, "forwards": result.forwards}
+            save(state, args.out)
+    reference = circuit_from_scores(torch.tensor(record["patching"]["scores"]), task=task, model=args.model,
+                                    threshold=args.threshold)
+    record["reference"] = {"rule": reference.source, "heads": sorted(reference.heads)}
+    for name in ("patching", "eap", "eap-ig"):
+        record[name]["score"] = score_method(name, torch.tensor(record[name]["scores"]), reference,
+                                             record[name]["seconds"]).to_dict()
+    save(state, args.out)
+    run_sae_seeds(model, contrast, reference, record, args, state)
+
+
+def run_sae_seeds(model, contrast, reference, record: dict, args, state: dict) -> None:
+    runs = record.setdefault("sae_runs", [])
+    if len(runs) >= args.seeds:
+        return
+    start = time.perf_counter()
+    outputs = record_head_outputs(model, contrast, position="mean", batch_size=8)
+    record_seconds = time.perf_counter() - start
+    for seed in range(len(runs), args.seeds):
+        print(f"sae seed {seed} ...", file=sys.stderr, flush=True)
+        result = sae_discovery(model, contrast, SAEOptions(seed=seed), outputs=outputs, model_name=args.model)
+        node_seconds = record_seconds + result.scores.seconds
+        start = time.perf_counter()
+        edge = edge_head_scores(pair_scores(result.positive_codes, result.negative_codes, int(result.sae.cfg.d_sae)))
+        edge_seconds = node_seconds + time.perf_counter() - start
+        edge = edge.double().reshape(result.scores.scores.shape)
+        runs.append({"seed": seed, "train_rows": list(result.train_rows),
+                     "node": score_method("sae", result.scores.scores, reference, node_seconds).to_dict()
+                     | {"scores": result.scores.scores.tolist()},
+                     "edge": score_method("sae-edge", edge, reference, edge_seconds).to_dict() | {"scores": edge.tolist()}})
+        save(state, args.out)
+
+
+def subset(contrast, n: int):
+    return type(contrast)(task=contrast.task, clean=contrast.clean[:n], corrupted=contrast.corrupted[:n],
+                          attention_mask=contrast.attention_mask[:n], answer=contrast.answer[:n],
+                          contrast=contrast.contrast[:n], texts=contrast.texts[:n])
+
+
+def summary(state: dict) -> str:
+    lines = [f"### {state['model']}", ""]
+    for task, record in state["tasks"].items():
+        if "skipped" in record:
+            lines += [f"**{task}**: not run: {record['skipped']}", ""]
+            continue
+        if "reference" not in record:
+            continue
+        b = record["behaviour"]
+        lines += [f"**{task}** ({record['items']} items): accuracy {b['accuracy']:.1%} (answer above contrast "
+                  f"{b['pairwise_accuracy']:.1%}), logit difference {b['clean_logit_diff']:+.2f} clean, "
+                  f"{b['corrupted_logit_diff']:+.2f} corrupted. Reference circuit: {len(record['reference']['heads'])} "
+                  f"heads ({record['reference']['rule']}).", "",
+                  "| method | runs | ROC AUC | staircase AUC | precision@k | seconds (2 CPU cores) | x faster than patching |",
+                  "|---|---|---|---|---|---|---|"]
+        patch_seconds = record["patching"]["seconds"]
+        rows = [(name, [record[name]["score"]]) for name in ("patching", "eap", "eap-ig")]
+        runs = record.get("sae_runs", [])
+        if runs:
+            rows += [("sae (node)", [r["node"] for r in runs]), ("sae (edge)", [r["edge"] for r in runs])]
+        for name, scores in rows:
+            lines.append(table_row(name, scores, patch_seconds))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def table_row(name: str, scores: list[dict], patch_seconds: float) -> str:
+    def spread(values: list[float], fmt: str) -> str:
+        mean = float(np.mean(values))
+        return f"{mean:{fmt}}" if len(values) == 1 else f"{mean:{fmt}} ± {float(np.std(values, ddof=1)):{fmt}}"
+
+    auc = [s["roc_auc"] for s in scores]
+    stair = [s["staircase_auc"] for s in scores]
+    k = next(iter(scores[0]["precision_at_k"]))
+    prec = [s["precision_at_k"][k] for s in scores]
+    secs = [s["seconds"] for s in scores]
+    speed = patch_seconds / float(np.mean(secs)) if np.mean(secs) > 0 else math.inf
+    return (f"| {name} | {len(scores)} | {spread(auc, '.3f')} | {spread(stair, '.3f')} | {spread(prec, '.2f')} (k={k}) "
+            f"| {spread(secs, '.1f')} | {speed:.1f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
