@@ -1,12 +1,14 @@
 """The ``headscope`` subcommands of the circuits package: ``sinks``, ``act search``, ``act eval``,
-``rhythm traces``, ``rhythm analyse``, ``rhythm perturb``.
+``rhythm traces``, ``rhythm analyse``, ``rhythm perturb``, ``circuits discover``, ``circuits score``,
+``circuits compare``.
 
 Context:
-    This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`
-    and :mod:`circuits.rhythm.cli`, imported when a command runs. It sits at the package's top level because importing anything
-    under ``circuits.sinks`` runs that package's ``__init__``, which imports torch and
-    transformers, and ``headscope --help`` must answer without them. Counts are checked here by
-    argparse; everything else before the model loads, in the run functions.
+    This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`,
+    :mod:`circuits.rhythm.cli` and :mod:`circuits.discovery.cli`, imported when a command runs.
+    It sits at the package's top level because importing anything under ``circuits.sinks`` runs
+    that package's ``__init__``, which imports torch and transformers, and ``headscope --help``
+    must answer without them. Counts are checked here by argparse; everything else before the
+    model loads, in the run functions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def register(subparsers) -> None:
     _register_rhythm_traces(rhythm_verbs)
     _register_rhythm_analyse(rhythm_verbs)
     _register_rhythm_perturb(rhythm_verbs)
+    circuits = subparsers.add_parser("circuits", help="circuit discovery (issue 23): discover, score, compare")
+    circuits_verbs = circuits.add_subparsers(dest="circuits_command", required=True)
+    _register_circuits_discover(circuits_verbs)
+    _register_circuits_score(circuits_verbs)
+    _register_circuits_compare(circuits_verbs)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -176,3 +183,89 @@ def _register_rhythm_perturb(verbs) -> None:
     p.add_argument("--skip-short", action="store_true",
                    help="leave out (and name) responses too short for a high and a low position instead of refusing")
     p.set_defaults(func=LazyCommand("circuits.rhythm.cli", "run_perturb"))
+
+
+def unit_fraction(text: str) -> float:
+    """A number in (0, 1] (a relative threshold)."""
+    value = non_negative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text!r}")
+    return value
+
+
+def below_one(text: str) -> float:
+    """A number in [0, 1) (a relative margin)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text!r}")
+    return value
+
+
+def _register_circuits_discover(verbs) -> None:
+    p = verbs.add_parser("discover", help="score every head for a task with one method; write a JSON result file")
+    p.add_argument("--task", required=True, help="task name: ioi, greater_than, docstring, colored_objects")
+    p.add_argument("--task-file", type=Path, default=None,
+                   help="the task's items from this JSON-lines file (default: its shipped file in data/)")
+    p.add_argument("--method", required=True,
+                   help="patching, patching-mean, eap, eap-ig, sae, sae-edge (circuits.discovery.methods)")
+    p.add_argument("--out", type=Path, required=True, help="result file (JSON)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N items that fit the tokenizer")
+    p.add_argument("--only-correct", action="store_true",
+                   help="drop the items whose answer the model does not put above the contrast (counted either way)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="items per forward")
+    p.add_argument("--heads-per-forward", type=positive_int, default=16, help="patching: heads patched per forward")
+    p.add_argument("--ig-steps", type=positive_int, default=5, help="eap-ig: points on the path")
+    p.add_argument("--seed", type=int, default=0, help="seeds the SAE methods (training prompts, initial weights)")
+    sae = p.add_argument_group("SAE methods (sae, sae-edge)")
+    sae.add_argument("--n-train", type=positive_int, default=None, help="prompts the SAE trains on (default 10)")
+    sae.add_argument("--position", choices=("mean", "last"), default=None,
+                     help="head outputs averaged over positions (default) or at the last one")
+    sae.add_argument("--sae-width", type=positive_int, default=None, help="dictionary size (default 200)")
+    sae.add_argument("--l1", type=non_negative_float, default=None, help="sparsity weight (default 0.02)")
+    sae.add_argument("--epochs", type=positive_int, default=None, help="full-batch training steps (default 500)")
+    sae.add_argument("--save-sae", type=Path, default=None,
+                     help="save the trained SAE in this folder (sae-lens format)")
+    sae.add_argument("--load-sae", type=Path, default=None,
+                     help="reuse the SAE saved in this folder instead of training one")
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_discover"))
+
+
+def _register_circuits_score(verbs) -> None:
+    p = verbs.add_parser("score", help="score result files against a known or a patching reference circuit")
+    p.add_argument("--scores", type=Path, nargs="+", required=True, help="result files of `circuits discover`")
+    truth = p.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--truth", help="stored circuit (ioi, greater_than, docstring, or a data/circuits/ file stem "
+                                       "such as gpt2_small_ioi) or a ground-truth JSON file")
+    truth.add_argument("--reference", type=Path,
+                       help="result file of `circuits discover --method patching`, cut by --threshold or --top-k")
+    p.add_argument("--variant", default=None, help="--truth: another source's list (e.g. sae_circuits)")
+    cut = p.add_mutually_exclusive_group()
+    cut.add_argument("--threshold", type=unit_fraction, default=None,
+                     help="--reference: heads with |score| >= T x the largest")
+    cut.add_argument("--top-k", type=positive_int, default=None, help="--reference: the K heads of largest |score|")
+    p.add_argument("--margin", type=below_one, default=0.0,
+                   help="--reference: heads within this relative band below the cut are ambiguous")
+    p.add_argument("--ambiguous", choices=("exclude", "positive", "negative"), default="exclude",
+                   help="how ambiguous heads count (default: left out)")
+    p.add_argument("--k", type=positive_int, nargs="+", default=None,
+                   help="k of precision and recall at k (default: the circuit's size)")
+    p.add_argument("--signed", action="store_true",
+                   help="rank heads by their signed score (default: by |score|; negative heads belong to circuits)")
+    p.add_argument("--out", type=Path, default=None, help="also write the scores as JSON")
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_score"))
+
+
+def _register_circuits_compare(verbs) -> None:
+    p = verbs.add_parser("compare", help="component reuse between two result files of one model")
+    p.add_argument("a", type=Path, help="result file of `circuits discover`")
+    p.add_argument("b", type=Path, help="another result file of the same model")
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--top-k", type=positive_int, default=None, help="keep each file's K heads of largest |score|")
+    rule.add_argument("--threshold", type=unit_fraction, default=None,
+                      help="keep each file's heads with |score| >= T x its largest")
+    p.add_argument("--signed", action="store_true",
+                   help="keep and rank heads by their signed score (default: by |score|)")
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON")
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_compare"))
