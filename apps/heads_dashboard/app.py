@@ -19,7 +19,7 @@ from probe.models import LoadedModel, load_model
 from apps.heads_dashboard.callbacks import register_callbacks
 from apps.heads_dashboard.layout import build_layout
 from apps.heads_dashboard.metrics import load_plugin_metrics
-from apps.heads_dashboard.panels import rhythm
+from apps.heads_dashboard.panels import circuits, rhythm
 from apps.heads_dashboard.settings import DashboardSettings
 from apps.heads_dashboard.state import ModelHolder
 from apps.heads_dashboard.workbench import Source, Workbench
@@ -45,9 +45,10 @@ def create_app(
     workbench = Workbench(settings, holder, record)
     load_plugin_metrics()
     app = Dash(__name__, title="headscope dashboard", update_title=None)
-    app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel()])
+    app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel(), circuits.panel()])
     register_callbacks(app, workbench)
     rhythm.register_callbacks(app, workbench)
+    circuits.register_callbacks(app, workbench)
     return app
 
 

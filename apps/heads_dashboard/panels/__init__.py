@@ -4,4 +4,5 @@ Each module gives a ``panel()`` (its section of the page, ids prefixed with the 
 a ``register_callbacks(app, workbench)``; :func:`apps.heads_dashboard.app.create_app` adds both.
 
 - :mod:`.rhythm`: the reasoning rhythm (WAAD, FAI, anchors) of one generated or pasted response.
+- :mod:`.circuits`: a task's circuit by one discovery method (scores, graph with SAE code edges) and its ablation.
 """
