@@ -107,6 +107,40 @@ def load_on(device: str):
     return call
 
 
+def circuits_discover(env: Env, *extra: str, task: str = "ioi") -> list[str]:
+    """``circuits discover`` with EAP on 4 IOI items unless ``extra`` says otherwise."""
+    method = [] if "--method" in extra else ["--method", "eap"]
+    out = [] if "--out" in extra else ["--out", str(env.tmp / "found.json")]
+    return ["circuits", "discover", *model(env), "--task", task, "--limit", "4", *method, *out, *extra]
+
+
+def one_item_task(env: Env, answer: str) -> str:
+    """A one-item IOI task file whose answer is ``answer``."""
+    line = {"prompt": "When John and Mary went to the store, John gave a drink to", "answer": answer,
+            "subject": " John", "corrupted": "When John and Mary went to the store, Anna gave a drink to"}
+    return str(written(env.tmp / "task.jsonl", json.dumps(line) + "\n"))
+
+
+def result_file(env: Env, name: str, model: str = "tiny", shape: tuple[int, int] = (3, 6)) -> str:
+    """A result file as ``circuits discover`` writes it (the fields ``score`` and ``compare`` read)."""
+    scores = [[float(layer * shape[1] + head) for head in range(shape[1])] for layer in range(shape[0])]
+    record = {"kind": "circuit-discovery", "task": "ioi", "model": model, "method": "eap", "scores": scores,
+              "seconds": 1.0}
+    return str(written(env.tmp / name, json.dumps(record)))
+
+
+def sae_of_another_model(env: Env) -> str:
+    """An SAE folder saved for a model of 5 layers x 2 heads (the tiny Llama has 3 x 6)."""
+    import torch
+
+    from circuits.discovery.sae_train import new_sae, save_sae
+
+    meta = {"model_name": "other-model", "headscope_n_layers": 5, "headscope_n_heads": 2,
+            "headscope_position": "mean"}
+    sae = new_sae(84, 4, torch.Generator().manual_seed(0), meta)
+    return str(save_sae(sae, env.tmp / "other-sae"))
+
+
 CASES: list[Case] = [
     cli("cli-capture-top-negative", lambda env: capture(env, "--top", "-1"), "--top"),
     cli("cli-capture-top-not-a-number", lambda env: capture(env, "--top", "abc"), "--top"),
@@ -185,6 +219,39 @@ CASES: list[Case] = [
         lambda env: rhythm_perturb(env, "--analysis", str(env.tmp / "rhythm.jsonl"), "--band", "2,end"), "--band"),
     cli("cli-rhythm-perturb-analysis-missing",
         lambda env: rhythm_perturb(env, "--analysis", str(env.tmp / "missing.jsonl")), "does not exist"),
+    cli("cli-circuits-unknown-method", lambda env: circuits_discover(env, "--method", "acdc"),
+        "unknown discovery method"),
+    cli("cli-circuits-unknown-task", lambda env: circuits_discover(env, task="sorting"), "unknown task"),
+    cli("cli-circuits-task-file-missing",
+        lambda env: circuits_discover(env, "--task-file", str(env.tmp / "missing.jsonl")), "does not exist"),
+    cli("cli-circuits-out-in-proc", lambda env: circuits_discover(env, "--out", "/proc/headscope-out/found.json"),
+        "--out: cannot write in /proc"),
+    cli("cli-circuits-load-sae-missing",
+        lambda env: circuits_discover(env, "--method", "sae", "--load-sae", str(env.tmp / "no-sae")),
+        "--load-sae"),
+    cli("cli-circuits-save-sae-without-sae-method",
+        lambda env: circuits_discover(env, "--save-sae", str(env.tmp / "sae")), "--save-sae works with the SAE"),
+    cli("cli-circuits-sae-of-another-geometry",
+        lambda env: circuits_discover(env, "--method", "sae", "--load-sae", sae_of_another_model(env)),
+        "not on"),
+    cli("cli-circuits-limit-zero", lambda env: circuits_discover(env, "--limit", "0"), "--limit"),
+    cli("cli-circuits-answer-not-one-token",
+        lambda env: circuits_discover(env, "--task-file", one_item_task(env, " Maryanne-Louise")), "no item fits"),
+    cli("cli-circuits-score-geometry-mismatch",
+        lambda env: ["circuits", "score", "--scores", result_file(env, "found.json"), "--truth", "gpt2_small_ioi"],
+        "12 layers x 12 heads"),
+    cli("cli-circuits-score-reference-without-cut",
+        lambda env: ["circuits", "score", "--scores", result_file(env, "a.json"),
+                     "--reference", result_file(env, "ref.json")], "needs a cut"),
+    cli("cli-circuits-score-unknown-truth",
+        lambda env: ["circuits", "score", "--scores", result_file(env, "a.json"), "--truth", "sorting"],
+        "neither a file nor a stored circuit"),
+    cli("cli-circuits-compare-different-models",
+        lambda env: ["circuits", "compare", result_file(env, "a.json"), result_file(env, "b.json", model="other"),
+                     "--top-k", "3"], "cannot compare"),
+    cli("cli-circuits-compare-not-a-result",
+        lambda env: ["circuits", "compare", result_file(env, "a.json"), str(written(env.tmp / "b.json", "[]")),
+                     "--top-k", "3"], "not a circuit-discovery result"),
     api("cli-sinks-bbh-name-without-folder-or-hub", without_hub(sinks_task), "pass --bbh-dir DIR"),
     api("cli-capture-hub-unreachable",
         without_hub(lambda env: ["capture", "--model", "org/model", "--prompt", "hi", "--out", str(env.tmp / "rec")]),
