@@ -154,7 +154,13 @@ def load_sae_folder(folder: Path):
     if not folder.is_dir():
         raise UsageError(f"--load-sae: {folder} {'is a file' if folder.exists() else 'does not exist'}; pass the "
                          "folder written by `headscope circuits discover --method sae --save-sae DIR`")
-    return load_sae(folder)
+    try:
+        return load_sae(folder)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"--load-sae: cannot read the SAE in {folder} ({type(err).__name__}: {err}); pass a "
+                         "folder written by `headscope circuits discover --method sae --save-sae DIR`") from None
 
 
 def warn_ignored_options(args: argparse.Namespace, is_sae: bool) -> None:
@@ -196,8 +202,8 @@ def subset(contrast: ContrastSet, rows: tuple[int, ...]) -> ContrastSet:
 
 
 def wrong_line(behaviour: TaskBehaviour, numbers: list[int], only_correct: bool) -> str:
-    """The items whose answer does not beat the contrast (named by their line in the task file,
-    from 0): counted always, dropped on request."""
+    """The items whose answer does not beat the contrast (``numbers``: each measured item's index
+    among the task file's items, from 0): counted always, dropped on request."""
     wrong, n = behaviour.wrong, len(behaviour.clean_top)
     if not wrong:
         return f"the model gets all {n} items right (answer above the contrast)"
@@ -221,21 +227,25 @@ def run_method(model, contrast: ContrastSet, args: argparse.Namespace, plan: Dis
     """Run the method by name; an SAE method runs directly, so its SAE can be saved or reused."""
     if args.method not in SAE_SCORES:
         return Discovered(discover(model, contrast, args.method, plan.options), None)
+    if plan.sae is None and plan.options.sae.n_train > 2 * len(contrast):
+        print(f"warning: --n-train {plan.options.sae.n_train} asks for more prompts than the {2 * len(contrast)} "
+              "there are (clean and corrupted): the SAE trains on all of them", file=sys.stderr)
     found = sae_discovery(model, contrast, plan.options.sae, score=SAE_SCORES[args.method],
                           batch_size=plan.options.batch_size, sae=plan.sae, model_name=model.name)
     return Discovered(found.scores, found.sae)
 
 
 def top_heads(scores: Float[Tensor, "layer head"], k: int = TOP_SHOWN) -> list[tuple[int, int, float]]:
-    """The ``k`` highest-scoring heads as ``(layer, head, score)``, highest first."""
+    """The ``k`` heads of largest ``|score|`` as ``(layer, head, score)``, largest first: a head
+    that works against the answer (a negative score) matters as much as one that helps."""
     flat = scores.detach().double().flatten()
-    order = torch.argsort(flat, descending=True, stable=True)[:k]
+    order = torch.argsort(flat.abs(), descending=True, stable=True)[:k]
     n_heads = scores.shape[1]
     return [(int(i) // n_heads, int(i) % n_heads, float(flat[i])) for i in order]
 
 
 def format_top(scores: Float[Tensor, "layer head"]) -> str:
-    lines = [f"top {min(TOP_SHOWN, scores.numel())} heads (layer.head: score):"]
+    lines = [f"top {min(TOP_SHOWN, scores.numel())} heads by |score| (layer.head: score):"]
     lines += [f"  {layer}.{head}: {value:+.4g}" for layer, head, value in top_heads(scores)]
     return "\n".join(lines)
 
