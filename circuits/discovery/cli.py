@@ -42,7 +42,7 @@ from torch import Tensor
 from circuits.discovery.behaviour import TaskBehaviour, task_behaviour
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.ground_truth import (DATA_FOLDER, TASK_FILES, GroundTruth, circuit_from_scores, heads_of,
-                                             load_ground_truth, read_ground_truth)
+                                             read_ground_truth)
 from circuits.discovery.methods import DiscoveryOptions, discover, method
 from circuits.discovery.patching import HeadScores
 from circuits.discovery.sae_method import SAEOptions, sae_discovery
@@ -353,8 +353,7 @@ def run_score(args: argparse.Namespace) -> int:
     truth = reference_circuit(args) if args.reference is not None else named_truth(args.truth, args.variant)
     for result in results:
         check_fits_truth(result, truth)
-    scored = [score_method(r.method, ranked(r.scores, args.signed), truth, r.seconds, ks=args.k,
-                           ambiguous=args.ambiguous) for r in results]
+    scored = [scored_result(r, truth, args) for r in results]
     print(truth_line(truth, args.ambiguous))
     print(f"heads ranked by {'signed score' if args.signed else '|score|'}")
     print(format_score_table(results, scored))
@@ -365,6 +364,16 @@ def run_score(args: argparse.Namespace) -> int:
         write_text_atomic(args.out, json.dumps(record, indent=1, allow_nan=False) + "\n")
         print(f"saved {args.out}")
     return 0
+
+
+def scored_result(result: ResultFile, truth: GroundTruth, args: argparse.Namespace) -> CircuitScore:
+    """One result file's scores against ``truth`` (a bad ``--k`` named with the option)."""
+    try:
+        return score_method(result.method, ranked(result.scores, args.signed), truth, result.seconds, ks=args.k,
+                            ambiguous=args.ambiguous)
+    except ValueError as err:
+        option = "--k: " if str(err).startswith("k ") else ""
+        raise InputError(f"{option}{result.path}: {err}") from None
 
 
 def ranked(scores: Tensor, signed: bool) -> Tensor:
@@ -394,7 +403,7 @@ def named_truth(name: str, variant: str | None) -> GroundTruth:
     if path.is_file():
         file = path
     elif name in TASK_FILES:
-        return load_ground_truth(name, variant)
+        file = DATA_FOLDER / TASK_FILES[name]
     elif path.name == name and stored.is_file():
         file = stored
     else:
