@@ -100,8 +100,8 @@ def run_task(model, task: str, args, state: dict) -> None:
     reference = circuit_from_scores(torch.tensor(record["patching"]["scores"]), task=task, model=args.model,
                                     threshold=args.threshold)
     record["reference"] = {"rule": reference.source, "heads": sorted(reference.heads)}
-    for name in ("patching", "eap", "eap-ig"):
-        record[name]["score"] = score_method(name, torch.tensor(record[name]["scores"]), reference,
+    for name in ("patching", "eap", "eap-ig"):  # by |score|, as the reference (negative movers are in circuits)
+        record[name]["score"] = score_method(name, torch.tensor(record[name]["scores"]).abs(), reference,
                                              record[name]["seconds"]).to_dict()
     save(state, args.out)
     run_sae_seeds(model, contrast, reference, record, args, state)
@@ -158,7 +158,38 @@ def summary(state: dict) -> str:
         for name, scores in rows:
             lines.append(table_row(name, scores, patch_seconds))
         lines.append("")
+    lines += reuse_lines(state, "ioi", "colored_objects")
     return "\n".join(lines)
+
+
+def reuse_lines(state: dict, first: str, second: str) -> list[str]:
+    """Component reuse (Merullo et al.): overlap of the two tasks' patching circuits, by several cuts."""
+    from scipy.stats import spearmanr
+
+    from circuits.discovery.scores import overlap
+
+    tasks = state["tasks"]
+    if not all("patching" in tasks.get(t, {}) for t in (first, second)):
+        return []
+    a, b = (torch.tensor(tasks[t]["patching"]["scores"]).abs() for t in (first, second))
+    rho = spearmanr(a.flatten().numpy(), b.flatten().numpy())
+    lines = [f"**Component reuse, {first} vs {second}** (|patching score| per head; Spearman rho "
+             f"{rho.statistic:.2f}, p = {rho.pvalue:.2g}):", "",
+             "| cut | heads per task | shared | overlap (shared / union) | only in " + first + " | only in " + second + " |",
+             "|---|---|---|---|---|---|"]
+    n = a.numel()
+    for k in (max(1, round(0.02 * n)), 10, 20, max(1, round(0.1 * n))):
+        ha = {divmod(int(i), a.shape[1]) for i in a.flatten().topk(k).indices}
+        hb = {divmod(int(i), b.shape[1]) for i in b.flatten().topk(k).indices}
+        lines.append(f"| top {k} | {k} | {len(ha & hb)} | {overlap(ha, hb):.0%} | {fmt_heads(ha - hb)} | {fmt_heads(hb - ha)} |")
+    ra, rb = (set(map(tuple, tasks[t]["reference"]["heads"])) for t in (first, second))
+    lines.append(f"| reference rule | {len(ra)} / {len(rb)} | {len(ra & rb)} | {overlap(ra, rb):.0%} | "
+                 f"{fmt_heads(ra - rb)} | {fmt_heads(rb - ra)} |")
+    return lines + [""]
+
+
+def fmt_heads(heads) -> str:
+    return " ".join(f"{l}.{h}" for l, h in sorted(heads)) or "-"
 
 
 def table_row(name: str, scores: list[dict], patch_seconds: float) -> str:

@@ -199,8 +199,8 @@ def tokenize_items(name: str, items: list[TaskItem], tokenizer) -> TaskContrast:
         raise InputError(
             f"task {name!r}: no item fits the tokenizer {_tokenizer_name(tokenizer)!r} ({counts}); an item needs "
             "its answer and contrast to be one token each after the prompt, and its corrupted prompt as many tokens "
-            f"as the clean one. {hint + ' ' if hint else ''}Fix: pass path= to items written for this tokenizer "
-            "(each generator in data/ takes --help)")
+            f"as the clean one. {hint + ' ' if hint else ''}Fix: give items written for this tokenizer "
+            "(--task-file FILE on the command line, path= in Python; each generator in data/ takes --help)")
     kept, clean, corrupted, answer, contrast, texts = zip(*rows)
     contrast_set = ContrastSet.left_padded(name, clean, corrupted, answer, contrast, texts, pad_id)
     return TaskContrast(contrast_set, len(items), tuple(kept), **dropped)
