@@ -1,6 +1,7 @@
 """Circuit discovery (issue 23): task contrasts, scoring against ground truth, and discovery methods.
 
 Modules:
+    ablation: knocking out a circuit, its complement or random heads (mean or corrupted values).
     attribution: EAP (one forward, one backward) and EAP-IG head scores.
     behaviour: :func:`task_behaviour`, a model's accuracy and logit differences on a task.
     contrast: :class:`ContrastSet`, the one shape every task produces and every method reads.

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.head_outputs import POSITIONS, HeadOutputs, record_head_outputs
-from circuits.discovery.patching import HeadScores
+from circuits.discovery.patching import HeadScores, check_inputs
 from circuits.discovery.sae_codes import codes, edge_head_scores, node_scores, pair_scores
 from circuits.discovery.sae_train import SAETraining, sae_metadata, train_sae, training_metadata
 from probe.errors import InputError
@@ -108,13 +108,13 @@ def sae_discovery(model, contrast: ContrastSet, options: SAEOptions | None = Non
             that trains several SAEs records once); their time is then not in ``seconds``.
 
     Raises:
-        InputError: an unknown score, an SAE that does not fit the model, an empty set.
+        InputError: an unknown score, an SAE that does not fit the model, an empty set, a set
+            tokenized for another model, a ``batch_size`` below 1.
     """
     options = options or SAEOptions()
     if score not in SCORES:
         raise InputError(f"score must be one of {SCORES}, got {score!r}")
-    if len(contrast) == 0:
-        raise InputError(f"task {contrast.task!r} has no items")
+    check_inputs(model, contrast, batch_size=batch_size)  # sizes, an empty set, another tokenizer's ids
     name = model_name or getattr(model, "name", None) or type(getattr(model, "hf", model)).__name__
     start = time.perf_counter()
     if outputs is None:

@@ -7,11 +7,15 @@ from dataclasses import replace
 
 import torch
 
+from circuits.discovery.ablation import ablate_heads
 from circuits.discovery.attribution import attribution_patching, eap_ig
 from circuits.discovery.behaviour import task_behaviour
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.ground_truth import GroundTruth, circuit_from_scores, load_ground_truth
+from circuits.discovery.methods import discover
 from circuits.discovery.patching import activation_patching
+from circuits.discovery.sae_method import SAEOptions, sae_discovery
+from circuits.discovery.sae_train import load_sae
 from circuits.discovery.scores import precision_recall_at_k, roc_auc
 from circuits.discovery.tasks import load_task
 from circuits.evaluation.harness import EvalConfig
@@ -112,4 +116,12 @@ CASES: list[Case] = [
     api("eap-other-tokenizer", lambda env: attribution_patching(env.tiny, _foreign_set()), "another tokenizer"),
     api("eap-ig-zero-steps", lambda env: eap_ig(env.tiny, _tiny_set(env), steps=0), "steps must be"),
     api("eap-ig-unknown-path", lambda env: eap_ig(env.tiny, _tiny_set(env), interpolate="edges"), "interpolate"),
+    api("sae-unknown-position", lambda env: sae_discovery(env.tiny, _tiny_set(env), SAEOptions(position="first")),
+        "position"),
+    api("sae-unknown-score", lambda env: sae_discovery(env.tiny, _tiny_set(env), score="vertex"), "score"),
+    api("sae-other-tokenizer", lambda env: sae_discovery(env.tiny, _foreign_set()), "another tokenizer"),
+    api("sae-folder-missing", lambda env: load_sae(env.tmp / "no-sae"), "not an SAE folder"),
+    api("discover-unknown-method", lambda env: discover(env.tiny, _tiny_set(env), "acdc"), "unknown discovery method"),
+    api("ablate-head-outside", lambda env: ablate_heads(env.tiny, _tiny_set(env), [(9, 0)]), "outside the model"),
+    api("ablate-unknown-mode", lambda env: ablate_heads(env.tiny, _tiny_set(env), [(0, 0)], mode="zero"), "mode"),
 ]

@@ -45,6 +45,10 @@ def run_in_fresh_interpreter(argv: list[str], cwd: Path) -> dict:
     ["rhythm", "traces", "--help"],
     ["rhythm", "analyse", "--help"],
     ["rhythm", "perturb", "--help"],
+    ["circuits", "--help"],
+    ["circuits", "discover", "--help"],
+    ["circuits", "score", "--help"],
+    ["circuits", "compare", "--help"],
 ], ids=lambda argv: " ".join(argv))
 def test_help_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
@@ -58,6 +62,7 @@ def test_help_imports_no_heavy_module(argv, tmp_path):
     ["rhythm", "analyse", "--out", "o.jsonl", "--traces", "t.jsonl", "--band", "10,5"],
     ["rhythm", "traces", "--problems", "p.jsonl", "--out", "t.jsonl", "--max-new-tokens", "0"],
     ["rhythm", "perturb", "--out", "p.json", "--traces", "t.jsonl", "--rank", "1"],
+    ["circuits", "discover", "--task", "ioi", "--method", "eap", "--out", "o.json", "--limit", "0"],
 ], ids=lambda argv: " ".join(argv))
 def test_argument_error_imports_no_heavy_module(argv, tmp_path):
     result = run_in_fresh_interpreter(argv, tmp_path)
