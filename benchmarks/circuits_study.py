@@ -83,7 +83,7 @@ def run_task(model, task: str, args, state: dict) -> None:
         return
     contrast = loaded.contrast
     if args.limit:
-        contrast = subset(contrast, args.limit)
+        contrast = contrast.first(args.limit)
     record["items"] = f"{len(contrast)} ({loaded.summary()})"
     if "behaviour" not in record:
         b = task_behaviour(model, contrast)
@@ -127,12 +127,6 @@ def run_sae_seeds(model, contrast, reference, record: dict, args, state: dict) -
                      | {"scores": result.scores.scores.tolist()},
                      "edge": score_method("sae-edge", edge, reference, edge_seconds).to_dict() | {"scores": edge.tolist()}})
         save(state, args.out)
-
-
-def subset(contrast, n: int):
-    return type(contrast)(task=contrast.task, clean=contrast.clean[:n], corrupted=contrast.corrupted[:n],
-                          attention_mask=contrast.attention_mask[:n], answer=contrast.answer[:n],
-                          contrast=contrast.contrast[:n], texts=contrast.texts[:n])
 
 
 def summary(state: dict) -> str:

@@ -60,6 +60,16 @@ class ContrastSet:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
+    def first(self, n: int) -> ContrastSet:
+        """The first ``n`` items (all of them when there are fewer), without the columns that are
+        padding in every one of them."""
+        rows = slice(0, n)
+        mask = self.attention_mask[rows]
+        start = int(mask.any(0).long().argmax())
+        return ContrastSet(task=self.task, clean=self.clean[rows, start:], corrupted=self.corrupted[rows, start:],
+                           attention_mask=mask[:, start:], answer=self.answer[rows], contrast=self.contrast[rows],
+                           texts=self.texts[rows])
+
     @classmethod
     def left_padded(
         cls,

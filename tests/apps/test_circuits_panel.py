@@ -14,12 +14,11 @@ import torch
 
 from apps.heads_dashboard.app import create_app
 from apps.heads_dashboard.layout import ID
-from apps.heads_dashboard.panels.circuits import (CID, CircuitsBench, ablation_view, circuit_edges, circuit_elements,
-                                                  circuit_run, circuits_view, first_items, method_options,
-                                                  run_circuit_panel, top_heads)
+from apps.heads_dashboard.panels.circuits import CID, CircuitsBench, ablation_view, circuit_elements, circuits_view, method_options
 from apps.heads_dashboard.settings import DashboardSettings
 from apps.heads_dashboard.state import ModelHolder
 from apps.heads_dashboard.workbench import Workbench
+from circuits.discovery.circuit_run import circuit_edges, circuit_run, run_circuit_panel
 from circuits.discovery.methods import DiscoveryOptions, method_names
 from circuits.discovery.sae_codes import pair_scores
 from circuits.discovery.sae_method import SAEOptions, sae_discovery
@@ -166,11 +165,5 @@ def test_ablation_without_a_run_is_a_message(bench):
     assert table == "" and "press run first" in message
 
 
-def test_helpers_cut_items_and_heads_exactly():
-    contrast = planted_contrast(padded=True)
-    two = first_items(contrast, 2)
-    assert len(two) == 2 and bool(two.attention_mask[:, 0].any())  # no column of padding only
-    assert torch.equal(two.clean[two.attention_mask.bool()], contrast.clean[:2][contrast.attention_mask[:2].bool()])
-    scores = torch.tensor([[0.0, 2.0, -3.0], [2.0, 0.5, 2.0]])
-    assert top_heads(scores, 3) == ((0, 2), (0, 1), (1, 0))  # ties cut at k in (layer, head) order
+def test_the_method_menu_lists_every_method():
     assert len(method_options()) == len(method_names())

@@ -41,12 +41,6 @@ def tiny_gpt2_small(tmp_path_factory) -> LoadedModel:
     return load_model(str(folder))
 
 
-def _first(contrast, n: int):
-    return type(contrast)(task=contrast.task, clean=contrast.clean[:n], corrupted=contrast.corrupted[:n],
-                          attention_mask=contrast.attention_mask[:n], answer=contrast.answer[:n],
-                          contrast=contrast.contrast[:n], texts=contrast.texts[:n])
-
-
 @pytest.mark.parametrize("task", ["ioi", "greater_than"])
 def test_gpt2_tasks_tokenize_with_gpt2s_tokenizer(task):
     loaded = load_task(task, gpt2_tokenizer())
@@ -55,7 +49,7 @@ def test_gpt2_tasks_tokenize_with_gpt2s_tokenizer(task):
 
 @pytest.mark.parametrize("method", ["patching", "eap", "eap-ig", "sae", "sae-edge"])
 def test_every_method_scores_against_the_gpt2_small_circuit(tiny_gpt2_small, method):
-    contrast = _first(load_task("ioi", tiny_gpt2_small.tokenizer).contrast, 8)
+    contrast = load_task("ioi", tiny_gpt2_small.tokenizer).contrast.first(8)
     truth = load_ground_truth("ioi")
     result = discover(tiny_gpt2_small, contrast, method, FAST)
     assert result.scores.shape == (truth.n_layers, truth.n_heads) == (12, 12)
@@ -65,7 +59,7 @@ def test_every_method_scores_against_the_gpt2_small_circuit(tiny_gpt2_small, met
 
 
 def test_the_hooked_transformer_gives_the_same_scores(tiny_gpt2_small):
-    contrast = _first(load_task("ioi", tiny_gpt2_small.tokenizer).contrast, 4)
+    contrast = load_task("ioi", tiny_gpt2_small.tokenizer).contrast.first(4)
     for method in ("eap", "patching"):
         hf = discover(tiny_gpt2_small, contrast, method, FAST)
         via_lens = discover(tiny_gpt2_small.lens(), contrast, method, FAST)
