@@ -62,6 +62,8 @@ def parse(argv):
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--threshold", type=float, default=0.1, help="reference circuit: |score| >= T x the largest")
     p.add_argument("--limit", type=int, default=None, help="first N items of each task")
+    p.add_argument("--task-limit", action="append", default=[], metavar="TASK=N",
+                   help="first N items of one task (repeatable; overrides --limit for it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary", action="store_true", help="print the tables of a finished --out file")
@@ -82,8 +84,10 @@ def run_task(model, task: str, args, state: dict) -> None:
         print(f"{task}: skipped: {error}", file=sys.stderr)
         return
     contrast = loaded.contrast
-    if args.limit:
-        contrast = contrast.first(args.limit)
+    limits = dict(item.split("=") for item in args.task_limit)
+    limit = int(limits.get(task, args.limit or 0))
+    if limit:
+        contrast = contrast.first(limit)
     record["items"] = f"{len(contrast)} ({loaded.summary()})"
     if "behaviour" not in record:
         b = task_behaviour(model, contrast)
