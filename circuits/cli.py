@@ -4,7 +4,7 @@
 
 Context:
     This module only builds their parsers; their run functions are in :mod:`circuits.sinks.cli`,
-    :mod:`circuits.rhythm.cli` and :mod:`circuits.discovery.cli`, imported when a command runs.
+    :mod:`circuits.rhythm.cli` and ``circuits.discovery.cli_*``, imported when a command runs.
     It sits at the package's top level because importing anything under ``circuits.sinks`` runs
     that package's ``__init__``, which imports torch and transformers, and ``headscope --help``
     must answer without them. Counts are checked here by argparse; everything else before the
@@ -229,7 +229,7 @@ def _register_circuits_discover(verbs) -> None:
                      help="save the trained SAE in this folder (sae-lens format)")
     sae.add_argument("--load-sae", type=Path, default=None,
                      help="reuse the SAE saved in this folder instead of training one")
-    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_discover"))
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli_discover", "run_discover"))
 
 
 def _register_circuits_score(verbs) -> None:
@@ -254,7 +254,7 @@ def _register_circuits_score(verbs) -> None:
     p.add_argument("--signed", action="store_true",
                    help="rank heads by their signed score (default: by |score|; negative heads belong to circuits)")
     p.add_argument("--out", type=Path, default=None, help="also write the scores as JSON")
-    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_score"))
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli_score", "run_score"))
 
 
 def _register_circuits_compare(verbs) -> None:
@@ -268,4 +268,4 @@ def _register_circuits_compare(verbs) -> None:
     p.add_argument("--signed", action="store_true",
                    help="keep and rank heads by their signed score (default: by |score|)")
     p.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON")
-    p.set_defaults(func=LazyCommand("circuits.discovery.cli", "run_compare"))
+    p.set_defaults(func=LazyCommand("circuits.discovery.cli_compare", "run_compare"))

@@ -29,15 +29,13 @@ from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.methods import DiscoveryOptions, discover, method
 from circuits.discovery.patching import HeadScores
 from circuits.discovery.sae_codes import pair_scores
-from circuits.discovery.sae_method import sae_discovery
+from circuits.discovery.sae_method import SAE_METHODS, sae_discovery
 from circuits.discovery.tasks import load_task
 from probe.errors import InputError
 from probe.models import LoadedModel
 
 Head = tuple[int, int]
 
-SAE_SCORES = {"sae": "node", "sae-edge": "edge"}
-"""The methods that train an SAE themselves, and the score each asks :func:`sae_discovery` for."""
 
 @dataclass(frozen=True)
 class CircuitEdge:
@@ -113,8 +111,8 @@ def scores_and_codes(model, contrast: ContrastSet, method_name: str, options: Di
     The sae methods are run through :func:`sae_discovery` directly (the codes come with the
     scores); another method runs as registered, and the SAE is trained besides when ``sae_edges``.
     """
-    if method_name in SAE_SCORES:
-        found = sae_discovery(model, contrast, options.sae, score=SAE_SCORES[method_name], batch_size=options.batch_size)
+    if method_name in SAE_METHODS:
+        found = sae_discovery(model, contrast, options.sae, score=SAE_METHODS[method_name], batch_size=options.batch_size)
         return found.scores, _pairs(found), "method"
     scores = discover(model, contrast, method_name, options)
     if not sae_edges:

@@ -70,6 +70,22 @@ class ContrastSet:
                            attention_mask=mask[:, start:], answer=self.answer[rows], contrast=self.contrast[rows],
                            texts=self.texts[rows])
 
+    def rows(self, indices: Sequence[int]) -> ContrastSet:
+        """The items at ``indices``, in that order, without the columns that are padding in every
+        one of them.
+
+        Raises:
+            ValueError: no index.
+        """
+        if not indices:
+            raise ValueError(f"task {self.task!r}: no item left to run on")
+        index = torch.tensor(list(indices), dtype=torch.long)
+        mask = self.attention_mask[index]
+        start = int(mask.any(0).long().argmax())
+        return ContrastSet(task=self.task, clean=self.clean[index, start:], corrupted=self.corrupted[index, start:],
+                           attention_mask=mask[:, start:], answer=self.answer[index], contrast=self.contrast[index],
+                           texts=tuple(self.texts[i] for i in indices))
+
     @classmethod
     def left_padded(
         cls,

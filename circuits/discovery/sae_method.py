@@ -43,6 +43,10 @@ from probe.errors import InputError
 
 SCORES = ("node", "edge")
 
+SAE_METHODS = {"sae": "node", "sae-edge": "edge"}
+"""The registered method names that train an SAE (:mod:`circuits.discovery.methods`), and the
+score each asks :func:`sae_discovery` for."""
+
 
 @dataclass(frozen=True)
 class SAEOptions:
