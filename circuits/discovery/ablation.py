@@ -43,7 +43,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from circuits.discovery.contrast import ContrastSet
-from circuits.discovery.heads import forward_logits, head_geometry, head_input_hooks, logit_diff, record_head_inputs
+from circuits.discovery.heads import (clean_head_means, forward_logits, head_geometry, head_input_hooks, logit_diff,
+                                      record_head_inputs)
 from circuits.discovery.patching import check_inputs
 from probe.errors import InputError
 
@@ -201,20 +202,6 @@ def logits_with_heads_replaced(hf: nn.Module, ids: Int[Tensor, "batch pos"], mas
 
     with torch.no_grad(), head_input_hooks(hf, replace):
         return forward_logits(hf, ids, mask)
-
-
-def clean_head_means(hf: nn.Module, contrast: ContrastSet, batch_size: int = 8) -> list[Float[Tensor, "pos hd"]]:
-    """Per layer, each column's output-projection input averaged over the clean items with a token
-    there (columns of padding only get zeros), as the patching module's mean ablation."""
-    sums: list[Tensor] = []
-    for first in range(0, len(contrast), batch_size):
-        rows = slice(first, first + batch_size)
-        inputs, _ = record_head_inputs(hf, contrast.clean[rows], contrast.attention_mask[rows])
-        weight = contrast.attention_mask[rows].to(inputs[0].device, inputs[0].dtype)[:, :, None]
-        batch_sums = [(x * weight).sum(0) for x in inputs]
-        sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
-    count = contrast.attention_mask.sum(0).clamp_min(1).to(sums[0].device, sums[0].dtype)[:, None]
-    return [s / count for s in sums]
 
 
 def checked_heads(heads: Iterable[Head], n_layers: int, n_heads: int) -> tuple[Head, ...]:

@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from circuits.discovery.contrast import ContrastSet
 from probe.capture.hf import padded_positions
 from probe.models.families import family_of
 
@@ -130,3 +131,17 @@ def record_head_inputs(model: nn.Module, ids: Int[Tensor, "batch pos"],
     with torch.no_grad(), head_input_hooks(model, keep):
         logits = forward_logits(model, ids, mask)
     return store, logits
+
+
+def clean_head_means(hf: nn.Module, contrast: ContrastSet, batch_size: int = 8) -> list[Float[Tensor, "pos hd"]]:
+    """Per layer, each column's output-projection input averaged over the clean items with a token
+    there (columns of padding only get zeros): what mean ablation puts in place of a head's output."""
+    sums: list[Tensor] = []
+    for first in range(0, len(contrast), batch_size):
+        rows = slice(first, first + batch_size)
+        inputs, _ = record_head_inputs(hf, contrast.clean[rows], contrast.attention_mask[rows])
+        weight = contrast.attention_mask[rows].to(inputs[0].device, inputs[0].dtype)[:, :, None]
+        batch_sums = [(x * weight).sum(0) for x in inputs]
+        sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
+    count = contrast.attention_mask.sum(0).clamp_min(1).to(sums[0].device, sums[0].dtype)[:, None]
+    return [s / count for s in sums]

@@ -41,8 +41,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from circuits.discovery.contrast import ContrastSet
-from circuits.discovery.heads import (forward_logits, head_geometry, head_input_hooks, logit_diff, record_head_inputs,
-                                      vocabulary_size)
+from circuits.discovery.heads import (clean_head_means, forward_logits, head_geometry, head_input_hooks, logit_diff,
+                                      record_head_inputs, vocabulary_size)
 from probe.errors import InputError
 
 ABLATIONS = ("corrupted", "mean")
@@ -102,7 +102,7 @@ def activation_patching(model, contrast: ContrastSet, *, ablation: str = "corrup
     start = time.perf_counter()
     n_layers, n_heads, head_dim = head_geometry(hf)
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    mean = _clean_means(hf, contrast, batch_size) if ablation == "mean" else None
+    mean = clean_head_means(hf, contrast, batch_size) if ablation == "mean" else None
     patched = torch.zeros(len(heads), dtype=torch.float64)
     clean_ld, corrupted_ld = [], []
     forwards = (2 + (mean is not None)) * math.ceil(len(contrast) / batch_size)
@@ -148,19 +148,6 @@ def _patched_logit_diff(hf: nn.Module, ids: Tensor, mask: Tensor, answer: Tensor
     with torch.no_grad(), head_input_hooks(hf, patch):
         logits = forward_logits(hf, ids.repeat(n_copies, 1), mask.repeat(n_copies, 1))
     return logit_diff(logits, answer.repeat(n_copies), other.repeat(n_copies)).reshape(n_copies, n_items)
-
-
-def _clean_means(hf: nn.Module, contrast: ContrastSet, batch_size: int) -> list[Float[Tensor, "pos hd"]]:
-    """Per layer, each column's head outputs averaged over the clean items with a token there."""
-    sums: list[Tensor] = []
-    for first in range(0, len(contrast), batch_size):
-        rows = slice(first, first + batch_size)
-        inputs, _ = record_head_inputs(hf, contrast.clean[rows], contrast.attention_mask[rows])
-        weight = contrast.attention_mask[rows].to(inputs[0])[:, :, None].to(inputs[0].device)
-        batch_sums = [(x * weight).sum(0) for x in inputs]
-        sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
-    count = contrast.attention_mask.sum(0).clamp_min(1).to(sums[0])[:, None]
-    return [s / count for s in sums]
 
 
 def check_inputs(model, contrast: ContrastSet, **sizes: int) -> nn.Module:
