@@ -133,6 +133,17 @@ def test_rhythm_notebook_captures_each_batch_once(executed):
     assert executed.forwards <= 160 + 1 + 2 * (1 + 24), f"{executed.forwards} model forwards"
 
 
+@pytest.mark.real_model
+def test_discovery_notebook_batches_its_forwards(executed):
+    """The circuits notebook's model forwards: behaviour (2 x 3 batches, one more for a wrong top token),
+    patching of 270 heads on its items in two forwards of 135 copies (plus clean and corrupted), EAP (3),
+    EAP-IG (2 + 5 steps), the SAE's two recordings, one pattern capture and four mean ablations (4 each);
+    not a forward per head (which alone would be 270)."""
+    if executed.name != "circuits_ioi.ipynb":
+        pytest.skip("the circuits notebook's forwards")
+    assert executed.forwards <= 60, f"{executed.forwards} model forwards"
+
+
 def test_fetched_code_finds_the_cdn_loads_of_plotly_and_circuitsvis():
     """The pattern the notebook test relies on, on the HTML that notebook_connected and circuitsvis'
     CDN version write (fast, no execution)."""
