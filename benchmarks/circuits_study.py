@@ -64,6 +64,8 @@ def parse(argv):
     p.add_argument("--limit", type=int, default=None, help="first N items of each task")
     p.add_argument("--task-limit", action="append", default=[], metavar="TASK=N",
                    help="first N items of one task (repeatable; overrides --limit for it)")
+    p.add_argument("--task-seeds", action="append", default=[], metavar="TASK=N",
+                   help="SAE seeds of one task (repeatable; overrides --seeds for it; 0 skips the SAE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary", action="store_true", help="print the tables of a finished --out file")
@@ -113,12 +115,13 @@ def run_task(model, task: str, args, state: dict) -> None:
 
 def run_sae_seeds(model, contrast, reference, record: dict, args, state: dict) -> None:
     runs = record.setdefault("sae_runs", [])
-    if len(runs) >= args.seeds:
+    seeds = int(dict(item.split("=") for item in args.task_seeds).get(contrast.task, args.seeds))
+    if len(runs) >= seeds:
         return
     start = time.perf_counter()
     outputs = record_head_outputs(model, contrast, position="mean", batch_size=8)
     record_seconds = time.perf_counter() - start
-    for seed in range(len(runs), args.seeds):
+    for seed in range(len(runs), seeds):
         print(f"sae seed {seed} ...", file=sys.stderr, flush=True)
         result = sae_discovery(model, contrast, SAEOptions(seed=seed), outputs=outputs, model_name=args.model)
         node_seconds = record_seconds + result.scores.seconds
