@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(args.out.read_text()) if args.out.exists() else {"model": args.model, "tasks": {}}
     model = load_model(args.model)
     for task in args.tasks.split(","):
-        run_task(model, task, args, state)
+        (time_task if args.timing else run_task)(model, task, args, state)
     print(summary(state))
     return 0
 
@@ -69,6 +69,8 @@ def parse(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary", action="store_true", help="print the tables of a finished --out file")
+    p.add_argument("--timing", action="store_true",
+                   help="only time each method once per task (run it on a quiet machine); kept in the file's 'timing'")
     return p.parse_args(argv)
 
 
@@ -113,6 +115,25 @@ def run_task(model, task: str, args, state: dict) -> None:
     run_sae_seeds(model, contrast, reference, record, args, state)
 
 
+def time_task(model, task: str, args, state: dict) -> None:
+    """Each method once, end to end as a user runs it (the SAE: record, train, score), with the load average."""
+    import os
+
+    contrast = load_task(task, model.tokenizer).contrast
+    limit = int(dict(item.split("=") for item in args.task_limit).get(task, args.limit or 0))
+    contrast = contrast.first(limit) if limit else contrast
+    timing = state.setdefault("timing", {}).setdefault(task, {})
+    for name in ("eap", "eap-ig", "sae", "sae-edge", "patching"):
+        if name in timing:
+            continue
+        before = os.getloadavg()[0]
+        result = discover(model, contrast, name, DiscoveryOptions(batch_size=8, heads_per_forward=32))
+        timing[name] = {"seconds": result.seconds, "load_before": before, "load_after": os.getloadavg()[0],
+                        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "items": len(contrast)}
+        print(f"{task} {name}: {result.seconds:.1f} s", file=sys.stderr, flush=True)
+        save(state, args.out)
+
+
 def run_sae_seeds(model, contrast, reference, record: dict, args, state: dict) -> None:
     runs = record.setdefault("sae_runs", [])
     seeds = int(dict(item.split("=") for item in args.task_seeds).get(contrast.task, args.seeds))
@@ -151,13 +172,17 @@ def summary(state: dict) -> str:
                   f"heads ({record['reference']['rule']}).", "",
                   "| method | runs | ROC AUC | staircase AUC | precision@k | seconds (2 CPU cores) | x faster than patching |",
                   "|---|---|---|---|---|---|---|"]
-        patch_seconds = record["patching"]["seconds"]
-        rows = [(name, [record[name]["score"]]) for name in ("patching", "eap", "eap-ig")]
+        timing = state.get("timing", {}).get(task, {})
+        quiet = {name: [timing[name]["seconds"]] for name in timing}
+        rows = [(name, [record[name]["score"]], name) for name in ("patching", "eap", "eap-ig")]
         runs = record.get("sae_runs", [])
         if runs:
-            rows += [("sae (node)", [r["node"] for r in runs]), ("sae (edge)", [r["edge"] for r in runs])]
-        for name, scores in rows:
-            lines.append(table_row(name, scores, patch_seconds))
+            rows += [("sae (node)", [r["node"] for r in runs], "sae"), ("sae (edge)", [r["edge"] for r in runs], "sae-edge")]
+        patch_seconds = quiet.get("patching", [record["patching"]["seconds"]])[0]
+        for name, scores, key in rows:
+            lines.append(table_row(name, scores, patch_seconds, quiet.get(key)))
+        if not quiet:
+            lines.append("\n(times from the study itself, on a shared machine: not comparable; see --timing)")
         lines.append("")
     lines += reuse_lines(state, "ioi", "colored_objects")
     return "\n".join(lines)
@@ -193,7 +218,7 @@ def fmt_heads(heads) -> str:
     return " ".join(f"{l}.{h}" for l, h in sorted(heads)) or "-"
 
 
-def table_row(name: str, scores: list[dict], patch_seconds: float) -> str:
+def table_row(name: str, scores: list[dict], patch_seconds: float, seconds: list[float] | None = None) -> str:
     def spread(values: list[float], fmt: str) -> str:
         mean = float(np.mean(values))
         return f"{mean:{fmt}}" if len(values) == 1 else f"{mean:{fmt}} ± {float(np.std(values, ddof=1)):{fmt}}"
@@ -202,7 +227,7 @@ def table_row(name: str, scores: list[dict], patch_seconds: float) -> str:
     stair = [s["staircase_auc"] for s in scores]
     k = next(iter(scores[0]["precision_at_k"]))
     prec = [s["precision_at_k"][k] for s in scores]
-    secs = [s["seconds"] for s in scores]
+    secs = seconds or [s["seconds"] for s in scores]
     speed = patch_seconds / float(np.mean(secs)) if np.mean(secs) > 0 else math.inf
     return (f"| {name} | {len(scores)} | {spread(auc, '.3f')} | {spread(stair, '.3f')} | {spread(prec, '.2f')} (k={k}) "
             f"| {spread(secs, '.1f')} | {speed:.1f} |")
