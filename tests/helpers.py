@@ -140,3 +140,15 @@ def untyped():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Torch on one thread inside the block: tiny matmuls only contend for threads (20x slower on a
+    busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 
 from apps.heads_dashboard.app import create_app
 from apps.heads_dashboard.layout import ID
@@ -25,6 +24,7 @@ from circuits.discovery.sae_method import SAEOptions, sae_discovery
 from circuits.discovery.sae_train import SAETraining
 from circuits.discovery.tasks import task_names
 from tests.discovery.planting import PLANTED, planted_contrast, planted_model
+from tests.helpers import one_torch_thread
 
 EPOCHS = 50
 OPTIONS = DiscoveryOptions(sae=SAEOptions(training=SAETraining(epochs=EPOCHS)))
@@ -32,11 +32,8 @@ OPTIONS = DiscoveryOptions(sae=SAEOptions(training=SAETraining(epochs=EPOCHS)))
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Tiny matmuls: threads only contend on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def _bench(model) -> CircuitsBench:

@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from tests.discovery.planting import planted_contrast, planted_model
+from tests.helpers import one_torch_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Tiny matmuls: threads only contend (20x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
