@@ -28,6 +28,7 @@ Scores:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -169,7 +170,9 @@ def describe(model_name: str, outputs: HeadOutputs, options: SAEOptions, task: s
 
 
 def check_sae_fits(sae, outputs: HeadOutputs, model_name: str) -> None:
-    """Refuse an SAE whose input size or recorded model geometry differs from ``outputs``'."""
+    """Refuse an SAE whose input size, recorded model geometry or position rule differs from
+    ``outputs``'; warn when only the recorded model name differs (a model loaded by another name
+    or from a folder may be the same one)."""
     d_model = outputs.positives.shape[-1]
     meta = sae_metadata(sae)
     trained_on = meta.get("model_name") or "an unknown model"
@@ -181,6 +184,9 @@ def check_sae_fits(sae, outputs: HeadOutputs, model_name: str) -> None:
     if None not in geometry and geometry != (outputs.n_layers, outputs.n_heads):
         raise InputError(f"the SAE was trained on {trained_on} ({geometry[0]} layers x {geometry[1]} heads), "
                          f"not on {model_name} ({outputs.n_layers} x {outputs.n_heads}): {fix}")
+    if meta.get("model_name") and meta["model_name"] != model_name:
+        warnings.warn(f"the SAE was trained on {meta['model_name']!r}, this model is {model_name!r}: same geometry, "
+                      "but its codes mean something only if the weights are the same model's", stacklevel=3)
     if meta.get("headscope_position") not in (None, outputs.position):
         raise InputError(f"the SAE was trained on head outputs at position {meta['headscope_position']!r}, "
                          f"this run reads {outputs.position!r}: pass --position {meta['headscope_position']}")

@@ -180,6 +180,8 @@ def test_an_sae_from_another_model_is_refused(isolated, tmp_path):
         sae_discovery(loaded, contrast, SAEOptions(position="last"), sae=trained)
     with pytest.raises(InputError, match="not an SAE folder"):
         load_sae(tmp_path)
+    with pytest.warns(UserWarning, match="trained on 'tiny', this model is 'other'"):
+        sae_discovery(loaded, contrast, sae=trained, model_name="other")
 
 
 @pytest.mark.parametrize("make,word", [
