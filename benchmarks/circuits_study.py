@@ -66,6 +66,8 @@ def parse(argv):
                    help="first N items of one task (repeatable; overrides --limit for it)")
     p.add_argument("--task-seeds", action="append", default=[], metavar="TASK=N",
                    help="SAE seeds of one task (repeatable; overrides --seeds for it; 0 skips the SAE)")
+    p.add_argument("--position", choices=("mean", "last"), default="mean",
+                   help="SAE method: head outputs averaged over positions (the reference) or at the last one")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summary", action="store_true", help="print the tables of a finished --out file")
@@ -115,6 +117,11 @@ def run_task(model, task: str, args, state: dict) -> None:
     run_sae_seeds(model, contrast, reference, record, args, state)
 
 
+def runs_key(position: str) -> str:
+    """Where a study keeps the SAE runs of one position rule."""
+    return "sae_runs" if position == "mean" else f"sae_runs_{position}"
+
+
 def time_task(model, task: str, args, state: dict) -> None:
     """Each method once, end to end as a user runs it (the SAE: record, train, score), with the load average."""
     import os
@@ -135,16 +142,17 @@ def time_task(model, task: str, args, state: dict) -> None:
 
 
 def run_sae_seeds(model, contrast, reference, record: dict, args, state: dict) -> None:
-    runs = record.setdefault("sae_runs", [])
+    runs = record.setdefault(runs_key(args.position), [])
     seeds = int(dict(item.split("=") for item in args.task_seeds).get(contrast.task, args.seeds))
     if len(runs) >= seeds:
         return
     start = time.perf_counter()
-    outputs = record_head_outputs(model, contrast, position="mean", batch_size=8)
+    outputs = record_head_outputs(model, contrast, position=args.position, batch_size=8)
     record_seconds = time.perf_counter() - start
     for seed in range(len(runs), seeds):
         print(f"sae seed {seed} ...", file=sys.stderr, flush=True)
-        result = sae_discovery(model, contrast, SAEOptions(seed=seed), outputs=outputs, model_name=args.model)
+        result = sae_discovery(model, contrast, SAEOptions(seed=seed, position=args.position), outputs=outputs,
+                               model_name=args.model)
         node_seconds = record_seconds + result.scores.seconds
         start = time.perf_counter()
         edge = edge_head_scores(pair_scores(result.positive_codes, result.negative_codes, int(result.sae.cfg.d_sae)))
@@ -175,9 +183,11 @@ def summary(state: dict) -> str:
         timing = state.get("timing", {}).get(task, {})
         quiet = {name: [timing[name]["seconds"]] for name in timing}
         rows = [(name, [record[name]["score"]], name) for name in ("patching", "eap", "eap-ig")]
-        runs = record.get("sae_runs", [])
-        if runs:
-            rows += [("sae (node)", [r["node"] for r in runs], "sae"), ("sae (edge)", [r["edge"] for r in runs], "sae-edge")]
+        for position, label in (("mean", ""), ("last", ", last position")):
+            runs = record.get(runs_key(position), [])
+            if runs:
+                rows += [(f"sae (node{label})", [r["node"] for r in runs], "sae" if not label else ""),
+                         (f"sae (edge{label})", [r["edge"] for r in runs], "sae-edge" if not label else "")]
         patch_seconds = quiet.get("patching", [record["patching"]["seconds"]])[0]
         for name, scores, key in rows:
             lines.append(table_row(name, scores, patch_seconds, quiet.get(key)))
