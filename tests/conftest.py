@@ -14,6 +14,13 @@ if not torch.cuda.is_available():
     # Without a GPU the Triton kernels run in Triton's interpreter. triton.jit reads this when
     # probe.kernels.triton_kernels is imported, and any test module may import the kernels'
     # backend at collection time (before tests/kernels/conftest.py is read), so it is set here.
+    # Triton itself is imported first, whichever plugins have or have not imported it yet: its own
+    # @jit library (tl.max, tl.zeros, ...) must be compiled functions, which the sm_90a build tests
+    # compile; tests/kernels/conftest.py routes their calls from interpreted kernels to the interpreter.
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.helpers import TINY_BUILDERS, build_tiny, gpt2_tokenizer, tiny_loaded

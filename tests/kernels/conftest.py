@@ -41,8 +41,8 @@ def _patch_triton_interpreter() -> None:
 def _interpret_preloaded_library() -> None:
     """Make Triton's own ``@jit`` library functions (``tl.zeros`` ...) interpretable.
 
-    transformers imports torch._dynamo, which imports triton, before this conftest runs (pytest
-    plugins load transformers), so those functions were built as compiled ``JITFunction`` s;
+    tests/conftest.py imports triton before it sets TRITON_INTERPRET, so those functions are built
+    as compiled ``JITFunction`` s (which the sm_90a build tests need);
     calling one from interpreted code raises "Cannot call @triton.jit'd outside of the scope
     of a kernel". Route such calls through an ``InterpretedFunction`` of the same source.
     """
