@@ -193,6 +193,7 @@ def summary(state: dict) -> str:
             lines.append(table_row(name, scores, patch_seconds, quiet.get(key)))
         if not quiet:
             lines.append("\n(times from the study itself, on a shared machine: not comparable; see --timing)")
+        lines += ["", *cut_lines(task, record, state["model"])]
         lines.append("")
     lines += reuse_lines(state, "ioi", "colored_objects")
     return "\n".join(lines)
@@ -226,6 +227,35 @@ def reuse_lines(state: dict, first: str, second: str) -> list[str]:
 
 def fmt_heads(heads) -> str:
     return " ".join(f"{l}.{h}" for l, h in sorted(heads)) or "-"
+
+
+CUTS = (("magnitude >= 0.05 x the largest", dict(threshold=0.05)), ("magnitude >= 0.1 x the largest", dict(threshold=0.1)),
+        ("magnitude >= 0.2 x the largest", dict(threshold=0.2)), ("top 10% of heads", dict(fraction=0.1)))
+
+
+def cut_lines(task: str, record: dict, model: str) -> list[str]:
+    """ROC AUC of each method (mean over runs) against reference circuits cut at other places."""
+    patching = torch.tensor(record["patching"]["scores"])
+    methods = [(name, [record[name]["scores"]], True) for name in ("eap", "eap-ig")]
+    for position, label in (("mean", ""), ("last", ", last")):
+        runs = record.get(runs_key(position), [])
+        if runs:
+            methods += [(f"sae (node{label})", [r["node"]["scores"] for r in runs], False),
+                        (f"sae (edge{label})", [r["edge"]["scores"] for r in runs], False)]
+    header = "| reference cut | heads | " + " | ".join(name for name, _, _ in methods) + " |"
+    lines = ["ROC AUC against reference circuits cut elsewhere (the rule above is the second row):", "", header,
+             "|" + "---|" * (len(methods) + 2)]
+    for label, cut in CUTS:
+        if "fraction" in cut:
+            cut = dict(top_k=max(1, round(cut["fraction"] * patching.numel())))
+        reference = circuit_from_scores(patching, task=task, model=model, **cut)
+        cells = []
+        for _, runs, absolute in methods:
+            aucs = [score_method("m", torch.tensor(r).abs() if absolute else torch.tensor(r), reference, 0.0).roc_auc
+                    for r in runs]
+            cells.append(f"{np.mean(aucs):.3f}")
+        lines.append(f"| {label} | {len(reference.heads)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def table_row(name: str, scores: list[dict], patch_seconds: float, seconds: list[float] | None = None) -> str:
