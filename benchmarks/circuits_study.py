@@ -190,7 +190,7 @@ def summary(state: dict) -> str:
                          (f"sae (edge{label})", [r["edge"] for r in runs], "sae-edge" if not label else "")]
         patch_seconds = quiet.get("patching", [record["patching"]["seconds"]])[0]
         for name, scores, key in rows:
-            lines.append(table_row(name, scores, patch_seconds, quiet.get(key)))
+            lines.append(table_row(name, scores, patch_seconds, quiet.get(key), timed=not quiet or key in quiet))
         if not quiet:
             lines.append("\n(times from the study itself, on a shared machine: not comparable; see --timing)")
         lines += ["", *cut_lines(task, record, state["model"])]
@@ -258,7 +258,8 @@ def cut_lines(task: str, record: dict, model: str) -> list[str]:
     return lines + [""]
 
 
-def table_row(name: str, scores: list[dict], patch_seconds: float, seconds: list[float] | None = None) -> str:
+def table_row(name: str, scores: list[dict], patch_seconds: float, seconds: list[float] | None = None,
+              timed: bool = True) -> str:
     def spread(values: list[float], fmt: str) -> str:
         mean = float(np.mean(values))
         return f"{mean:{fmt}}" if len(values) == 1 else f"{mean:{fmt}} ± {float(np.std(values, ddof=1)):{fmt}}"
@@ -269,8 +270,9 @@ def table_row(name: str, scores: list[dict], patch_seconds: float, seconds: list
     prec = [s["precision_at_k"][k] for s in scores]
     secs = seconds or [s["seconds"] for s in scores]
     speed = patch_seconds / float(np.mean(secs)) if np.mean(secs) > 0 else math.inf
+    time_cells = f"{spread(secs, '.1f')} | {speed:.1f}" if timed else "not timed | -"
     return (f"| {name} | {len(scores)} | {spread(auc, '.3f')} | {spread(stair, '.3f')} | {spread(prec, '.2f')} (k={k}) "
-            f"| {spread(secs, '.1f')} | {speed:.1f} |")
+            f"| {time_cells} |")
 
 
 if __name__ == "__main__":
