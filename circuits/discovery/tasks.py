@@ -234,7 +234,10 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def _tokenizer_name(tokenizer) -> str:
-    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    """The tokenizer's name: a hub id as it is, a folder by its last part (the model's name in
+    headscope's cache; a message should not carry a machine's paths)."""
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return Path(name).name if Path(name).is_absolute() else name
 
 
 def _counts(total: int, kept: int, not_one_token, length_mismatch, same_token) -> str:
