@@ -27,7 +27,7 @@ from typing import Callable
 
 from circuits.discovery.contrast import ContrastSet
 from circuits.discovery.patching import HeadScores
-from circuits.discovery.sae_method import SAEOptions
+from circuits.discovery.sae_method import SAE_METHODS, SAEOptions
 from probe.errors import InputError
 
 
@@ -115,11 +115,12 @@ def _eap_ig(model, contrast: ContrastSet, options: DiscoveryOptions) -> HeadScor
     return eap_ig(model, contrast, steps=options.ig_steps, batch_size=options.batch_size)
 
 
-def _sae(score: str):
+def _sae(name: str):
     def run(model, contrast: ContrastSet, options: DiscoveryOptions) -> HeadScores:
         from circuits.discovery.sae_method import sae_discovery
 
-        return sae_discovery(model, contrast, options.sae, score=score, batch_size=options.batch_size).scores
+        return sae_discovery(model, contrast, options.sae, score=SAE_METHODS[name],
+                             batch_size=options.batch_size).scores
 
     return run
 
@@ -129,7 +130,7 @@ for _method in (
     Method("patching-mean", "activation patching per head, mean ablation", _patching("mean")),
     Method("eap", "attribution patching: one forward and one backward", _eap),
     Method("eap-ig", "attribution patching with integrated gradients over the input embeddings", _eap_ig),
-    Method("sae", "SAE codes over head outputs, node score (O'Neill & Bui 2024)", _sae("node"), seeded=True),
-    Method("sae-edge", "SAE codes over head outputs, head-pair co-occurrence score", _sae("edge"), seeded=True),
+    Method("sae", "SAE codes over head outputs, node score (O'Neill & Bui 2024)", _sae("sae"), seeded=True),
+    Method("sae-edge", "SAE codes over head outputs, head-pair co-occurrence score", _sae("sae-edge"), seeded=True),
 ):
     register_method(_method)

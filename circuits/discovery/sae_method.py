@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -190,8 +190,3 @@ def check_sae_fits(sae, outputs: HeadOutputs, model_name: str) -> None:
     if meta.get("headscope_position") not in (None, outputs.position):
         raise InputError(f"the SAE was trained on head outputs at position {meta['headscope_position']!r}, "
                          f"this run reads {outputs.position!r}: pass --position {meta['headscope_position']}")
-
-
-def options_record(options: SAEOptions) -> dict:
-    """The options as plain JSON values (for result files)."""
-    return asdict(options)

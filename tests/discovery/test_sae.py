@@ -84,6 +84,19 @@ def test_mean_position_leaves_out_padding():
         torch.testing.assert_close(batched.positives[i], alone.positives[0], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("position", ["mean", "last"])
+def test_batches_of_mixed_lengths_give_one_batch_outputs(position):
+    """Items of 5 to 7 tokens, left-padded, recorded 2 and 4 at a time: the same as all at once."""
+    loaded = tiny_loaded("llama")
+    contrast = planted_contrast(padded=True, n_pairs=4)
+    whole = record_head_outputs(loaded, contrast, position=position, batch_size=len(contrast))
+    for size in (2, 4):
+        parts = record_head_outputs(loaded, contrast, position=position, batch_size=size)
+        torch.testing.assert_close(parts.positives, whole.positives, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(parts.negatives, whole.negatives, atol=1e-5, rtol=1e-4)
+        assert abs(parts.clean_logit_diff - whole.clean_logit_diff) < 1e-4
+
+
 def test_transformer_lens_gives_the_hf_head_outputs(tiny_folder):
     from probe.models.loading import load_model
 
