@@ -26,6 +26,7 @@ from probe.files import terminate_as_exit
 COMMAND_MODULES = (
     "probe.cli_capture",
     "circuits.cli",
+    "circuits.cli_vlm",
     "apps.heads_dashboard.cli",
 )
 

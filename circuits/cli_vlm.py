@@ -1,0 +1,64 @@
+"""The ``headscope vlm`` command group: ``vlm eval``, the batch evaluation of object hallucination.
+
+Context:
+    This module only builds the parser; the run function is
+    :func:`circuits.hallucination.cli_eval.run_eval`, imported when the command runs, so
+    ``headscope vlm eval --help`` answers without torch. Counts are checked here by argparse,
+    files and names in the run function before any model loads.
+
+    ``vlm eval`` runs under ``torchrun`` as it is: ``torchrun --nproc_per_node 2 -m probe.cli vlm
+    eval ...`` splits the items over two processes (one per GPU with ``--device cuda``) and merges
+    their results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.cli_options import LazyCommand, positive_int
+from probe.model_names import DEFAULT_MODEL
+
+POPE_HELP = ("a POPE question file (JSON lines {question_id, image, text, label}) or a split name (random, popular, "
+             "adversarial: coco_pope_NAME.json in --pope-dir); repeat for several")
+ANSWERER_HELP = ("hf: the model of --model (default); fake-hash, fake-hash-slow: test aids without a model, "
+                 "answers hashed from image and prompt")
+
+
+def register(subparsers) -> None:
+    vlm = subparsers.add_parser("vlm", help="vision-language models: hallucination evaluation (POPE, CHAIR)")
+    verbs = vlm.add_subparsers(dest="vlm_command", required=True)
+    _register_eval(verbs)
+
+
+def _register_eval(verbs) -> None:
+    p = verbs.add_parser("eval", help="POPE and CHAIR over image sets, with and without edits; resumable, "
+                                      "shards over processes under torchrun")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: results.jsonl, summary.{json,txt,html}, shards/ (rerunning continues it)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"VLM name or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--answerer", default="hf", help=ANSWERER_HELP)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda (under torchrun: cuda:LOCAL_RANK), cuda:1 ...")
+    sets = p.add_argument_group("item sets (at least one)")
+    sets.add_argument("--pope", action="append", default=[], metavar="FILE_OR_SPLIT", help=POPE_HELP)
+    sets.add_argument("--pope-dir", type=Path, default=None,
+                      help="folder of the POPE split files (default $HEADSCOPE_POPE_DIR)")
+    sets.add_argument("--chair-captions", action="store_true",
+                      help="ask for a caption of every image of --annotations (those in --images when given)")
+    sets.add_argument("--annotations", type=Path, default=None,
+                      help="ground-truth objects per image (the CHAIR COCO file, a YOLO folder, JSON lines)")
+    sets.add_argument("--chair-vocabulary", type=Path, default=None,
+                      help="CHAIR's object words and synonyms (default: the --annotations file)")
+    sets.add_argument("--images", type=Path, default=None, help="folder that image paths of the items are relative to")
+    p.add_argument("--edit", action="append", default=[], metavar="NAME",
+                   help="also answer under this registered edit (act, ...); repeat for several; 'none' always runs")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="items per generate call")
+    p.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens per caption (CHAIR)")
+    p.add_argument("--answer-tokens", type=positive_int, default=8, help="most tokens per yes/no answer (POPE)")
+    p.add_argument("--pope-suffix", default="",
+                   help="text appended to each POPE question (LLaVA's: ' Answer the question using a single word or "
+                        "phrase.'); default none")
+    p.add_argument("--caption-prompt", default="Please describe this image in detail.",
+                   help="the CHAIR request (default: 'Please describe this image in detail.')")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N items of each set (default all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=LazyCommand("circuits.hallucination.cli_eval", "run_eval"))
