@@ -37,6 +37,8 @@ class FamilyAdapter:
         output_projection: attribute of the attention module holding the output projection.
         text_config: attribute of the model config holding the language model's config
             ("" when the config is the language model's own).
+        takes_images: the model reads images through a processor (a vision-language model:
+            loaded with ``AutoProcessor`` and ``AutoModelForImageTextToText``).
     """
 
     name: str
@@ -44,6 +46,7 @@ class FamilyAdapter:
     attention: str = "self_attn"
     output_projection: str = "o_proj"
     text_config: str = ""
+    takes_images: bool = False
 
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
         """The model's own container of decoder layers (mutable: tools may swap layers in it)."""
@@ -102,6 +105,11 @@ def family_of(model: nn.Module) -> FamilyAdapter:
     )
 
 
+def family_for_type(model_type: object) -> FamilyAdapter | None:
+    """The adapter registered for a config's ``model_type`` (None when there is none)."""
+    return _FAMILIES.get(model_type) if isinstance(model_type, str) else None
+
+
 def supported_families() -> list[str]:
     return sorted(_FAMILIES)
 
@@ -133,5 +141,6 @@ _VLM = FamilyAdapter(
     "vision-language",
     layer_paths=("model.language_model.layers", "language_model.model.layers", "model.text_model.layers"),
     text_config="text_config",
+    takes_images=True,
 )
 register_family(("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm"), _VLM)

@@ -8,6 +8,9 @@ Context:
     2. a local folder holding an HF model;
     3. a hub id, through ``from_pretrained`` (real code for users who have a hub).
 
+    A folder or hub id of a vision-language family (LLaVA, Qwen2-VL, Idefics3/SmolVLM, Gemma-3:
+    :mod:`probe.models.vision`) is loaded with its processor; text-only models are unchanged.
+
     A name that matches none fails with a message naming the command that installs it. A folder
     that cannot be loaded (a broken ``config.json``, missing weights) fails with a message naming
     the folder and the reason; a hub id fails within seconds when the hub does not answer
@@ -29,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from probe.models.families import HeadGeometry, family_of
 from probe.models.hub import hub_host, hub_offline, hub_reachable
+from probe.models.vision import image_token_id_of, load_vision_model, processor_tokenizer, takes_images
 
 
 class ModelNotFoundError(ValueError):
@@ -38,20 +42,31 @@ class ModelNotFoundError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A loaded model with its tokenizer.
+    """A loaded model with its tokenizer (and, for a vision-language model, its processor).
 
     Attributes:
         name: the name it was loaded by.
-        hf: the Hugging Face causal LM (eval mode).
-        tokenizer: its tokenizer (left padding, with a pad token).
+        hf: the Hugging Face causal LM, or image-text-to-text model (eval mode).
+        tokenizer: its tokenizer (left padding, with a pad token); a VLM's is its processor's.
         source: folder the weights were read from (None for hub ids).
+        processor: a VLM's HF processor (``ProcessorMixin``: images + text -> model inputs);
+            None for text-only models.
+        image_token_id: the id of a VLM's image placeholder token (None: text-only, or a model
+            whose config and processor name none).
     """
 
     name: str
     hf: nn.Module
     tokenizer: PreTrainedTokenizerBase
     source: Path | None = None
+    processor: object | None = None
+    image_token_id: int | None = None
     _lens: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def takes_images(self) -> bool:
+        """True for a vision-language model loaded with its processor."""
+        return self.processor is not None
 
     @property
     def geometry(self) -> HeadGeometry:
@@ -110,24 +125,37 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | t
             "Pass a registered name, a folder with config.json and weights, or a hub id such as 'org/model'."
         )
     tokenizer, model = load_from_folder(folder, dtype) if folder is not None else load_from_hub(name, dtype)
-    prepare_tokenizer(tokenizer)
     family_of(model)  # fail early on architectures we cannot hook
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):  # a VLM's processor
+        return vision_loaded(name, model.to(target).eval(), tokenizer, source=folder)
+    prepare_tokenizer(tokenizer)
     return LoadedModel(name=name, hf=model.to(target).eval(), tokenizer=tokenizer, source=folder)
 
 
-def load_from_folder(folder: Path, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, nn.Module]:
-    """Tokenizer and model of an HF folder; a failure names the folder and the reason."""
-    check_config(folder)
+def vision_loaded(name: str, model: nn.Module, processor: object, source: Path | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` of a vision-language ``model`` and its ``processor`` (left padding
+    set on the processor's tokenizer; the image-token id read from config or processor)."""
+    tokenizer = processor_tokenizer(processor)
+    prepare_tokenizer(tokenizer)
+    return LoadedModel(name=name, hf=model, tokenizer=tokenizer, source=source, processor=processor,
+                       image_token_id=image_token_id_of(model, processor))
+
+
+def load_from_folder(folder: Path, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase | object, nn.Module]:
+    """Tokenizer (a VLM's processor) and model of an HF folder; a failure names the folder and the reason."""
+    config = check_config(folder)
     try:
+        if takes_images(config):
+            return load_vision_model(str(folder), dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, ImportError) as err:
         raise ModelNotFoundError(f"cannot load the model folder {folder}: {first_line(err)}") from err
     return tokenizer, model
 
 
-def check_config(folder: Path) -> None:
-    """Raise unless ``folder/config.json`` is a readable JSON object."""
+def check_config(folder: Path) -> dict:
+    """``folder/config.json`` as a dict; raises unless it is a readable JSON object."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -138,6 +166,7 @@ def check_config(folder: Path) -> None:
         raise ModelNotFoundError(
             f"cannot load the model folder {folder}: config.json holds a JSON {type(config).__name__}, not an object"
         )
+    return config
 
 
 def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBase, nn.Module]:
@@ -152,6 +181,8 @@ def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBas
             f"(config.json + weights) or a registered name ({registered_names()})"
         )
     try:
+        if takes_images(hub_config(name)):
+            return load_vision_model(name, dtype)
         return AutoTokenizer.from_pretrained(name), AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except OSError as err:
         where = "the local HF cache (HF_HUB_OFFLINE is set)" if hub_offline() else "the hub"
@@ -160,6 +191,13 @@ def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBas
             f"not a local folder, and loading it from {where} failed ({err.__class__.__name__}). "
             "Pass a registered name, a folder with config.json and weights, or a hub id on a machine with a hub."
         ) from err
+
+
+def hub_config(name: str) -> dict:
+    """A hub model's config as a dict (to tell a VLM from a causal LM before loading weights)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(name).to_dict()
 
 
 def registered_names() -> str:
