@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe.cli_options import LazyCommand, positive_int
-from probe.model_names import DEFAULT_MODEL
 
 POPE_HELP = ("a POPE question file (JSON lines {question_id, image, text, label}) or a split name (random, popular, "
              "adversarial: coco_pope_NAME.json in --pope-dir); repeat for several")
@@ -35,7 +34,8 @@ def _register_eval(verbs) -> None:
                                       "shards over processes under torchrun")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder: results.jsonl, summary.{json,txt,html}, shards/ (rerunning continues it)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"VLM name or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, help="the vision-language model: a registered name, an HF folder or a hub id "
+                                              "(needed by --answerer hf)")
     p.add_argument("--answerer", default="hf", help=ANSWERER_HELP)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda (under torchrun: cuda:LOCAL_RANK), cuda:1 ...")
     sets = p.add_argument_group("item sets (at least one)")

@@ -93,21 +93,11 @@ class HFAnswerer:
         return [text.strip() for text in self.model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-def image_token_id(model) -> int | None:
-    """The id of the token a VLM replaces by image features (config or processor), or None."""
-    config = model.hf.config
-    for owner, name in ((config, "image_token_id"), (config, "image_token_index"),
-                        (getattr(model, "processor", None), "image_token_id")):
-        value = getattr(owner, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def check_image_token(model) -> None:
     """Raise :class:`InputError` unless ``model`` is a VLM with an image-token id and a processor."""
-    if image_token_id(model) is None:
-        raise InputError(f"model {model.name!r} has no image-token id (config.image_token_id / image_token_index): "
+    if getattr(model, "image_token_id", None) is None:
+        raise InputError(f"model {model.name!r} has no image-token id (config.image_token_id / image_token_index, "
+                         "processor.image_token_id): "
                          "it is not a vision-language model; pass a VLM such as a LLaVA folder")
     if getattr(model, "processor", None) is None:
         raise InputError(f"model {model.name!r} was loaded without an image processor; pass a VLM folder "

@@ -82,7 +82,7 @@ def plan_eval(args: argparse.Namespace) -> EvalPlan:
         raise UsageError(f"--images: {args.images} {'is not a folder' if args.images.exists() else 'does not exist'}")
     prompts = Prompts(pope_suffix=args.pope_suffix, caption=args.caption_prompt)
     items = read_sets(args, prompts)
-    vocabulary = read_vocabulary(args) if any(item.kind == "chair" for item in items) else None
+    vocabulary = read_vocabulary(args, items) if any(item.kind == "chair" for item in items) else None
     settings = RunSettings(conditions=names, batch_size=args.batch_size, images_dir=args.images,
                            max_new_tokens={"pope": args.answer_tokens, "chair": args.max_new_tokens})
     options = AnswererOptions(model=args.model, device=args.device, conditions=names)
@@ -122,10 +122,19 @@ def read_chair_set(args: argparse.Namespace, prompts: Prompts) -> list[EvalItem]
     return items
 
 
-def read_vocabulary(args: argparse.Namespace):
+def read_vocabulary(args: argparse.Namespace, items: list[EvalItem]):
+    """CHAIR's vocabulary; every ground-truth object must be one of its categories."""
     from circuits.hallucination.chair import ChairVocabulary
 
-    return ChairVocabulary.from_file(args.chair_vocabulary or args.annotations)
+    path = args.chair_vocabulary or args.annotations
+    vocabulary = ChairVocabulary.from_file(path)
+    for item in items:
+        unknown = sorted(set(item.truth or ()) - vocabulary.categories)
+        if unknown:
+            raise UsageError(f"--annotations: image {item.image!r} has the object {unknown[0]!r}, not a category of "
+                             f"the CHAIR vocabulary {path}; name objects by their COCO category or pass "
+                             "--chair-vocabulary FILE")
+    return vocabulary
 
 
 def evaluate(plan: EvalPlan, args: argparse.Namespace, shard: Shard, device: str) -> None:

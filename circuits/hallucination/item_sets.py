@@ -8,14 +8,13 @@ Context:
 
     A CHAIR set is one caption request per annotated image, id ``chair/SPLIT/KEY``. With an image
     folder, its image files are matched to the annotation keys (the file name, its stem, or the
-    number in it: ``COCO_val2014_000000000042.jpg`` is key ``42`` of the CHAIR COCO file); without
+    COCO id in it: ``COCO_val2014_000000000042.jpg`` is key ``42`` of the CHAIR COCO file); without
     one, the annotation keys themselves are the image references (``world:heldout:17``, paths).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +75,11 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def annotation_key(image: Path, annotations: Mapping[str, object]) -> str | None:
-    """The key of ``annotations`` that names ``image``: its name, its stem or the number in its stem."""
-    digits = re.findall(r"\d+", image.stem)
-    candidates = [image.name, image.stem, *([str(int(digits[-1]))] if digits else [])]
-    return next((key for key in candidates if key in annotations), None)
+    """The key of ``annotations`` that names ``image``: its name, its stem, or its
+    :func:`~circuits.hallucination.annotations.image_key` (the COCO id without zeros)."""
+    from circuits.hallucination.annotations import image_key
+
+    return next((key for key in (image.name, image.stem, image_key(image.name)) if key in annotations), None)
 
 
 def chair_items(annotations: Mapping[str, frozenset[str]], images_dir: Path | None, prompts: Prompts,

@@ -159,14 +159,16 @@ def load_file_image(reference: str, images_dir: Path | None):
 
     path = image_path(reference, images_dir)
     if not path.is_file():
-        where = "is not a file" if path.exists() else "does not exist"
-        raise ImageError(f"image {reference!r} not found: {path} {where}")
+        what = "a folder, not a file" if path.exists() else "no such file"
+        below = " below the image folder" if path != Path(reference).expanduser() else ""
+        raise ImageError(f"image {reference!r} not found: {what}{below}")
     try:
         with Image.open(path) as image:
             image.load()
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"image {reference!r} is corrupt or not an image ({path}: {type(err).__name__}: {err})") from err
+        reason = str(err).replace(str(path), reference)  # results name the reference, not this machine's path
+        raise ImageError(f"image {reference!r} is corrupt or not an image ({type(err).__name__}: {reason})") from err
 
 
 register_image_source("file", lambda reference, images_dir: load_file_image(reference[len("file:"):], images_dir))

@@ -36,9 +36,9 @@ def group_records(records: Sequence[dict]) -> dict[tuple[str, str, str], list[di
 
 
 def pope_group_metrics(records: Sequence[dict], vocabulary=None) -> dict:
-    from circuits.hallucination.pope import parse_yes_no, pope_metrics
+    from circuits.hallucination.pope import pope_metrics
 
-    return pope_metrics([r["label"] for r in records], [parse_yes_no(r["answer"]) for r in records]).to_dict()
+    return pope_metrics([r["label"] for r in records], [r["answer"] for r in records]).to_dict()
 
 
 def chair_group_metrics(records: Sequence[dict], vocabulary=None) -> dict:
@@ -52,6 +52,9 @@ def chair_group_metrics(records: Sequence[dict], vocabulary=None) -> dict:
 
 METRICS = {"pope": pope_group_metrics, "chair": chair_group_metrics}
 """Per item kind, ``metrics(answered_records, vocabulary) -> dict``."""
+
+HEADLINE = {"pope": ("accuracy", "precision", "recall", "f1", "yes_ratio"), "chair": ("chair_s", "chair_i", "recall")}
+"""Per item kind, the metrics of the table and the plots (``summary.json`` holds every count too)."""
 
 
 def summarize(records: Sequence[dict], vocabulary=None, missing: Sequence[tuple[str, str]] = ()) -> dict:
@@ -80,11 +83,12 @@ def json_safe(metrics: dict) -> dict:
 
 
 def metric_names(groups: Sequence[dict]) -> list[str]:
-    """The numeric metrics of ``groups``, in order of first appearance."""
-    names: dict[str, None] = {}
+    """The headline metrics of ``groups``' kind that they hold (every numeric one for other kinds)."""
+    present: dict[str, None] = {}
     for group in groups:
-        names.update({k: None for k, v in group["metrics"].items() if isinstance(v, (int, float))})
-    return list(names)
+        present.update({k: None for k, v in group["metrics"].items() if isinstance(v, (int, float))})
+    headline = HEADLINE.get(groups[0]["kind"]) if groups else None
+    return [name for name in headline if name in present] if headline else list(present)
 
 
 def format_value(value) -> str:
