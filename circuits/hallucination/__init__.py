@@ -11,6 +11,9 @@ Metrics and their inputs:
     questions: POPE question files (JSON lines ``{question_id, image, text, label}``), validated.
     words: caption tokens and the reference's rule-based singular forms (no NLTK downloads).
 
-The batch-evaluation runner (items, shards, runner, summary, the command line) lives beside them.
-Importing this package imports nothing else; import the modules you use.
+Evaluation items, the batch runner (batched generation, resumable JSON-lines results, torchrun
+shards) and its summary live beside them.
+
+Modules import torch only where they run a model, so the ``headscope vlm`` parser stays light;
+importing this package imports nothing else.
 """
