@@ -203,6 +203,7 @@ def _union_requests(requests: list[StatRequest]) -> StatRequest:
         block_size=min(sizes) if sizes else None,
         lookback_window=_the_one_setting([r.lookback_window for r in requests], "lookback_window"),
         band=_the_one_setting([r.band for r in requests], "band"),
+        span=_the_one_setting([r.span for r in requests], "span"),
     )
 
 

@@ -25,9 +25,14 @@ Statistic names (keys of ``AttentionOutput.stats``), all float32:
     band_sum       batch head key        sum of p_ij over the band's queries i of key j (:class:`Band`)
     band_count     batch key             number of the band's queries of key j (head-independent)
     band_mean      batch head key        band_sum / band_count; NaN where band_count is 0
+    span_mass      batch head query      sum_j p_ij over the keys j of a :class:`KeySpan` (e.g. image tokens)
     ============== ===================== ==========================================================
 
 Per-query statistics are NaN at padding queries; per-key sums count only valid queries.
+
+``span_mass`` is the attention mass each query puts on a span of keys given per batch row as a
+boolean key mask (a VLM's image tokens: VHD and PAINT read its mean over queries per head). It is
+reduced block by block like the other per-query statistics, so no seq x seq matrix is held.
 
 Positions are token positions: query row ``i`` sits at ``q_offset + i`` and key column ``j`` at
 ``kv_offset + j``, so ``i - j`` above is the difference of those (independent of left padding,
@@ -56,6 +61,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 
+import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
@@ -116,6 +122,32 @@ def _first_rows(values: object) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+@dataclass(frozen=True, eq=False)
+class KeySpan:
+    """A span of keys per batch row, for ``span_mass`` (compared by identity: it holds a tensor).
+
+    Attributes:
+        keys: ``Bool[batch, pos]``, True at the span's key columns (a VLM's image tokens), in
+            the columns of the whole sequence: a call whose keys start at ``kv_offset`` reads
+            columns ``kv_offset..``; keys past the mask's width (tokens generated since) are
+            outside the span.
+    """
+
+    keys: Bool[Tensor, "batch pos"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keys, Tensor) or self.keys.dim() != 2 or self.keys.dtype != torch.bool:
+            raise ValueError(f"KeySpan.keys must be a boolean tensor [batch, pos], got {self.keys!r:.80}")
+
+    def columns(self, kv_offset: int, kv_length: int, device) -> Bool[Tensor, "batch kv"]:
+        """The span over one call's keys ``kv_offset .. kv_offset + kv_length - 1``."""
+        keys = self.keys.to(device)
+        missing = kv_offset + kv_length - keys.shape[1]
+        if missing > 0:
+            keys = torch.cat([keys, keys.new_zeros(keys.shape[0], missing)], dim=1)
+        return keys[:, kv_offset:kv_offset + kv_length]
+
+
 @dataclass(frozen=True)
 class StatRequest:
     """Which outputs an attention call must produce besides the attention output itself.
@@ -133,6 +165,7 @@ class StatRequest:
             distance clipped at W (WAAD's per-head term; the paper uses W = 10).
         band: when set, ``band_sum``, ``band_count`` and ``band_mean`` over this
             :class:`Band` (FAI's per-head term).
+        span: when set, ``span_mass`` over this :class:`KeySpan` (attention to image tokens).
     """
 
     pattern: bool = False
@@ -143,8 +176,11 @@ class StatRequest:
     block_size: int | None = None
     lookback_window: int | None = None
     band: Band | None = None
+    span: KeySpan | None = None
 
     def __post_init__(self) -> None:
+        if self.span is not None and not isinstance(self.span, KeySpan):
+            raise ValueError(f"span must be a KeySpan(keys) or None, got {self.span!r:.80}")
         if self.block_size is not None and self.block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {self.block_size}")
         if self.lookback_window is not None:
@@ -166,6 +202,7 @@ class StatRequest:
             or self.block_size is not None
             or self.lookback_window is not None
             or self.band is not None
+            or self.span is not None
         )
 
     @classmethod

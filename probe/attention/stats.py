@@ -58,6 +58,10 @@ class StatAccumulator:
             self.out.update(block_sum=zeros(*tiles), block_max=zeros(*tiles))
         if want.lookback_window is not None:
             self.out["lookback"] = torch.full((batch, heads, q_len), math.nan, device=dev)
+        if want.span is not None:
+            self._check_span_rows(want.span, batch)
+            self.span_keys = want.span.columns(mask.kv_offset, k_len, dev)
+            self.out["span_mass"] = torch.full((batch, heads, q_len), math.nan, device=dev)
         if want.band is not None:
             self.band_rows = band_first_positions(want.band.first_rows, self.first_key, mask.kv_offset)
             self.key_real = mask.key_padding().to(dev)
@@ -95,6 +99,9 @@ class StatAccumulator:
             self._store_rows("lookback", self._lookback(probs, start, stop), valid, start, stop)
         if self.want.band is not None:
             self._update_band(probs, valid, start, stop)
+        if self.want.span is not None:
+            span = self.span_keys[:, None, None, :width].to(probs.dtype)
+            self._store_rows("span_mass", (probs * span).sum(-1), valid, start, stop)
 
     def finish(self) -> dict[str, Tensor]:
         """The statistics, with ``received_mean`` and ``band_mean`` derived from the sums."""
@@ -106,6 +113,12 @@ class StatAccumulator:
             count = out["band_count"][:, None, :]
             out["band_mean"] = torch.where(count > 0, out["band_sum"] / count.clamp_min(1), math.nan)
         return out
+
+    @staticmethod
+    def _check_span_rows(span, batch: int) -> None:
+        if span.keys.shape[0] != batch:
+            raise ValueError(f"the key span (KeySpan.keys, a capture's image mask) has {span.keys.shape[0]} rows but "
+                             f"the attention call has {batch} batch rows; give one row per prompt")
 
     def _offsets(self, start: int, stop: int, width: int) -> Int[Tensor, "rows kk"]:
         """``t - s`` in token positions for query rows ``start:stop`` and the first ``width`` keys.

@@ -44,6 +44,7 @@ STAT_AXES = {
     "visible_count": ("batch", "key"),
     "block_sum": BLOCKS, "block_max": BLOCKS,
     "lookback": PER_QUERY, "band_sum": PER_KEY, "band_mean": PER_KEY, "band_count": ("batch", "key"),
+    "span_mass": PER_QUERY,
 }
 PATTERN_AXES = ("batch", "head", "query", "key")
 HEAD_OUTPUT_AXES = ("batch", "position", "head", "head_dim")
