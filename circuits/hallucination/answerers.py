@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from probe.cli_options import UsageError
-from probe.errors import InputError
 
 Query = tuple[Any, str]
 """One question: an RGB ``PIL.Image`` and the prompt text."""
@@ -68,40 +67,27 @@ class AnswererOptions:
 
 
 class HFAnswerer:
-    """A Hugging Face vision-language model answering by batched greedy generation."""
+    """A Hugging Face vision-language model answering by batched greedy generation
+    (:func:`probe.models.vlm_inputs.generate_answers`, one ``generate`` call per batch), inside
+    the condition's edits."""
 
     def __init__(self, model, conditions: Sequence[str] = ("none",)):
         from circuits.hallucination.conditions import edits_for
+        from probe.models.vlm_inputs import check_vision_model
 
-        check_image_token(model)
+        check_vision_model(model)  # a text-only model, or a VLM without an image-token id, stops here
         self.model = model
         self.edits = {name: edits_for(name, model) for name in conditions}
 
     def answer(self, batch: Sequence[Query], request: Request) -> list[str]:
-        import torch
-
         from probe.edits import apply_edits
-        from probe.models import vlm_inputs
+        from probe.models.vlm_inputs import generate_answers
 
         images, prompts = [image for image, _ in batch], [prompt for _, prompt in batch]
-        inputs = vlm_inputs(self.model, images, prompts).to(self.model.hf.device)
         edits = self.edits[request.condition]
-        with torch.no_grad(), apply_edits(self.model, edits) if edits else nullcontext():
-            out = self.model.hf.generate(**inputs, max_new_tokens=request.max_new_tokens, do_sample=False,
-                                         pad_token_id=self.model.tokenizer.pad_token_id)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in self.model.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
-def check_image_token(model) -> None:
-    """Raise :class:`InputError` unless ``model`` is a VLM with an image-token id and a processor."""
-    if getattr(model, "image_token_id", None) is None:
-        raise InputError(f"model {model.name!r} has no image-token id (config.image_token_id / image_token_index, "
-                         "processor.image_token_id): "
-                         "it is not a vision-language model; pass a VLM such as a LLaVA folder")
-    if getattr(model, "processor", None) is None:
-        raise InputError(f"model {model.name!r} was loaded without an image processor; pass a VLM folder "
-                         "that holds its processor files")
+        with apply_edits(self.model, edits) if edits else nullcontext():
+            return generate_answers(self.model, prompts, images, max_new_tokens=request.max_new_tokens,
+                                    batch_size=len(batch))
 
 
 def hf_answerer(options: AnswererOptions) -> Answerer:
