@@ -7,6 +7,12 @@ Example:
     >>> record.pattern(layer=5).shape          # [head, query, key]
     >>> record.stat(5, "received_mean")        # ACT sink score per head and key
 
+    A vision-language model takes images beside the prompts (one per prompt, None for none); the
+    record's ``image_mask`` marks the image tokens:
+
+    >>> record = capture(vlm, ["What is on the table?"], CaptureConfig(image_span=True), images=["photo.jpg"])
+    >>> record.stat(1, "span_mass")            # [head, query]: attention to the image
+
     Token ids you already have (a prompt + response whose tokens must not be re-tokenized; a
     tokenizer may merge tokens across the boundary) go through :func:`capture_ids`.
 """
@@ -23,7 +29,9 @@ from probe.capture.hf import Recorder, recording, run_forward
 from probe.capture.inputs import Batch, InputError, batch_from_ids, check_layers, tokenize
 from probe.capture.lens import lens_hooks, run_lens
 from probe.capture.record import AttentionRecord
+from probe.capture.vision import vision_batch
 from probe.models.loading import LoadedModel
+from probe.models.vlm_inputs import ImageLike
 
 Engine = Literal["hf", "lens"]
 
@@ -33,6 +41,7 @@ def capture(
     prompts: list[str] | str,
     config: CaptureConfig = CaptureConfig(),
     *,
+    images: list[ImageLike] | ImageLike = None,
     engine: Engine = "hf",
 ) -> AttentionRecord:
     """Run ``prompts`` through ``model`` and record attention as ``config`` asks.
@@ -41,15 +50,23 @@ def capture(
         model: a loaded model (see :func:`probe.models.load_model`).
         prompts: one prompt or a list (left-padded into one batch).
         config: mode, layers, statistics, head-output positions, backend.
+        images: for a vision-language model, one image per prompt (a file path, a PIL image,
+            or None for a text-only item); the prompts then go through the model's processor
+            (:func:`probe.models.vlm_inputs.vision_inputs`) and the record carries ``image_mask``.
         engine: ``"hf"`` (the Hugging Face model, any length) or ``"lens"`` (the same weights as
             a TransformerLens ``HookedTransformer``, through its hooks).
 
     Raises:
         InputError: empty prompts, prompts longer than the context, layers out of range, or a
-            pattern-mode capture too large for ``config.pattern_bytes_limit``.
+            pattern-mode capture too large for ``config.pattern_bytes_limit``; images given to a
+            text-only model, a missing or unreadable image, a model without an image-token id,
+            or ``image_span`` without images.
     """
     layers = check_layers(config.layers, model.geometry)
-    batch = tokenize(model.tokenizer, prompts, model.geometry.context_length)
+    if images is None and not config.image_span:
+        batch = tokenize(model.tokenizer, prompts, model.geometry.context_length)
+    else:
+        batch = vision_batch(model, prompts, images, config)
     return capture_batch(model, batch, layers, config, engine)
 
 
@@ -95,8 +112,10 @@ def capture_batch(model: LoadedModel, batch: Batch, layers: tuple[int, ...], con
     if config.mode == "pattern":
         _check_pattern_size(batch.input_ids.shape, len(layers), geometry.n_heads, config)
     if engine == "hf":
-        with recording(model.hf, config, layers, batch.attention_mask) as recorder:
-            logits = run_forward(model.hf, batch.input_ids, batch.attention_mask)
+        with recording(model.hf, config, layers, batch.attention_mask, batch.image_mask) as recorder:
+            logits = run_forward(model.hf, batch.input_ids, batch.attention_mask, batch.model_inputs)
+    elif engine == "lens" and batch.model_inputs:
+        raise InputError("engine='lens' runs the language model alone and cannot take images; use engine='hf'")
     elif engine == "lens":
         recorder = Recorder(config=config)
         hooks = lens_hooks(config, layers, batch.attention_mask.to(model.lens().cfg.device), recorder)
@@ -137,4 +156,5 @@ def _to_record(name, config, batch, n_heads, recorder: Recorder, logits) -> Atte
         patterns=patterns,
         head_outputs=head_outputs,
         last_logits=logits,
+        image_mask=batch.image_mask,
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-from probe.attention.spec import Band, StatRequest
+from jaxtyping import Bool
+from torch import Tensor
+
+from probe.attention.spec import Band, KeySpan, StatRequest
 from probe.capture.inputs import InputError, integer_indices
 
 Mode = Literal["pattern", "stats"]
@@ -36,6 +39,9 @@ class CaptureConfig:
             ``band_first_rows``, one per prompt and counted from its first token (e.g. each
             prompt's response start), keeps earlier queries out; None counts every query.
             Off by default, like ``lookback_window``.
+        image_span: the ``span_mass`` statistic over the record's image tokens (a capture with
+            images on a vision-language model): each query's attention to the image, per head.
+            Off by default; VHD and PAINT read its mean over queries.
         head_output_positions: token positions (per prompt, negative counts from the end) at
             which to keep each head's output before the output projection. Empty by default:
             it is ``layers x positions x heads x head_dim`` floats.
@@ -57,6 +63,7 @@ class CaptureConfig:
     band_lo: int | None = None
     band_hi: int | None = None
     band_first_rows: tuple[int, ...] | None = None
+    image_span: bool = False
     head_output_positions: tuple[int, ...] = ()
     backend: str = "reference"
     chunk_size: int = 256
@@ -72,6 +79,8 @@ class CaptureConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InputError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.image_span, bool):
+            raise InputError(f"image_span must be True or False, got {self.image_span!r}")
         if self.mode not in ("pattern", "stats"):
             raise InputError(f"mode must be 'pattern' or 'stats', got {self.mode!r}")
         if self.chunk_size < 1:
@@ -100,7 +109,9 @@ class CaptureConfig:
             return None
         return Band(lo=self.band_lo, hi=self.band_hi, first_rows=self.band_first_rows)
 
-    def request(self) -> StatRequest:
+    def request(self, image_mask: Bool[Tensor, "batch pos"] | None = None) -> StatRequest:
+        """The statistics of each recorded layer; ``image_mask`` (True at image tokens) is the
+        key span of ``span_mass`` when ``image_span`` is set."""
         return StatRequest(
             pattern=self.mode == "pattern",
             received=self.received,
@@ -110,6 +121,7 @@ class CaptureConfig:
             block_size=self.block_size,
             lookback_window=self.lookback_window,
             band=self.band(),
+            span=KeySpan(image_mask.bool()) if self.image_span and image_mask is not None else None,
         )
 
     def to_dict(self) -> dict:

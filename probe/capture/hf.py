@@ -22,6 +22,7 @@ from probe.attention.mask import LazyMask
 from probe.attention.spec import AttentionOutput
 from probe.capture.config import CaptureConfig
 from probe.capture.inputs import position_columns
+from probe.models.vision import vision_format
 
 
 @dataclass
@@ -60,13 +61,15 @@ def recording(
     config: CaptureConfig,
     layers: tuple[int, ...],
     attention_mask: Tensor | None = None,
+    image_mask: Tensor | None = None,
 ) -> Iterator[Recorder]:
-    """Record ``layers`` of ``model`` during the forwards run inside the block."""
+    """Record ``layers`` of ``model`` during the forwards run inside the block (``image_mask``,
+    True at image tokens, is the key span of ``span_mass`` when ``config.image_span``)."""
     columns = None
     if config.head_output_positions and attention_mask is not None:
         columns = position_columns(config.head_output_positions, attention_mask)
     recorder = Recorder(config=config, head_columns=columns)
-    plan = LayerPlan(want=config.request(), backend=config.backend, chunk_size=config.chunk_size)
+    plan = LayerPlan(want=config.request(image_mask), backend=config.backend, chunk_size=config.chunk_size)
     session = AttentionSession(
         layer_of=attention_modules(model),
         plans={layer: plan for layer in layers},
@@ -76,8 +79,13 @@ def recording(
         yield recorder
 
 
-def run_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def run_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
+                model_inputs: dict[str, Tensor] | None = None) -> Tensor:
     """One forward; returns the logits at each row's last position ``[batch, vocab]``.
+
+    ``model_inputs`` are further inputs of the forward (a VLM's ``pixel_values`` ...). A model
+    that computes its own positions from the mask (Qwen2-VL's 3-d rotary positions,
+    :class:`~probe.models.vision.VisionFormat`) gets no position ids.
 
     Only the last position goes through the unembedding (``logits_to_keep=1``): at 8k tokens the
     full logits of a 49k-token vocabulary would be 1.6 GB. A left-padded batch gets position ids
@@ -87,8 +95,10 @@ def run_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> 
     device = next(model.parameters()).device
     params = inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    if "position_ids" in params and not bool(attention_mask.bool().all()):
+    own_positions = vision_format(model).own_positions
+    if "position_ids" in params and not own_positions and not bool(attention_mask.bool().all()):
         extra["position_ids"] = padded_positions(attention_mask).to(device)
+    extra.update({name: value.to(device) for name, value in (model_inputs or {}).items()})
     with torch.no_grad():
         out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False, **extra)
     return out.logits[:, -1].float().cpu()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from probe.errors import InputError
@@ -17,9 +17,20 @@ __all__ = ["Batch", "InputError", "batch_from_ids", "check_heads", "check_layers
 
 @dataclass(frozen=True)
 class Batch:
+    """A checked, left-padded batch.
+
+    Attributes:
+        input_ids, attention_mask: ``[batch, pos]``.
+        tokens: per prompt, its token strings (no padding).
+        model_inputs: further inputs of the model's forward (a VLM's ``pixel_values`` ...).
+        image_mask: True at image-token positions (captures with images), else None.
+    """
+
     input_ids: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
     tokens: list[list[str]]
+    model_inputs: dict[str, Tensor] = field(default_factory=dict)
+    image_mask: Bool[Tensor, "batch pos"] | None = None
 
 
 def tokenize(tokenizer, prompts: object, context_length: int | None) -> Batch:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probe.capture.config import CaptureConfig
@@ -55,6 +55,8 @@ class AttentionRecord:
         patterns: layer -> ``[batch, head, query, key]`` (pattern mode only).
         head_outputs: layer -> ``[batch, position, head, head_dim]`` at ``config.head_output_positions``.
         last_logits: ``[batch, vocab]`` logits at each prompt's last token.
+        image_mask: ``[batch, pos]``, True at image-token positions (captures with images on a
+            vision-language model); None for text-only captures.
     """
 
     model: str
@@ -67,6 +69,7 @@ class AttentionRecord:
     patterns: dict[int, Float[Tensor, "batch head q k"]] = field(default_factory=dict)
     head_outputs: dict[int, Float[Tensor, "batch p head d"]] = field(default_factory=dict)
     last_logits: Float[Tensor, "batch vocab"] | None = None
+    image_mask: Bool[Tensor, "batch pos"] | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -91,6 +94,13 @@ class AttentionRecord:
             return value
         start = self.offset(prompt)
         return value[..., start:]
+
+    def image_positions(self, prompt: int = 0) -> list[int]:
+        """Positions (0 = the prompt's first token) of prompt ``prompt``'s image tokens; [] without images."""
+        if self.image_mask is None:
+            return []
+        row = self.image_mask[prompt, self.offset(prompt):]
+        return [int(i) for i in row.nonzero().flatten()]
 
     def pattern(self, layer: int, prompt: int = 0) -> Float[Tensor, "head q k"]:
         """Full pattern of one prompt without padding rows/columns (pattern mode only)."""
@@ -142,6 +152,8 @@ def _flatten(record: AttentionRecord) -> dict[str, Tensor]:
     flat = {"input_ids": record.input_ids, "attention_mask": record.attention_mask}
     if record.last_logits is not None:
         flat["last_logits"] = record.last_logits
+    if record.image_mask is not None:
+        flat["image_mask"] = record.image_mask
     for layer, stats in record.stats.items():
         flat.update({f"stats.{layer}.{name}": value for name, value in stats.items()})
     flat.update({f"patterns.{layer}": value for layer, value in record.patterns.items()})

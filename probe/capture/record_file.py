@@ -184,7 +184,7 @@ def checked_fields(meta: dict, config: CaptureConfig, stored: StoredRecord) -> d
     tensors = dict(stored.tensors)
     stats: dict[int, dict[str, Tensor]] = {layer: {} for layer in meta["layers"]}
     patterns, head_outputs = {}, {}
-    base = {key: tensors.pop(key, None) for key in ("input_ids", "attention_mask", "last_logits")}
+    base = {key: tensors.pop(key, None) for key in ("input_ids", "attention_mask", "last_logits", "image_mask")}
     for key in ("input_ids", "attention_mask"):
         if base[key] is None:
             raise _inconsistent(stored.source, f"it has no {key!r} tensor")
@@ -197,11 +197,12 @@ def checked_fields(meta: dict, config: CaptureConfig, stored: StoredRecord) -> d
     check_dtypes(stored.source, base, stats, patterns, head_outputs)
     check_layers(meta["layers"], stats, patterns, head_outputs, stored.source)
     check_prompts(meta["tokens"], base["input_ids"], base["attention_mask"], stored.source)
+    check_image_mask(base["image_mask"], base["input_ids"], base["attention_mask"], stored.source)
     check_shapes(meta, config, base, stats, patterns, head_outputs, stored.source)
     return dict(
         model=meta["model"], config=config, tokens=meta["tokens"], n_heads=meta["n_heads"],
         input_ids=base["input_ids"], attention_mask=base["attention_mask"], last_logits=base["last_logits"],
-        stats=stats, patterns=patterns, head_outputs=head_outputs,
+        stats=stats, patterns=patterns, head_outputs=head_outputs, image_mask=base["image_mask"],
     )
 
 
@@ -272,6 +273,18 @@ def check_prompts(tokens: list[list[str]], ids: Tensor, mask: Tensor, source: st
                                         "attention_mask")
         if ones and not mask[prompt, ids.shape[1] - ones :].all():
             raise _inconsistent(source, f"attention_mask row {prompt} is not left-padded")
+
+
+def check_image_mask(image_mask: Tensor | None, ids: Tensor, mask: Tensor, source: str) -> None:
+    """A VLM capture's image mask: boolean, shaped like input_ids, True only on real tokens."""
+    if image_mask is None:
+        return
+    if image_mask.dtype != torch.bool:
+        raise _inconsistent(source, f"image_mask has dtype {image_mask.dtype}, expected bool")
+    if image_mask.shape != ids.shape:
+        raise _inconsistent(source, f"image_mask has shape {tuple(image_mask.shape)} but input_ids {tuple(ids.shape)}")
+    if bool((image_mask & (mask == 0)).any()):
+        raise _inconsistent(source, "image_mask marks padding positions as image tokens")
 
 
 def check_axes(key: str, value: Tensor, axes: tuple[str, ...], sizes: dict[str, int], n_heads: int,

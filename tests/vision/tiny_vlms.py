@@ -13,13 +13,20 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+from unittest import mock
 
 import torch
 import transformers as tf
+from transformers.processing_utils import ProcessorMixin
 
+from probe.models.loading import LoadedModel, load_model, vision_loaded
 from tests.helpers import gpt2_tokenizer
+
+HAVE_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 TEXT = dict(hidden_size=48, intermediate_size=38, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
             head_dim=8, max_position_embeddings=512)
@@ -47,20 +54,37 @@ def _llava() -> tuple[torch.nn.Module, object]:
     return tf.LlavaForConditionalGeneration(config), processor
 
 
+@contextlib.contextmanager
+def _video_processor_optional() -> Iterator[None]:
+    """Without torchvision, transformers cannot check a processor's (absent) video processor, so
+    no Qwen2-VL processor can be built; inside the block a missing one is accepted (tests only)."""
+    if HAVE_TORCHVISION:
+        yield
+        return
+    original = ProcessorMixin.get_possibly_dynamic_module
+
+    def lookup(name):
+        return type(None) if name == "VideoProcessorMixin" else original(name)
+
+    with mock.patch.object(ProcessorMixin, "get_possibly_dynamic_module", staticmethod(lookup)):
+        yield
+
+
 def _qwen2_vl() -> tuple[torch.nn.Module, object]:
     names = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
     tok = _tokenizer(names)
     ids = {name: tok.convert_tokens_to_ids(name) for name in names}
     text = dict(TEXT, vocab_size=len(tok), rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2],
                                                             "rope_theta": 10000.0})
-    vision = dict(depth=2, embed_dim=20, num_heads=2, hidden_size=TEXT["hidden_size"], mlp_ratio=2, patch_size=14,
+    vision = dict(depth=2, embed_dim=32, num_heads=2, hidden_size=TEXT["hidden_size"], mlp_ratio=2, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
     config = tf.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                               video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                               vision_end_token_id=ids["<|vision_end|>"])
     images = tf.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2,
                                          temporal_patch_size=2)
-    processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok)
+    with _video_processor_optional():
+        processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok)
     return tf.Qwen2VLForConditionalGeneration(config), processor
 
 
@@ -100,3 +124,16 @@ def save_tiny_vlm(family: str, folder: Path, seed: int = 1234) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+SAVABLE = ("llava", "idefics3") + (("qwen2_vl",) if HAVE_TORCHVISION else ())
+"""Families whose processor saves and loads here (Qwen2-VL's needs torchvision for its video part)."""
+
+
+def tiny_vlm_loaded(family: str, folder: Path) -> LoadedModel:
+    """A tiny VLM as :func:`probe.models.load_model` returns it: saved to ``folder`` and loaded,
+    or (Qwen2-VL without torchvision) built in memory and wrapped by ``vision_loaded``."""
+    if family in SAVABLE:
+        return load_model(str(save_tiny_vlm(family, folder)))
+    model, processor = build_tiny_vlm(family)
+    return vision_loaded(f"tiny-{family}", model, processor)
