@@ -138,8 +138,8 @@ def load_chair_objects(path: Path) -> Annotations:
     table = data.get("imid_to_objects") if isinstance(data, dict) else None
     if not isinstance(table, dict):
         shape = "an object without 'imid_to_objects'" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
-        raise InputError(f"CHAIR annotation file {path} is {shape}, not CHAIR annotations; pass the CHAIR file "
-                         "(chair_coco2014.json.gz) or write jsonl:PATH for {image, objects} lines")
+        raise InputError(f"CHAIR annotation file {path} is {shape}, not an object with 'imid_to_objects'; pass the "
+                         "CHAIR file (chair_coco2014.json.gz) or write jsonl:PATH for {image, objects} lines")
     return {image_key(k): _objects(v, f"{path} image {k}") for k, v in table.items()}
 
 
