@@ -139,13 +139,15 @@ def read_vocabulary(args: argparse.Namespace, items: list[EvalItem]):
 
 def evaluate(plan: EvalPlan, args: argparse.Namespace, shard: Shard, device: str) -> None:
     """Answer this process's items, wait for the others, and (rank 0) merge and summarise."""
-    check_manifest(args.out, plan.manifest, write=shard.leader)
+    check_manifest(args.out, plan.manifest, write=False)  # refuse other settings before a model loads
     answerer = build_answerer(args.answerer, AnswererOptions(plan.options.model, device, plan.options.conditions))
+    check_manifest(args.out, plan.manifest, write=shard.leader)  # recorded once the model loaded
     done = set(done_records(args.out))
     mine = shard.take(plan.items)
     todo = pending(mine, plan.settings.conditions, done)
     if shard.leader:
-        print(f"{len(plan.items)} items x {len(plan.settings.conditions)} conditions "
+        n_conditions = len(plan.settings.conditions)
+        print(f"{len(plan.items)} items x {n_conditions} condition{'s' if n_conditions > 1 else ''} "
               f"({', '.join(plan.settings.conditions)}); {len(done)} records done before, "
               f"{len(todo)} items to answer{' on this process' if shard.world > 1 else ''}")
     with ShardWriter(shard_path(args.out, shard.rank, shard.world)) as writer, \
