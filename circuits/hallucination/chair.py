@@ -93,7 +93,7 @@ class ChairVocabulary:
     def from_file(cls, path: str | os.PathLike, singular: str = "reference") -> ChairVocabulary:
         """The vocabulary of a CHAIR file (JSON, gzip or not, as ``chair_coco2014.json.gz``)."""
         data = read_json(path, "CHAIR file")
-        return cls.from_lists(data, source=str(path), singular=singular)
+        return cls.from_lists(data, source=f"CHAIR file {path}", singular=singular)
 
     @classmethod
     def from_lists(cls, data: Any, source: str = "CHAIR lists", singular: str = "reference") -> ChairVocabulary:
