@@ -24,15 +24,17 @@ Example:
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from circuits.discovery.draws import distinct, index
 from circuits.hallucination.pope import SPLITS
-from circuits.hallucination.questions import PopeQuestion
+from circuits.hallucination.questions import PopeQuestion, write_pope_questions
 from probe.errors import InputError
 
 TEMPLATE = "Is there {article} {object} in the image?"
@@ -109,6 +111,19 @@ def build_pope_questions(annotations: Mapping[str, Iterable[str]], split: str, p
         for obj, label in _image_pairs(stats, sets[name], NEGATIVE_SAMPLERS[split], per_image, rng):
             questions.append(_question(len(questions) + 1, (image_name or str)(name), obj, label))
     return questions
+
+
+def write_pope_splits(annotations: Mapping[str, Iterable[str]], folder: str | os.PathLike, name: str = "custom",
+                      **options) -> dict[str, Path]:
+    """Build and write the three splits as ``FOLDER/{name}_pope_{split}.json``, as POPE names its files.
+
+    ``options`` go to :func:`build_pope_questions` (``per_image``, ``seed``, ``image_name``).
+    Returns ``{split: path}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {split: write_pope_questions(build_pope_questions(annotations, split, **options),
+                                        folder / f"{name}_pope_{split}.json") for split in SPLITS}
 
 
 def _image_pairs(stats: ObjectStatistics, objects: frozenset[str], sampler: Sampler, per_image: int,

@@ -91,6 +91,7 @@ PREPOSITIONS = frozenset((
     "upon", "with",
 ))
 """The second part of compounds singularised on their first part ("mothers-in-law")."""
+_UNCHANGED = UNINFLECTED | UNCOUNTABLE
 
 SUFFIX_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(pattern), replacement) for pattern, replacement in (
     (r"(.)ae$", r"\1a"), (r"(.)itis$", r"\1itis"), (r"(.)eaux$", r"\1eau"), (r"(quiz)zes$", r"\1"),
@@ -117,7 +118,7 @@ def pattern_singular(word: str) -> str:
             return "-".join([pattern_singular(head), *rest])
     if word.endswith("'"):
         return pattern_singular(word[:-1]) + "'s"
-    if any(listed.endswith(word) for listed in UNINFLECTED | UNCOUNTABLE):  # pattern's test, suffixes included
+    if any(listed.endswith(word) for listed in _UNCHANGED):  # pattern's test, suffixes included
         return word
     if any(word.endswith(ie + "s") for ie in IE_WORDS):
         return word  # pattern returns the word unchanged here ("cookies" stays "cookies")

@@ -74,3 +74,14 @@ def test_bad_arguments():
         build_pope_questions(ANNOTATIONS, "random", per_image=0)
     with pytest.raises(InputError, match="no annotated image"):
         build_pope_questions({"a": set()}, "random")
+
+
+def test_written_splits_read_back(tmp_path):
+    from circuits.hallucination.question_sets import write_pope_splits
+    from circuits.hallucination.questions import load_pope_questions
+
+    paths = write_pope_splits(ANNOTATIONS, tmp_path / "sets", name="world", per_image=2, seed=4)
+    assert {split: path.name for split, path in paths.items()} == {
+        "random": "world_pope_random.json", "popular": "world_pope_popular.json",
+        "adversarial": "world_pope_adversarial.json"}
+    assert load_pope_questions(paths["popular"]) == build_pope_questions(ANNOTATIONS, "popular", per_image=2, seed=4)
