@@ -71,10 +71,12 @@ def read_prompts(path: Path) -> list[str]:
 
 def print_summary(record: AttentionRecord, top: int) -> None:
     """Per layer of the first prompt: first-token share and the strongest non-initial sinks."""
-    from probe.summary import layer_summaries
+    from probe.summary import image_summary, layer_summaries
 
     n_prompts, n_tokens = record.batch_size, len(record.tokens[0])
     print(f"model {record.model}: {n_prompts} prompt(s), {n_tokens} tokens in the first")
+    if record.image_mask is not None:
+        print(image_summary(record, prompt=0))
     if n_prompts > 1:
         print(f"summary of prompt 0 of {n_prompts} (the record holds all {n_prompts})")
     print(f"{'layer':>5}  {'first-token share':>17}  strongest non-initial sinks (token@pos: ACT score)")

@@ -7,6 +7,9 @@ Definitions (documented choices):
     non-initial sink score of a key: ACT's ``received_mean`` (mean attention from the queries
         that can see it), maximised over heads; keys seen by fewer than ``min_visible`` queries
         are skipped, since their mean rests on a handful of rows.
+    image summary of a prompt (captures with images): its image-token count and span, and per
+        layer the mean over heads and valid queries of ``span_mass`` (the attention paid to the
+        image), where it was recorded.
 """
 
 from __future__ import annotations
@@ -60,3 +63,21 @@ def layer_summaries(record: AttentionRecord, prompt: int = 0, top: int = 3) -> l
         )
         for layer in record.layers
     ]
+
+
+def image_mass(record: AttentionRecord, layer: int, prompt: int = 0) -> torch.Tensor:
+    """``[head]`` mean attention to the image tokens over the prompt's queries (``span_mass``)."""
+    return record.stat(layer, "span_mass", prompt).nanmean(dim=-1)
+
+
+def image_summary(record: AttentionRecord, prompt: int = 0) -> str:
+    """One line on a prompt's image tokens and, with ``span_mass``, the image mass per layer."""
+    positions = record.image_positions(prompt)
+    if not positions:
+        return f"prompt {prompt}: no image tokens"
+    line = f"prompt {prompt}: {len(positions)} image tokens at positions {positions[0]}-{positions[-1]}"
+    masses = [(layer, float(image_mass(record, layer, prompt).mean())) for layer in record.layers
+              if "span_mass" in record.stats[layer]]
+    if masses:
+        line += "; mean attention to the image: " + ", ".join(f"layer {layer} {mass:.3f}" for layer, mass in masses)
+    return line

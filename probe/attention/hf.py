@@ -140,17 +140,22 @@ def headscope_attention(
     dropout: float = 0.0,
     softcap: float | None = None,
     sliding_window: int | None = None,
+    is_causal: bool | None = None,
     **_: object,
 ) -> tuple[Tensor, Tensor | None]:
     """The function registered with ``AttentionInterface`` as ``"headscope"``.
+
+    ``is_causal`` (else the module's own flag, as HF's SDPA reads it) decides what a call without
+    a mask sees: a vision tower's encoder attends both ways.
 
     Returns HF's pair ``(attn_output [batch, q, head, d], attn_weights or None)``.
     """
     if dropout and module.training:
         raise NotImplementedError("headscope attention does not implement attention dropout; call model.eval()")
     batch, _, q_len, _ = query.shape
-    mask = dense_mask(attention_mask, batch, q_len, key.shape[2], query.device)
-    mask = mask.with_structure(causal=getattr(module, "is_causal", True), sliding_window=sliding_window)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    mask = dense_mask(attention_mask, batch, q_len, key.shape[2], query.device, causal=bool(causal))
+    mask = mask.with_structure(causal=bool(causal), sliding_window=sliding_window)
     sessions = [s for s in active_sessions() if id(module) in s.layer_of]
     if not sessions:
         result = get_backend("sdpa")(query, key, value, mask, scaling=scaling, softcap=softcap)

@@ -18,7 +18,12 @@ from typing import Callable
 import torch
 from jaxtyping import Bool
 from torch import Tensor
-from transformers.masking_utils import causal_mask_function, prepare_padding_mask, sdpa_mask
+from transformers.masking_utils import (
+    bidirectional_mask_function,
+    causal_mask_function,
+    prepare_padding_mask,
+    sdpa_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -113,14 +118,18 @@ def lazy_mask(
     )
 
 
-def dense_mask(mask: LazyMask | Tensor | None, batch: int, q_len: int, kv_len: int, device: torch.device) -> LazyMask:
+def dense_mask(mask: LazyMask | Tensor | None, batch: int, q_len: int, kv_len: int, device: torch.device,
+               causal: bool = True) -> LazyMask:
     """Wrap whatever a caller passed as ``attention_mask`` into a :class:`LazyMask`.
 
     A 4D tensor (boolean, or additive float as eager attention uses) is kept as a fixed mask;
-    None means plain causal attention over ``kv_len`` keys whose last ``q_len`` are the queries.
+    None means plain causal attention over ``kv_len`` keys whose last ``q_len`` are the queries,
+    or, when the module is not causal (a vision tower's encoder), every query sees every key.
     """
     if isinstance(mask, LazyMask):
         return mask
+    if mask is None and not causal:
+        return LazyMask(batch, q_len, kv_len, mask_function=bidirectional_mask_function, device=device, causal=False)
     if mask is None:
         return LazyMask(batch, q_len, kv_len, q_offset=kv_len - q_len, device=device)
     allowed = mask if mask.dtype == torch.bool else mask == 0
