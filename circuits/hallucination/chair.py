@@ -109,12 +109,16 @@ class ChairVocabulary:
         _check_words(objects, inverse, double, source)
         return cls({word: inverse[word] for word in objects}, double, singular)
 
+    def words(self, caption: str) -> list[tuple[str, int]]:
+        """``(word, position)`` of every word of ``caption`` after singular forms and two-word merges
+        (the reference's ``words`` output, with each word's first token index)."""
+        singular = SINGULARS[self.singular]
+        known = self.synonyms.keys()
+        return merge_double_words([singular(token, known) for token in caption_tokens(caption)], self.double_words)
+
     def objects_in(self, caption: str) -> list[Mention]:
         """The object mentions of ``caption``, in order, as the reference finds them."""
-        known = self.synonyms.keys()
-        singular = SINGULARS[self.singular]
-        words = [singular(token, known) for token in caption_tokens(caption)]
-        merged = merge_double_words(words, self.double_words)
+        merged = self.words(caption)
         if any(word == "toilet" for word, _ in merged):  # "the seat of the toilet" is no chair
             merged = [(word, position) for word, position in merged if word != "seat"]
         return [Mention(word, self.synonyms[word], position) for word, position in merged if word in self.synonyms]
