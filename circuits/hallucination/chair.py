@@ -242,7 +242,8 @@ def chair_metrics(vocabulary: ChairVocabulary, captions: Sequence[str],
     if isinstance(captions, str):
         raise InputError("captions must be a list of captions, got one string; wrap it in a list")
     if len(captions) != len(truths):
-        raise InputError(f"{len(captions)} captions but {len(truths)} ground-truth object sets; pass one set per caption")
+        raise InputError(f"{len(captions)} captions but {len(truths)} ground-truth object sets; "
+                         "pass one set per caption")
     if not captions:
         raise InputError("no captions to score; pass at least one caption")
     rows = tuple(_caption_chair(vocabulary, caption, _truth(vocabulary, truth, i))

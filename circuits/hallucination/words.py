@@ -93,7 +93,7 @@ PREPOSITIONS = frozenset((
 """The second part of compounds singularised on their first part ("mothers-in-law")."""
 _UNCHANGED = UNINFLECTED | UNCOUNTABLE
 
-SUFFIX_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(pattern), replacement) for pattern, replacement in (
+_SUFFIX_RULES = (
     (r"(.)ae$", r"\1a"), (r"(.)itis$", r"\1itis"), (r"(.)eaux$", r"\1eau"), (r"(quiz)zes$", r"\1"),
     (r"(matr)ices$", r"\1ix"), (r"(ap|vert|ind)ices$", r"\1ex"), (r"^(ox)en", r"\1"), (r"(alias|status)es$", r"\1"),
     (r"([octop|vir])i$", r"\1us"), (r"(cris|ax|test)es$", r"\1is"), (r"(shoe)s$", r"\1"), (r"(o)es$", r"\1"),
@@ -106,7 +106,8 @@ SUFFIX_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(pattern), r
     (r"(.)yses$", r"\1ysis"), (r"(h|d|r|o|n|b|cl|p)oses$", r"\1ose"),
     (r"(fruct|gluc|galact|lact|ket|malt|rib|sacchar|cellul)ose$", r"\1ose"), (r"(.)oses$", r"\1osis"),
     (r"([ti])a$", r"\1um"), (r"(n)ews$", r"\1ews"), (r"s$", ""),
-))
+)
+SUFFIX_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(rule), to) for rule, to in _SUFFIX_RULES)
 """Suffix rules, the first that matches wins; unmatched groups count as empty (as pattern makes them)."""
 
 

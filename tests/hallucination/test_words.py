@@ -19,7 +19,7 @@ SINGULAR_CASES = {
     # the quirks CHAIR inherits
     "bus": "bu", "glass": "glas", "this": "thi", "ties": "ty", "cookies": "cookies", "doggies": "doggies",
     # compounds and possessives
-    "mothers-in-law": "mother-in-law", "dogs'": "dog's",
+    "mothers-in-law": "mother-in-law", "dogs'": "dog's", "bases": "basis", "theses": "thesis",
 }
 
 
