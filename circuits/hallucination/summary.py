@@ -57,13 +57,15 @@ HEADLINE = {"pope": ("accuracy", "precision", "recall", "f1", "yes_ratio"), "cha
 """Per item kind, the metrics of the table and the plots (``summary.json`` holds every count too)."""
 
 
-def summarize(records: Sequence[dict], vocabulary=None, missing: Sequence[tuple[str, str]] = ()) -> dict:
+def summarize(records: Sequence[dict], vocabulary=None, missing: Sequence[tuple[str, str]] = (),
+              skipped: Sequence = ()) -> dict:
     """Metrics per (condition, kind, split) over the answered records, and every failure.
 
     Args:
         records: the merged result records.
         vocabulary: CHAIR's vocabulary (needed when there are CHAIR records).
         missing: (condition, item_id) keys no process recorded (empty after a complete run).
+        skipped: the item sets that could not be read (``option`` and ``error`` each).
     """
     groups = []
     for (condition, kind, split), members in group_records(records).items():
@@ -74,7 +76,8 @@ def summarize(records: Sequence[dict], vocabulary=None, missing: Sequence[tuple[
     failures = [{"condition": r["condition"], "item_id": r["item_id"], "image": r["image"], "error": r["error"]}
                 for r in records if r["error"] is not None]
     return {"groups": groups, "failures": failures, "records": len(records),
-            "missing": [list(key) for key in missing]}
+            "missing": [list(key) for key in missing],
+            "skipped_sets": [{"set": skip.option, "error": skip.error} for skip in skipped]}
 
 
 def json_safe(metrics: dict) -> dict:
@@ -113,10 +116,14 @@ def summary_table(summary: dict) -> str:
 
 
 def failure_lines(summary: dict, limit: int = FAILURES_SHOWN) -> list[str]:
+    lines = []
+    if summary["skipped_sets"]:
+        lines.append(f"{len(summary['skipped_sets'])} item set(s) skipped, unreadable:")
+        lines += [f"  {skip['set']}: {skip['error']}" for skip in summary["skipped_sets"]]
     failures = summary["failures"]
     if not failures:
-        return ["no failures"]
-    lines = [f"{len(failures)} failed (condition, item: error):"]
+        return lines + ["no failed items"]
+    lines += [f"{len(failures)} failed (condition, item: error):"]
     lines += [f"  {f['condition']}  {f['item_id']}: {f['error']}" for f in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... and {len(failures) - limit} more (all in summary.json)")

@@ -176,3 +176,24 @@ def test_the_hash_answerer_depends_on_image_prompt_and_condition(fixture):
     pope, chair = Request("none", "pope", 2), Request("none", "chair", 9)
     assert answerer.answer([(image, "q")], pope) == answerer.answer([(image, "q")], pope)
     assert answerer.answer([(image, "q")], chair)[0].startswith("A picture of a")
+
+
+def test_unreadable_sets_are_skipped_and_listed_while_the_others_run(fixture, tmp_path, capsys):
+    bad_pope = tmp_path / "extra_pope.json"
+    bad_pope.write_text(json.dumps({"question_id": 1, "image": "img0.png", "text": "Is there a dog in the image?",
+                                    "label": "yes", "answer": "yes"}) + "\n")
+    bad_annotations = tmp_path / "objects.json.gz"
+    bad_annotations.write_bytes(b"\x1f\x8b not really gzip")
+    out = tmp_path / "out"
+    argv = ["vlm", "eval", "--answerer", "fake-hash", "--out", str(out), "--images", str(fixture.images),
+            "--pope", str(bad_pope), "--pope", str(fixture.pope), "--chair-captions",
+            "--annotations", str(bad_annotations), "--chair-vocabulary", str(fixture.vocabulary), "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 2 and "error:" not in err
+    assert "--pope " + str(bad_pope) + " skipped" in err and "unknown field 'answer'" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["set"] for s in summary["skipped_sets"]] == [f"--pope {bad_pope}", "--chair-captions"]
+    assert "gzip" in summary["skipped_sets"][1]["error"]
+    assert [(g["kind"], g["items"]) for g in summary["groups"]] == [("pope", POPE_ITEMS)]
+    assert "2 item set(s) skipped" in (out / "summary.txt").read_text()
