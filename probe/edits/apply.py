@@ -22,9 +22,11 @@ from probe.attention.mask import LazyMask
 from probe.attention.reference import apply_key_scale, extend_selection, select_sinks
 from probe.attention.spec import SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
+from probe.edits.image_keys import ImageTokenTracker, tracking_image_tokens
 from probe.edits.resolve import KeyLayout, layer_edit
-from probe.edits.spec import Edit, EditError, check_edits
+from probe.edits.spec import Edit, EditError, check_edits, uses_image_keys
 from probe.models.families import family_of
+from probe.models.vision import image_token_id_of
 
 
 @contextlib.contextmanager
@@ -39,21 +41,30 @@ def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> 
     edits = check_edits(edits)
     target = getattr(model, "hf", model)
     if _is_lens(target):
+        if uses_image_keys(edits):
+            raise EditError("ImageKeys() edits run on the HF vision-language model, not on a TransformerLens model")
         _check_targets(edits, target.cfg.n_layers, target.cfg.n_heads)
         with target.hooks(fwd_hooks=lens_edit_hooks(edits, target.cfg.n_layers)):
             yield
         return
     geometry = family_of(target).geometry(target)
     _check_targets(edits, geometry.n_layers, geometry.n_heads)
-    plans = {layer: _hf_plan(edits, layer, backend) for layer in _edited_layers(edits, geometry.n_layers)}
-    session = AttentionSession(layer_of=attention_modules(target), plans=plans)
-    with use_headscope_attention(target), active_session(session):
+    with contextlib.ExitStack() as stack:
+        tracker = None
+        if uses_image_keys(edits):
+            image_id = getattr(model, "image_token_id", None) if model is not target else image_token_id_of(target, None)
+            tracker = stack.enter_context(tracking_image_tokens(target, image_id))
+        plans = {layer: _hf_plan(edits, layer, backend, tracker) for layer in _edited_layers(edits, geometry.n_layers)}
+        session = AttentionSession(layer_of=attention_modules(target), plans=plans)
+        stack.enter_context(use_headscope_attention(target))
+        stack.enter_context(active_session(session))
         yield
 
 
-def _hf_plan(edits: Sequence[Edit], layer: int, backend: str) -> LayerPlan:
+def _hf_plan(edits: Sequence[Edit], layer: int, backend: str, tracker: ImageTokenTracker | None = None) -> LayerPlan:
     def resolve(mask: LazyMask, n_heads: int):
-        layout = KeyLayout(first_key=mask.first_key(), kv_length=mask.kv_length, device=torch.device(mask.device))
+        layout = KeyLayout(first_key=mask.first_key(), kv_length=mask.kv_length, device=torch.device(mask.device),
+                           image_keys=tracker.columns(mask) if tracker is not None else None)
         return layer_edit(edits, layer, n_heads, layout)
 
     return LayerPlan(want=StatRequest(), edit=resolve, backend=backend)

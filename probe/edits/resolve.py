@@ -16,7 +16,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from probe.attention.spec import KeyScale, LayerEdit
-from probe.edits.spec import BiasKeys, Edit, EditError, Positions, ScaleHeads, ScaleKeys, Sinks
+from probe.edits.spec import BiasKeys, Edit, EditError, ImageKeys, Positions, ScaleHeads, ScaleKeys, Sinks
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,13 @@ class KeyLayout:
         first_key: ``[batch]`` index of each row's first real key.
         kv_length: number of keys.
         device: where tensors go.
+        image_keys: True at the call's image-token keys (edits with :class:`ImageKeys`), else None.
     """
 
     first_key: Int[Tensor, " batch"]
     kv_length: int
     device: torch.device
+    image_keys: Bool[Tensor, "batch key"] | None = None
 
     @property
     def batch(self) -> int:
@@ -106,7 +108,19 @@ def _head_mask(heads: tuple[int, ...] | None, n_heads: int, device) -> Bool[Tens
     return mask
 
 
-def _key_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+def _key_mask(keys: Positions | ImageKeys, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+    """The key columns a selector picks in this call."""
+    return KEY_MASKS[type(keys)](keys, layout)
+
+
+def _image_mask(keys: ImageKeys, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+    if layout.image_keys is None:
+        raise EditError("ImageKeys() needs the image-token positions of the forward; apply the edits to a "
+                        "vision-language model (a LoadedModel with an image_token_id) on inputs with images")
+    return layout.image_keys.to(layout.device)
+
+
+def _position_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
     """Key columns of per-prompt positions; positions past the current keys select nothing."""
     mask = torch.zeros(layout.batch, layout.kv_length, dtype=torch.bool, device=layout.device)
     rows = torch.arange(layout.batch, device=layout.device)
@@ -115,3 +129,7 @@ def _key_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
         ok = (cols >= layout.first_key.to(layout.device)) & (cols < layout.kv_length)
         mask[rows[ok], cols[ok]] = True
     return mask
+
+
+KEY_MASKS = {Positions: _position_mask, ImageKeys: _image_mask}
+"""Explicit key selector type -> its key columns in one call (Sinks are resolved by the backend)."""

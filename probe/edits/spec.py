@@ -5,10 +5,11 @@ Context:
 
     - :class:`ScaleKeys`: scale the attention paid to chosen keys by ``factor`` and hand the freed
       mass to the other keys in proportion to their weight (ACT's calibration; rows still sum
-      to one). Keys are explicit :class:`Positions` or :class:`Sinks` found per input by ACT's
-      criterion.
-    - :class:`BiasKeys`: add ``bias`` to the logits of chosen keys before the softmax
-      (``bias = log(a)`` multiplies those keys' unnormalised weight by ``a``).
+      to one). Keys are explicit :class:`Positions`, :class:`Sinks` found per input by ACT's
+      criterion, or a VLM's :class:`ImageKeys`.
+    - :class:`BiasKeys`: add ``bias`` to the logits of chosen keys (:class:`Positions` or
+      :class:`ImageKeys`) before the softmax (``bias = log(a)`` multiplies those keys'
+      unnormalised weight by ``a``).
     - :class:`ScaleHeads`: multiply chosen heads' outputs, before the output projection (VHR).
 
     Edits compose: biases add, key scalings apply in order, head scales multiply. Apply them
@@ -82,7 +83,18 @@ class Sinks:
             raise EditError(f"Sinks takes a SinkRule, got {self.rule!r}")
 
 
-KeySelector = Union[Positions, Sinks]
+@dataclass(frozen=True)
+class ImageKeys:
+    """The image tokens of each prompt of a vision-language model (``input_ids == image_token_id``).
+
+    Resolved at every attention call from the token ids of the forward that runs it: a plain
+    forward reads its own ids; during ``generate()`` the decode steps see the prefill's image
+    keys plus the generated (text) keys, which are never image keys. Needs a model with an
+    image-token id (:attr:`probe.models.LoadedModel.image_token_id`).
+    """
+
+
+KeySelector = Union[Positions, Sinks, ImageKeys]
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,8 @@ class ScaleKeys(_Targeted):
     factor: float
 
     def __init__(self, keys: KeySelector, factor: float, layers=None, heads=None, prompts=None):
-        if not isinstance(keys, (Positions, Sinks)):
-            raise EditError(f"ScaleKeys takes Positions(...) or Sinks(...) as keys, got {keys!r}")
+        if not isinstance(keys, (Positions, Sinks, ImageKeys)):
+            raise EditError(f"ScaleKeys takes Positions(...), Sinks(...) or ImageKeys() as keys, got {keys!r}")
         factor = _number(factor, "ScaleKeys factor", math.inf)
         if not 0.0 <= factor <= 1.0:
             raise EditError(
@@ -130,12 +142,12 @@ class ScaleKeys(_Targeted):
 class BiasKeys(_Targeted):
     """Add ``bias`` to the pre-softmax logits of ``keys`` (finite; to remove keys use ScaleKeys(keys, 0))."""
 
-    keys: Positions
+    keys: Positions | ImageKeys
     bias: float
 
-    def __init__(self, keys: Positions, bias: float, layers=None, heads=None, prompts=None):
-        if not isinstance(keys, Positions):
-            raise EditError("BiasKeys takes explicit Positions; for sinks use ScaleKeys(Sinks(...), factor)")
+    def __init__(self, keys: Positions | ImageKeys, bias: float, layers=None, heads=None, prompts=None):
+        if not isinstance(keys, (Positions, ImageKeys)):
+            raise EditError("BiasKeys takes explicit Positions or ImageKeys(); for sinks use ScaleKeys(Sinks(...), factor)")
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "bias", _number(bias, "BiasKeys bias", MAX_BIAS))
         self._init_targets(layers, heads, prompts)
@@ -168,6 +180,11 @@ def check_edits(edits) -> list[Edit]:
         if not isinstance(edit, EDIT_TYPES):
             raise EditError(f"edit {index} is {edit!r}, not an edit; use ScaleKeys, BiasKeys or ScaleHeads")
     return edits
+
+
+def uses_image_keys(edits: list[Edit]) -> bool:
+    """True when some edit selects :class:`ImageKeys` (they need the forward's token ids)."""
+    return any(isinstance(getattr(edit, "keys", None), ImageKeys) for edit in edits)
 
 
 def act_calibration(tau: float = 0.1, beta: float = 0.4, layers=None, heads=None, min_visible: int = 1,
