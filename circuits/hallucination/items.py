@@ -153,6 +153,14 @@ def image_path(reference: str, images_dir: Path | None) -> Path:
     return path if path.is_absolute() or images_dir is None else images_dir / path
 
 
+def unknown_scheme_hint(reference: str) -> str:
+    """For ``name:rest`` with an unregistered ``name``: the sources that are registered."""
+    scheme, colon, _ = reference.partition(":")
+    if not (colon and len(scheme) > 1 and scheme.isidentifier()):
+        return ""
+    return f"; {scheme!r} is no registered image source either (sources: {', '.join(image_sources())})"
+
+
 def load_file_image(reference: str, images_dir: Path | None):
     """Open and decode an image file (``load()`` now, so a truncated file fails here, not later)."""
     from PIL import Image, UnidentifiedImageError
@@ -161,7 +169,7 @@ def load_file_image(reference: str, images_dir: Path | None):
     if not path.is_file():
         what = "a folder, not a file" if path.exists() else "no such file"
         below = " below the image folder" if path != Path(reference).expanduser() else ""
-        raise ImageError(f"image {reference!r} not found: {what}{below}")
+        raise ImageError(f"image {reference!r} not found: {what}{below}{unknown_scheme_hint(reference)}")
     try:
         with Image.open(path) as image:
             image.load()

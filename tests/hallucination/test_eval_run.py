@@ -197,3 +197,8 @@ def test_unreadable_sets_are_skipped_and_listed_while_the_others_run(fixture, tm
     assert "gzip" in summary["skipped_sets"][1]["error"]
     assert [(g["kind"], g["items"]) for g in summary["groups"]] == [("pope", POPE_ITEMS)]
     assert "2 item set(s) skipped" in (out / "summary.txt").read_text()
+
+
+def test_an_unregistered_scheme_is_named(fixture):
+    with pytest.raises(ImageError, match="'nosuchsource' is no registered image source either \\(sources: file"):
+        load_image("nosuchsource:scene:1", fixture.images)
