@@ -66,13 +66,31 @@ def takes_images(config: dict) -> bool:
 
 
 def load_vision_model(source: str, dtype) -> tuple[object, nn.Module]:
-    """``(processor, model)`` of a VLM folder or hub id; errors are transformers' own (the
-    caller words them)."""
+    """``(processor, model)`` of a VLM folder or hub id.
+
+    Raises:
+        ValueError: naming the part that failed (the processor or the model) and the fix; the
+            caller adds the folder or hub id.
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(source)
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+    except Exception as err:  # a broken config raises huggingface_hub's validation errors, not ValueError
+        raise ValueError(f"its image-text-to-text model cannot be built ({_first_line(err)})") from err
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+    except Exception as err:  # transformers raises OSError, ValueError, TypeError ... for missing files
+        raise ValueError(f"its processor cannot be loaded ({_first_line(err)}); a vision-language model needs its "
+                         "processor's files (tokenizer, image processor, processor config) beside config.json: "
+                         "save them with processor.save_pretrained(folder)") from err
     return processor, model
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error's first line (transformers' messages run on), or its class."""
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(err).__name__
 
 
 def image_token_id_of(model: nn.Module, processor: object | None) -> int | None:
