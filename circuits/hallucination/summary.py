@@ -7,10 +7,13 @@ Context:
     Failed items (no answer: a missing or corrupt image, an answer the model could not give) are
     left out of the metrics, counted per group and listed with their errors.
 
+    Each metric comes with a 95% percentile-bootstrap interval over the group's items (seeded, so a
+    rerun or another number of processes gives the same numbers).
+
     :func:`write_summary` writes ``summary.json`` (atomically), ``summary.txt`` (the table and
     the failures) and ``summary.html`` (the table, one plotly figure per item kind with a panel
-    per metric and a bar per condition and split, the failures; plotly's script embedded once,
-    so the page opens offline).
+    per metric and a bar with its interval per condition and split, the failures; plotly's script
+    embedded once, so the page opens offline).
 """
 
 from __future__ import annotations
@@ -35,23 +38,29 @@ def group_records(records: Sequence[dict]) -> dict[tuple[str, str, str], list[di
     return groups
 
 
-def pope_group_metrics(records: Sequence[dict], vocabulary=None) -> dict:
-    from circuits.hallucination.pope import pope_metrics
-
-    return pope_metrics([r["label"] for r in records], [r["answer"] for r in records]).to_dict()
+BOOTSTRAP = {"n_boot": 1000, "level": 0.95, "seed": 0}
+"""The intervals' percentile bootstrap over a group's items (seeded: a rerun gives the same)."""
 
 
-def chair_group_metrics(records: Sequence[dict], vocabulary=None) -> dict:
+def pope_group_metrics(records: Sequence[dict], vocabulary=None) -> tuple[dict, dict]:
+    from circuits.hallucination.pope import pope_report
+
+    report = pope_report([r["label"] for r in records], [r["answer"] for r in records], **BOOTSTRAP)
+    return report.metrics.to_dict(), {name: interval.as_dict() for name, interval in report.intervals.items()}
+
+
+def chair_group_metrics(records: Sequence[dict], vocabulary=None) -> tuple[dict, dict]:
     from circuits.hallucination.chair import chair_metrics
 
     if vocabulary is None:
         raise ValueError("CHAIR metrics need a vocabulary")
-    return chair_metrics(vocabulary, [r["answer"] for r in records],
-                         [frozenset(r["truth"]) for r in records]).to_dict(details=False)
+    metrics = chair_metrics(vocabulary, [r["answer"] for r in records], [frozenset(r["truth"]) for r in records])
+    return metrics.to_dict(details=False), {name: interval.as_dict()
+                                            for name, interval in metrics.intervals(**BOOTSTRAP).items()}
 
 
 METRICS = {"pope": pope_group_metrics, "chair": chair_group_metrics}
-"""Per item kind, ``metrics(answered_records, vocabulary) -> dict``."""
+"""Per item kind, ``metrics(answered_records, vocabulary) -> (metrics, intervals)``."""
 
 HEADLINE = {"pope": ("accuracy", "precision", "recall", "f1", "yes_ratio"), "chair": ("chair_s", "chair_i", "recall")}
 """Per item kind, the metrics of the table and the plots (``summary.json`` holds every count too)."""
@@ -70,9 +79,11 @@ def summarize(records: Sequence[dict], vocabulary=None, missing: Sequence[tuple[
     groups = []
     for (condition, kind, split), members in group_records(records).items():
         answered = [r for r in members if r["error"] is None]
-        metrics = json_safe(METRICS[kind](answered, vocabulary)) if answered else {}
+        metrics, intervals = METRICS[kind](answered, vocabulary) if answered else ({}, {})
         groups.append({"condition": condition, "kind": kind, "split": split, "items": len(members),
-                       "answered": len(answered), "failed": len(members) - len(answered), "metrics": metrics})
+                       "answered": len(answered), "failed": len(members) - len(answered),
+                       "metrics": json_safe(metrics),
+                       "intervals": {name: json_safe(interval) for name, interval in intervals.items()}})
     failures = [{"condition": r["condition"], "item_id": r["item_id"], "image": r["image"], "error": r["error"]}
                 for r in records if r["error"] is not None]
     return {"groups": groups, "failures": failures, "records": len(records),
@@ -152,12 +163,21 @@ def figures(summary: dict) -> list:
             mine = [g for g in groups if g["condition"] == condition]
             for col, name in enumerate(names, start=1):
                 figure.add_bar(x=[g["split"] for g in mine], y=[g["metrics"].get(name) for g in mine],
-                               name=condition, legendgroup=condition, showlegend=col == 1,
-                               marker_color=PALETTE[index % len(PALETTE)], row=1, col=col)
+                               error_y=error_bars(mine, name), name=condition, legendgroup=condition,
+                               showlegend=col == 1, marker_color=PALETTE[index % len(PALETTE)], row=1, col=col)
         figure.update_layout(title=f"{kind.upper()} by split and condition", barmode="group",
                              height=360, width=max(420, 260 * len(names)))
         out.append(figure)
     return out
+
+
+def error_bars(groups: Sequence[dict], name: str) -> dict:
+    """Plotly's asymmetric error bars from the groups' bootstrap intervals of ``name`` (0 where none)."""
+    intervals = [g["intervals"].get(name, {}) for g in groups]
+    values = [g["metrics"].get(name) for g in groups]
+    up = [i["high"] - v if v is not None and i.get("high") is not None else 0 for i, v in zip(intervals, values)]
+    down = [v - i["low"] if v is not None and i.get("low") is not None else 0 for i, v in zip(intervals, values)]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
 
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")

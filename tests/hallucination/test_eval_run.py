@@ -45,9 +45,11 @@ def test_failed_images_are_listed_and_the_other_items_complete(fixture, tmp_path
     pope = [g for g in summary["groups"] if g["kind"] == "pope"]
     assert [(g["condition"], g["items"], g["failed"]) for g in pope] == [("none", 16, 4), ("act", 16, 4)]
     assert pope[0]["metrics"]["n"] == 12 and 0 <= pope[0]["metrics"]["accuracy"] <= 1
+    accuracy = pope[0]["intervals"]["accuracy"]
+    assert accuracy["low"] <= accuracy["value"] == pope[0]["metrics"]["accuracy"] <= accuracy["high"]
     chair = [g for g in summary["groups"] if g["kind"] == "chair"]
     assert [(g["answered"], g["failed"]) for g in chair] == [(6, 1), (6, 1)]
-    assert set(chair[0]["metrics"]) >= {"chair_s", "chair_i", "recall"}
+    assert set(chair[0]["metrics"]) >= {"chair_s", "chair_i", "recall"} == set(chair[0]["intervals"])
     printed = capsys.readouterr().out
     assert "POPE" in printed and "CHAIR" in printed and "10 failed" in printed
     assert (out / "summary.html").read_text().count("plotly") > 0
