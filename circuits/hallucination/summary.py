@@ -106,7 +106,10 @@ def metric_names(groups: Sequence[dict]) -> list[str]:
 
 
 def format_value(value) -> str:
-    if isinstance(value, bool) or value is None:
+    """A table cell: 4 decimals for floats, ``-`` where a group has no value (every item failed)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
         return str(value)
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 

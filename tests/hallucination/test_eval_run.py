@@ -204,3 +204,15 @@ def test_unreadable_sets_are_skipped_and_listed_while_the_others_run(fixture, tm
 def test_an_unregistered_scheme_is_named(fixture):
     with pytest.raises(ImageError, match="'nosuchsource' is no registered image source either \\(sources: file"):
         load_image("nosuchsource:scene:1", fixture.images)
+
+
+def test_a_group_whose_items_all_failed_shows_dashes():
+    from circuits.hallucination.summary import summarize, summary_table
+
+    records = [{"condition": "none", "item_id": f"pope/a/{i}", "kind": "pope", "split": "a", "image": "x.png",
+                "label": "yes", "answer": None, "error": "image 'x.png' not found"} for i in range(2)]
+    records.append({"condition": "none", "item_id": "pope/b/0", "kind": "pope", "split": "b", "image": "y.png",
+                    "label": "yes", "answer": "Yes", "error": None})
+    table = summary_table(summarize(records))
+    assert table.splitlines()[2].split() == ["none", "a", "2", "2", "-", "-", "-", "-", "-"]
+    assert table.splitlines()[3].split()[:5] == ["none", "b", "1", "0", "1.0000"]
