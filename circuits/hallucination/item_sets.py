@@ -55,9 +55,14 @@ def pope_path(name: str, pope_dir: Path | None) -> tuple[str, Path]:
 
 
 def split_name(path: Path) -> str:
-    """``coco_pope_random.json`` -> ``random``; any other file -> its name without suffixes."""
+    """The split a POPE file holds, from its name ``{set}_pope_{split}.json`` (as POPE and
+    :func:`~circuits.hallucination.question_sets.write_pope_splits` name them): ``random`` for
+    COCO's, ``world-random`` for another set's; any other file: its name without suffixes."""
     stem = path.name.split(".")[0]
-    return stem.removeprefix("coco_pope_") or stem
+    name, marker, split = stem.partition("_pope_")
+    if not (marker and name and split):
+        return stem
+    return split if name == "coco" else f"{name}-{split}"
 
 
 def pope_items(path: Path, split: str, prompts: Prompts, limit: int | None = None) -> list[EvalItem]:

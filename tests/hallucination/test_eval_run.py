@@ -216,3 +216,11 @@ def test_a_group_whose_items_all_failed_shows_dashes():
     table = summary_table(summarize(records))
     assert table.splitlines()[2].split() == ["none", "a", "2", "2", "-", "-", "-", "-", "-"]
     assert table.splitlines()[3].split()[:5] == ["none", "b", "1", "0", "1.0000"]
+
+
+def test_split_names_follow_pope_file_names():
+    from circuits.hallucination.item_sets import split_name
+
+    assert [split_name(Path(name)) for name in ("coco_pope_random.json", "world_pope_adversarial.json",
+                                                "mine.jsonl.gz", "_pope_x.json")] == [
+        "random", "world-adversarial", "mine", "_pope_x"]
