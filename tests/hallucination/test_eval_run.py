@@ -224,3 +224,24 @@ def test_split_names_follow_pope_file_names():
     assert [split_name(Path(name)) for name in ("coco_pope_random.json", "world_pope_adversarial.json",
                                                 "mine.jsonl.gz", "_pope_x.json")] == [
         "random", "world-adversarial", "mine", "_pope_x"]
+
+
+def test_items_of_a_registered_image_source_run_end_to_end(fixture, tmp_path):
+    """As the synthetic world's sets do: POPE questions and annotation keys naming ``SCHEME:...`` images."""
+    from PIL import Image
+
+    register_image_source("testcolour", lambda ref, root: Image.new("RGB", (4, 4), ref.split(":")[1]), overwrite=True)
+    pope = tmp_path / "colours_pope_random.json"
+    pope.write_text("".join(json.dumps({"question_id": i, "image": f"testcolour:{c}", "text": "Is there a cat?",
+                                        "label": "yes"}) + "\n" for i, c in enumerate(("red", "blue", "nocolour"))))
+    annotations = tmp_path / "colours.jsonl"
+    annotations.write_text("".join(json.dumps({"image": f"testcolour:{c}", "objects": ["cat"]}) + "\n"
+                                   for c in ("red", "green")))
+    out = tmp_path / "out"
+    assert main(["vlm", "eval", "--answerer", "fake-hash", "--out", str(out), "--pope", str(pope), "--chair-captions",
+                 "--annotations", str(annotations), "--chair-vocabulary", str(fixture.vocabulary),
+                 "--no-progress"]) == 0
+    records = lines(out / "results.jsonl")
+    assert [(r["item_id"], r["error"] is None) for r in records] == [
+        ("pope/colours-random/0", True), ("pope/colours-random/1", True), ("pope/colours-random/2", False),
+        ("chair/captions/testcolour:green", True), ("chair/captions/testcolour:red", True)]
