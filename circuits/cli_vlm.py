@@ -34,8 +34,8 @@ def _register_eval(verbs) -> None:
                                       "shards over processes under torchrun")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder: results.jsonl, summary.{json,txt,html}, shards/ (rerunning continues it)")
-    p.add_argument("--model", default=None, help="the vision-language model: a registered name, an HF folder or a hub id "
-                                              "(needed by --answerer hf)")
+    p.add_argument("--model", default=None,
+                   help="the vision-language model: a registered name, an HF folder or a hub id (for --answerer hf)")
     p.add_argument("--answerer", default="hf", help=ANSWERER_HELP)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda (under torchrun: cuda:LOCAL_RANK), cuda:1 ...")
     sets = p.add_argument_group("item sets (at least one)")
