@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from transformers import (
 
 from probe.models.loading import LoadedModel, prepare_tokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("HEADSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+"""The project's ``../shared`` folder ($HEADSCOPE_SHARED elsewhere, e.g. a copy on the GPU machine)."""
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 113
 

@@ -33,6 +33,12 @@ TEXT = dict(hidden_size=48, intermediate_size=38, num_hidden_layers=3, num_atten
 """The language model of every tiny VLM: 3 layers, GQA 6:2, head dim 8."""
 
 
+def _image_processor(name: str):
+    """The PIL-backed image processor class ``name + "Pil"`` (transformers >= 5.2x; no torchvision
+    needed), else ``name`` itself (older releases, or the torchvision-backed one)."""
+    return getattr(tf, f"{name}Pil", None) or getattr(tf, name)
+
+
 def _tokenizer(extra: list[str]):
     tok = gpt2_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": extra})
@@ -48,7 +54,7 @@ def _llava() -> tuple[torch.nn.Module, object]:
     config = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
                             vision_feature_select_strategy="default", vision_feature_layer=-1,
                             projector_hidden_act="gelu")
-    images = tf.LlavaImageProcessorPil(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    images = _image_processor("LlavaImageProcessor")(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
     processor = tf.LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=6,
                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
     return tf.LlavaForConditionalGeneration(config), processor
@@ -81,7 +87,7 @@ def _qwen2_vl() -> tuple[torch.nn.Module, object]:
     config = tf.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                               video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                               vision_end_token_id=ids["<|vision_end|>"])
-    images = tf.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2,
+    images = _image_processor("Qwen2VLImageProcessor")(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2,
                                          temporal_patch_size=2)
     with _video_processor_optional():
         processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok)
@@ -97,7 +103,7 @@ def _idefics3() -> tuple[torch.nn.Module, object]:
     text = tf.LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **TEXT)
     config = tf.Idefics3Config(vision_config=vision, text_config=text.to_dict(),
                                                  image_token_id=image_id, scale_factor=2)
-    images = tf.Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+    images = _image_processor("Idefics3ImageProcessor")(do_image_splitting=False, size={"longest_edge": 32},
                                           max_image_size={"longest_edge": 32})
     # (32 / 8)^2 patches merged 2x2 by the connector: 4 image tokens per image.
     processor = tf.Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=4)
