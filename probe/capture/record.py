@@ -3,14 +3,18 @@
 Context:
     An :class:`AttentionRecord` holds, for a batch of prompts, per recorded layer: the reduced
     statistics (always), the full patterns (pattern mode) and per-head outputs at chosen
-    positions (when asked). On disk it is ONE file, ``NAME.safetensors``, written atomically
-    (:func:`probe.files.atomic_path`): every tensor (keys like ``stats.3.entropy``; no pickle),
-    and in the header metadata, readable by any safetensors reader,
+    positions (when asked), and, for captures with images on a vision-language model, the
+    ``image_mask`` of the image-token positions. On disk it is ONE file, ``NAME.safetensors``,
+    written atomically (:func:`probe.files.atomic_path`): every tensor (keys like
+    ``stats.3.entropy``; no pickle), and in the header metadata, readable by any safetensors
+    reader,
 
     * ``"headscope"``: the JSON description (format, version 2, model, capture config, tokens,
       n_heads, layers);
     * ``"headscope.digest"``: ``blake2b:<hex>`` over that JSON text and every tensor's name,
       dtype, shape and bytes in sorted key order, so a changed byte anywhere is noticed.
+
+    The image mask is stored as the boolean tensor ``image_mask`` (absent for text-only captures).
 
     :meth:`AttentionRecord.load` checks the header, the shapes against the description (see the
     table in :mod:`probe.attention.spec`) and the digest, and refuses a damaged, edited or

@@ -59,6 +59,18 @@ def _vlm_folder_with_broken_type(env):
     return load_model(str(folder))
 
 
+def _record_with_float_image_mask(env):
+    """A VLM record rewritten (with a fresh checksum) so that its image mask is not boolean."""
+    from probe.capture.record import AttentionRecord
+    from probe.capture.record_file import read_stored, write_record
+
+    record = _capture(tiny_llava(), [_image(env)], layers=(0,))
+    stored = read_stored(record.save(env.tmp / "rec"))
+    tensors = dict(stored.tensors, image_mask=stored.tensors["image_mask"].float())
+    path = write_record(env.tmp / "bad", tensors, record.metadata())
+    return AttentionRecord.load(path)
+
+
 def _image_keys_on_text_model(env):
     with apply_edits(env.tiny, [BiasKeys(ImageKeys(), 1.0)]):
         capture(env.tiny, ["Hello there"])
@@ -84,6 +96,7 @@ CASES: list[Case] = [
     api("vlm-generate-on-text-model", lambda env: generate_answers(env.tiny, ["hi"], [_image(env)]), "text-only"),
     api("vlm-folder-without-processor", _vlm_folder_without_processor, "cannot load the model folder"),
     api("vlm-folder-broken-config", _vlm_folder_with_broken_type, "cannot load the model folder"),
+    api("vlm-record-image-mask-not-bool", _record_with_float_image_mask, "image_mask has dtype"),
     api("edit-image-keys-on-text-model", _image_keys_on_text_model, "image-token id"),
     api("edit-image-keys-bias-on-heads", lambda env: BiasKeys(ScaleHeads(1.0), 1.0), "ImageKeys"),
 ]
