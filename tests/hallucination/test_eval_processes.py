@@ -8,6 +8,7 @@ repeated or misplaced record shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,23 @@ TOTAL = 46
 
 def count_lines(folder: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in folder.glob("shards/*.jsonl"))
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children first found, then theirs), from ``/proc``."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
 
 
 def environment() -> dict[str, str]:
@@ -87,3 +105,28 @@ def test_torchrun_gives_the_results_of_one_process(reference, tmp_path, processe
     assert shards == [f"rank{r:03d}-of-{processes:03d}.jsonl" for r in range(processes)]
     assert_same_results(out, expected)
     assert done.stdout.count("saved ") == 1  # rank 0 alone merges and reports
+
+
+def test_a_killed_torchrun_run_is_finished_by_one_process(reference, tmp_path):
+    """Two processes killed together mid-run (the launcher and its workers, SIGKILL), then one process
+    finishes: it reads both shards of the killed run and answers only what they lack."""
+    fixture, expected = reference
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "probe.cli", *fixture.argv(out, answerer="fake-hash-slow", batch_size=2)]
+    process = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while count_lines(out) < 12 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in [*descendants(process.pid), process.pid]:  # torchrun starts its workers in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+    cut = count_lines(out)
+    assert 12 <= cut < TOTAL and len(list((out / "shards").glob("*-of-002.jsonl"))) == 2
+    restart = [sys.executable, "-m", "probe.cli", *fixture.argv(out, answerer="fake-hash-slow", batch_size=2)]
+    done = subprocess.run(restart, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert_same_results(out, expected)
+    assert count_lines(out) == TOTAL  # nothing answered twice across the three shard files
