@@ -9,7 +9,10 @@ Context:
     *done*: a run restarted with 1, 2 or 8 processes answers exactly the items still missing, so
     no record is lost or written twice.
 
-    A record is keyed by ``(condition, item_id)``. When every process has finished, rank 0 merges
+    A shard file is locked (``flock``) while its process writes it, so a second run started on
+    the same folder while the first still writes (or while torchrun workers outlive a killed
+    launcher) is refused instead of interleaving its lines. A record is keyed by
+    ``(condition, item_id)``. When every process has finished, rank 0 merges
     the shards into ``OUT/results.jsonl``, ordered as the items and conditions of the run, through
     :func:`probe.files.atomic_path` (written whole or not at all).
 
@@ -19,6 +22,7 @@ Context:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -93,18 +97,34 @@ def done_records(out: Path) -> dict[RecordKey, dict]:
     return done
 
 
+def lock_exclusively(fd: int, path: Path) -> None:
+    """Hold an exclusive ``flock`` on ``fd`` until it closes (the kernel drops it when the process
+    dies, so a killed run leaves no stale lock); refuse when another process holds one."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"another process is writing {path} (an earlier run still going, or its torchrun workers "
+                         "outliving their launcher); wait for it or stop it, then run again") from None
+
+
 class ShardWriter:
     """Appends units of records to one shard file, each written and ``fsync``-ed as one piece.
 
-    Opening it drops a torn last line left by a killed writer, so the next unit starts on a
-    fresh line. Use as a context manager.
+    Opening it takes an exclusive lock on the file, so two runs never append to one shard, and
+    drops a torn last line left by a killed writer, so the next unit starts on a fresh line. Use
+    as a context manager.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        good = read_records(self.path)[1] if self.path.exists() else 0
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            lock_exclusively(self._fd, self.path)
+            good = read_records(self.path)[1]
+        except BaseException:
+            os.close(self._fd)
+            raise
         os.ftruncate(self._fd, good)
         os.lseek(self._fd, good, os.SEEK_SET)
         self.written = 0

@@ -245,3 +245,12 @@ def test_items_of_a_registered_image_source_run_end_to_end(fixture, tmp_path):
     assert [(r["item_id"], r["error"] is None) for r in records] == [
         ("pope/colours-random/0", True), ("pope/colours-random/1", True), ("pope/colours-random/2", False),
         ("chair/captions/testcolour:green", True), ("chair/captions/testcolour:red", True)]
+
+
+def test_a_shard_being_written_is_not_opened_twice(tmp_path):
+    path = tmp_path / "s.jsonl"
+    with ShardWriter(path):
+        with pytest.raises(InputError, match="another process is writing"):
+            ShardWriter(path)
+    with ShardWriter(path) as writer:  # the lock went with the first writer
+        writer.append([{"condition": "none", "item_id": "a"}])
