@@ -51,22 +51,25 @@ def run_eval(args: argparse.Namespace) -> int:
 def evaluate(plan: EvalPlan, args: argparse.Namespace, shard: Shard, device: str) -> None:
     """Answer this process's items, wait for the others, and (rank 0) merge and summarise."""
     check_manifest(args.out, plan.manifest, write=False)  # refuse other settings before a model loads
-    answerer = build_answerer(args.answerer, AnswererOptions(plan.options.model, device, plan.options.conditions))
-    check_manifest(args.out, plan.manifest, write=shard.leader)  # recorded once the model loaded
-    done = set(done_records(args.out))
-    mine = shard.take(plan.items)
-    todo = pending(mine, plan.settings.conditions, done)
-    if shard.leader:
-        n_conditions = len(plan.settings.conditions)
-        print(f"{len(plan.items)} items x {n_conditions} condition{'s' if n_conditions > 1 else ''} "
-              f"({', '.join(plan.settings.conditions)}); {len(done)} records done before, "
-              f"{len(todo)} items to answer{' on this process' if shard.world > 1 else ''}")
-    with ShardWriter(shard_path(args.out, shard.rank, shard.world)) as writer, \
-            progress_bar(len(todo), enabled=shard.leader and not args.no_progress) as bar:
-        run_items(todo, answerer, writer, done, plan.settings, progress=bar.update)
+    with ShardWriter(shard_path(args.out, shard.rank, shard.world)) as writer:  # locked before a model loads too
+        answerer = build_answerer(args.answerer, AnswererOptions(plan.options.model, device, plan.options.conditions))
+        check_manifest(args.out, plan.manifest, write=shard.leader)  # recorded once the model loaded
+        done = set(done_records(args.out))
+        todo = pending(shard.take(plan.items), plan.settings.conditions, done)
+        if shard.leader:
+            print(start_line(plan, len(done), len(todo), shard))
+        with progress_bar(len(todo), enabled=shard.leader and not args.no_progress) as bar:
+            run_items(todo, answerer, writer, done, plan.settings, progress=bar.update)
     barrier(shard, device)
     if shard.leader:
         report(plan, args.out)
+
+
+def start_line(plan: EvalPlan, done: int, todo: int, shard: Shard) -> str:
+    conditions = plan.settings.conditions
+    return (f"{len(plan.items)} items x {len(conditions)} condition{'s' if len(conditions) > 1 else ''} "
+            f"({', '.join(conditions)}); {done} records done before, "
+            f"{todo} items to answer{' on this process' if shard.world > 1 else ''}")
 
 
 def report(plan: EvalPlan, out: Path) -> None:
