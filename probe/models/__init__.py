@@ -11,3 +11,4 @@ from probe.models.loading import load_model as load_model
 from probe.models.loading import register_model as register_model
 from probe.models.loading import registered_models as registered_models
 from probe.models.offline import DEFAULT_MODEL as DEFAULT_MODEL
+from probe.models import synth_llava as synth_llava  # registers synth-llava
