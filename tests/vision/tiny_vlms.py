@@ -89,8 +89,9 @@ def _qwen2_vl() -> tuple[torch.nn.Module, object]:
                               vision_end_token_id=ids["<|vision_end|>"])
     images = _image_processor("Qwen2VLImageProcessor")(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2,
                                          temporal_patch_size=2)
+    video = {"video_processor": tf.Qwen2VLVideoProcessor()} if HAVE_TORCHVISION else {}
     with _video_processor_optional():
-        processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok)
+        processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok, **video)
     return tf.Qwen2VLForConditionalGeneration(config), processor
 
 
