@@ -11,7 +11,7 @@ from tests.vision.tiny_vlms import TINY_VLMS, tiny_vlm_loaded
 
 @pytest.fixture(scope="session")
 def tiny_vlms(tmp_path_factory) -> dict:
-    """Family -> a tiny random VLM as ``load_model`` returns it (LLaVA, Qwen2-VL, Idefics3)."""
+    """Family -> a tiny random VLM as ``load_model`` returns it (LLaVA, Qwen2-VL, Idefics3, SmolVLM)."""
     root = tmp_path_factory.mktemp("tiny-vlms")
     return {family: tiny_vlm_loaded(family, root / family) for family in TINY_VLMS}
 

@@ -1,4 +1,4 @@
-"""Captures with images on tiny random LLaVA, Qwen2-VL and Idefics3 (SmolVLM's architecture)
+"""Captures with images on tiny random LLaVA, Qwen2-VL, Idefics3 and SmolVLM
 against Hugging Face's own eager attention, the image mask, span_mass, records, and head outputs
 with and without the image; one test on two real COCO images from ``../shared``."""
 

@@ -1,7 +1,7 @@
 """Tiny random vision-language models saved as HF folders (config + processor + weights), offline.
 
 Each builder makes transformers' own class (LLaVA, Qwen2-VL, Idefics3: SmolVLM's architecture) with a vision
-tower and a language model of a few odd-sized layers, a processor whose tokenizer is the GPT-2
+tower and a language model of a few odd-sized layers (SmolVLM in memory only), a processor whose tokenizer is the GPT-2
 tokenizer of ``../shared`` with the image tokens added, and saves both, so tests go through
 :func:`probe.models.load_model` exactly as a user's folder would. Images are resized to a few
 dozen pixels, so one image is a handful of image tokens.
@@ -95,24 +95,29 @@ def _qwen2_vl() -> tuple[torch.nn.Module, object]:
     return tf.Qwen2VLForConditionalGeneration(config), processor
 
 
-def _idefics3() -> tuple[torch.nn.Module, object]:
-    """SmolVLM's architecture (SmolVLM's own processor class needs ``num2words`` and torchvision)."""
+def _idefics3(model_class=None, config_class=None) -> tuple[torch.nn.Module, object]:
+    """Idefics3, SmolVLM's architecture; both get Idefics3's processor (SmolVLM's own processor
+    class needs ``num2words`` and torchvision's video processing)."""
     tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
     image_id = tok.convert_tokens_to_ids("<image>")
     vision = dict(hidden_size=20, intermediate_size=22, num_hidden_layers=2, num_attention_heads=2, image_size=32,
                   patch_size=8)
     text = tf.LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **TEXT)
-    config = tf.Idefics3Config(vision_config=vision, text_config=text.to_dict(),
+    config = (config_class or tf.Idefics3Config)(vision_config=vision, text_config=text.to_dict(),
                                                  image_token_id=image_id, scale_factor=2)
     images = _image_processor("Idefics3ImageProcessor")(do_image_splitting=False, size={"longest_edge": 32},
                                           max_image_size={"longest_edge": 32})
     # (32 / 8)^2 patches merged 2x2 by the connector: 4 image tokens per image.
     processor = tf.Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=4)
-    return tf.Idefics3ForConditionalGeneration(config), processor
+    return (model_class or tf.Idefics3ForConditionalGeneration)(config), processor
+
+
+def _smolvlm() -> tuple[torch.nn.Module, object]:
+    return _idefics3(tf.SmolVLMForConditionalGeneration, tf.SmolVLMConfig)
 
 
 TINY_VLMS: dict[str, Callable[[], tuple[torch.nn.Module, object]]] = {
-    "llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3,
+    "llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "smolvlm": _smolvlm,
 }
 """Family -> builder of ``(random model, processor)``."""
 
@@ -134,7 +139,8 @@ def save_tiny_vlm(family: str, folder: Path, seed: int = 1234) -> Path:
 
 
 SAVABLE = ("llava", "idefics3") + (("qwen2_vl",) if HAVE_TORCHVISION else ())
-"""Families whose processor saves and loads here (Qwen2-VL's needs torchvision for its video part)."""
+"""Families whose processor saves and loads here (Qwen2-VL's needs torchvision for its video part;
+a SmolVLM folder loads SmolVLM's own processor, which needs ``num2words``)."""
 
 
 def tiny_vlm_loaded(family: str, folder: Path) -> LoadedModel:
