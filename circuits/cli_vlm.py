@@ -1,4 +1,5 @@
-"""The ``headscope vlm`` command group: ``vlm eval``, the batch evaluation of object hallucination.
+"""The ``headscope vlm`` command group: ``vlm eval``, the batch evaluation of object hallucination;
+``vlm world``, the synthetic world's evaluation sets.
 
 Context:
     This module only builds the parser; the run function is
@@ -27,6 +28,19 @@ def register(subparsers) -> None:
     vlm = subparsers.add_parser("vlm", help="vision-language models: hallucination evaluation (POPE, CHAIR)")
     verbs = vlm.add_subparsers(dest="vlm_command", required=True)
     _register_eval(verbs)
+    _register_world(verbs)
+
+
+def _register_world(verbs) -> None:
+    p = verbs.add_parser("world", help="write evaluation sets of the synthetic world (annotations, POPE's three "
+                                       "splits, a CHAIR vocabulary) for vlm eval")
+    p.add_argument("--split", choices=("heldout", "broken", "train"), default="heldout",
+                   help="heldout: the training distribution; broken: one member of a planted pair without its partner")
+    p.add_argument("--count", type=positive_int, default=200, help="scenes (default 200)")
+    p.add_argument("--per-image", type=positive_int, default=3, help="present (and absent) objects asked per scene")
+    p.add_argument("--seed", type=int, default=0, help="seed of the question draws")
+    p.add_argument("--out", type=Path, required=True, help="folder for world-SPLIT_*.json[l] and world_chair_vocabulary.json")
+    p.set_defaults(func=LazyCommand("circuits.vision.cli_world", "run_world"))
 
 
 def _register_eval(verbs) -> None:

@@ -97,7 +97,9 @@ class ChairVocabulary:
 
     @classmethod
     def from_lists(cls, data: Any, source: str = "CHAIR lists", singular: str = "reference") -> ChairVocabulary:
-        """A vocabulary from the reference's three lists in one mapping (see :data:`LIST_FIELDS`)."""
+        """A vocabulary from the reference's three lists in one mapping (see :data:`LIST_FIELDS`); an
+        optional ``singular`` field names the file's own singular rules (the synthetic world's
+        vocabulary asks for ``keep_known``, so that "bus" stays a bus)."""
         if not isinstance(data, dict):
             raise InputError(f"{source} is a JSON {type(data).__name__}, not an object; pass the CHAIR file with "
                              f"{', '.join(LIST_FIELDS)}")
@@ -107,13 +109,13 @@ class ChairVocabulary:
                              f"{', '.join(LIST_FIELDS)}")
         objects, inverse, double = (data[name] for name in LIST_FIELDS)
         _check_words(objects, inverse, double, source)
-        return cls({word: inverse[word] for word in objects}, double, singular)
+        return cls({word: inverse[word] for word in objects}, double, data.get("singular", singular))
 
     def words(self, caption: str) -> list[tuple[str, int]]:
         """``(word, position)`` of every word of ``caption`` after singular forms and two-word merges
         (the reference's ``words`` output, with each word's first token index)."""
         singular = SINGULARS[self.singular]
-        known = self.synonyms.keys()
+        known = self.synonyms.keys() | {part for phrase in self.double_words for part in phrase.split()}
         return merge_double_words([singular(token, known) for token in caption_tokens(caption)], self.double_words)
 
     def objects_in(self, caption: str) -> list[Mention]:

@@ -180,3 +180,4 @@ def load_file_image(reference: str, images_dir: Path | None):
 
 
 register_image_source("file", lambda reference, images_dir: load_file_image(reference[len("file:"):], images_dir))
+register_image_source("world", "circuits.vision.render:load_reference")  # scenes of circuits.vision.world

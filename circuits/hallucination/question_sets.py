@@ -87,7 +87,8 @@ NEGATIVE_SAMPLERS: Mapping[str, Sampler] = MappingProxyType({
 
 
 def build_pope_questions(annotations: Mapping[str, Iterable[str]], split: str, per_image: int = 3, seed: int = 0,
-                         image_name: Callable[[str], str] | None = None) -> list[PopeQuestion]:
+                         image_name: Callable[[str], str] | None = None,
+                         statistics: ObjectStatistics | None = None) -> list[PopeQuestion]:
     """POPE questions of one split over every annotated image (see the module's docstring).
 
     Args:
@@ -97,6 +98,9 @@ def build_pope_questions(annotations: Mapping[str, Iterable[str]], split: str, p
         seed: the seed of the draws.
         image_name: the ``image`` written in each question for an annotation name (by default the
             name itself; e.g. :func:`~circuits.hallucination.annotations.coco_file_name` for CHAIR ids).
+        statistics: the object frequencies and co-occurrences that ``popular`` and ``adversarial``
+            rank by (default: those of ``annotations``). Pass those of the data a model learnt from
+            to ask about the objects it learnt to expect, e.g. on scenes that break a learnt pair.
     """
     if split not in NEGATIVE_SAMPLERS:
         raise InputError(f"unknown POPE split {split!r}; splits: {', '.join(SPLITS)}")
@@ -105,7 +109,7 @@ def build_pope_questions(annotations: Mapping[str, Iterable[str]], split: str, p
     sets = {name: frozenset(objects) for name, objects in annotations.items() if objects}
     if not sets:
         raise InputError("no annotated image has an object; pass annotations with objects")
-    stats, rng = ObjectStatistics.of(sets), random.Random(seed)
+    stats, rng = statistics or ObjectStatistics.of(sets), random.Random(seed)
     questions: list[PopeQuestion] = []
     for name in sorted(sets):
         for obj, label in _image_pairs(stats, sets[name], NEGATIVE_SAMPLERS[split], per_image, rng):

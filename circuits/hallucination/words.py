@@ -142,4 +142,5 @@ SINGULARS: Mapping[str, Callable[[str, Collection[str]], str]] = MappingProxyTyp
     "keep_known": known_singular,
 })
 """Singular-form rules by name: ``reference`` (the CHAIR reference's, the default) or ``keep_known``
-(the same, but vocabulary words are kept: "a bus" counts as a bus, which the reference misses)."""
+(the same, but vocabulary words and the words of its two-word objects are kept: "a bus" counts as a
+bus and "tennis racket" stays whole, which the reference misses)."""

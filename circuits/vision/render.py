@@ -51,3 +51,11 @@ def _draw_clutter(canvas: np.ndarray, rng: np.random.Generator, level: int) -> N
     for _ in range(CLUTTER_SPECKS[level]):
         x, y = (int(v) for v in rng.integers(0, size - 2, size=2))
         canvas[y:y + 2, x:x + 2] = colours[int(rng.integers(len(colours)))]
+
+
+def load_reference(reference: str, images_dir: object = None) -> Image.Image:
+    """The image of a ``world:SPLIT:INDEX[:SEED]`` reference (the ``world`` image source of
+    :mod:`circuits.hallucination.items`; ``images_dir`` is not used: scenes are drawn, not read)."""
+    from circuits.vision.world import parse_reference
+
+    return render(parse_reference(reference))
