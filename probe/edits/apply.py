@@ -24,7 +24,7 @@ from probe.attention.spec import SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
 from probe.edits.image_keys import ImageTokenTracker, tracking_image_tokens
 from probe.edits.resolve import KeyLayout, layer_edit
-from probe.edits.spec import Edit, EditError, check_edits, uses_image_keys
+from probe.edits.spec import Edit, EditError, ImageKeys, check_edits, uses_image_keys
 from probe.models.families import family_of
 from probe.models.vision import image_token_id_of
 
@@ -34,8 +34,10 @@ def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> 
     """Edit attention inside the block.
 
     Args:
-        model: a :class:`~probe.models.LoadedModel`, an HF causal LM, or a ``HookedTransformer``.
-        edits: :mod:`probe.edits.spec` edits; they compose.
+        model: a :class:`~probe.models.LoadedModel`, an HF causal LM (or vision-language model), or
+            a ``HookedTransformer``.
+        edits: :mod:`probe.edits.spec` edits; they compose. Edits with :class:`ImageKeys` need a
+            vision-language model (its image-token id; :mod:`probe.edits.image_keys`).
         backend: attention backend for edited layers.
     """
     edits = check_edits(edits)
@@ -52,7 +54,8 @@ def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> 
     with contextlib.ExitStack() as stack:
         tracker = None
         if uses_image_keys(edits):
-            image_id = getattr(model, "image_token_id", None) if model is not target else image_token_id_of(target, None)
+            loaded = model is not target  # a LoadedModel knows its id; a bare HF model's config may
+            image_id = getattr(model, "image_token_id", None) if loaded else image_token_id_of(target, None)
             tracker = stack.enter_context(tracking_image_tokens(target, image_id))
         plans = {layer: _hf_plan(edits, layer, backend, tracker) for layer in _edited_layers(edits, geometry.n_layers)}
         session = AttentionSession(layer_of=attention_modules(target), plans=plans)

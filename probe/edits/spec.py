@@ -147,7 +147,8 @@ class BiasKeys(_Targeted):
 
     def __init__(self, keys: Positions | ImageKeys, bias: float, layers=None, heads=None, prompts=None):
         if not isinstance(keys, (Positions, ImageKeys)):
-            raise EditError("BiasKeys takes explicit Positions or ImageKeys(); for sinks use ScaleKeys(Sinks(...), factor)")
+            raise EditError("BiasKeys takes explicit Positions or ImageKeys(); "
+                            "for sinks use ScaleKeys(Sinks(...), factor)")
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "bias", _number(bias, "BiasKeys bias", MAX_BIAS))
         self._init_targets(layers, heads, prompts)

@@ -83,7 +83,8 @@ def test_span_requests_are_checked():
         StatRequest(span=torch.ones(2, 5, dtype=torch.bool))
     query, key, value, mask, _ = make_inputs(CASES["gqa6:2-padding-first-rows"])
     with pytest.raises(ValueError, match="one row per prompt"):
-        reference_attention(query, key, value, mask, want=StatRequest(span=KeySpan(torch.ones(2, 37, dtype=torch.bool))))
+        two_rows = KeySpan(torch.ones(2, 37, dtype=torch.bool))
+        reference_attention(query, key, value, mask, want=StatRequest(span=two_rows))
 
 
 def test_the_kernels_backend_hands_span_mass_to_the_reference():

@@ -126,7 +126,8 @@ def test_two_real_coco_images(tiny_vlms, tmp_path):
                      CaptureConfig(mode="pattern", image_span=True), images=paths)
     counts = record.image_mask.sum(1)
     assert counts[0] == counts[1] > 0, "LLaVA gives every image the same number of tokens"
-    mass = torch.cat([record.stat(layer, "span_mass", prompt).flatten() for layer in record.layers for prompt in (0, 1)])
+    mass = torch.cat([record.stat(layer, "span_mass", prompt).flatten()
+                      for layer in record.layers for prompt in (0, 1)])
     assert torch.isfinite(mass).all() and (mass >= 0).all() and (mass <= 1 + 1e-5).all()
     loaded = AttentionRecord.load(record.save(tmp_path / "coco"))
     assert torch.equal(loaded.image_mask, record.image_mask)

@@ -1,9 +1,10 @@
 """Tiny random vision-language models saved as HF folders (config + processor + weights), offline.
 
-Each builder makes transformers' own class (LLaVA, Qwen2-VL, Idefics3: SmolVLM's architecture) with a vision
-tower and a language model of a few odd-sized layers (SmolVLM in memory only), a processor whose tokenizer is the GPT-2
-tokenizer of ``../shared`` with the image tokens added, and saves both, so tests go through
-:func:`probe.models.load_model` exactly as a user's folder would. Images are resized to a few
+Each builder makes transformers' own class (LLaVA, Qwen2-VL, Idefics3, SmolVLM) with a vision tower
+and a language model of a few odd-sized layers, a processor whose tokenizer is the GPT-2 tokenizer
+of ``../shared`` with the image tokens added, and saves both, so tests go through
+:func:`probe.models.load_model` exactly as a user's folder would (:data:`SAVABLE`; the others are
+built in memory and wrapped as ``load_model`` would). Images are resized to a few
 dozen pixels, so one image is a handful of image tokens.
 
 Example:
@@ -87,8 +88,8 @@ def _qwen2_vl() -> tuple[torch.nn.Module, object]:
     config = tf.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                               video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                               vision_end_token_id=ids["<|vision_end|>"])
-    images = _image_processor("Qwen2VLImageProcessor")(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2,
-                                         temporal_patch_size=2)
+    images = _image_processor("Qwen2VLImageProcessor")(min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14,
+                                                       merge_size=2, temporal_patch_size=2)
     video = {"video_processor": tf.Qwen2VLVideoProcessor()} if HAVE_TORCHVISION else {}
     with _video_processor_optional():
         processor = tf.Qwen2VLProcessor(image_processor=images, tokenizer=tok, **video)
