@@ -24,7 +24,7 @@ from probe.attention.spec import SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
 from probe.edits.image_keys import ImageTokenTracker, tracking_image_tokens
 from probe.edits.resolve import KeyLayout, layer_edit
-from probe.edits.spec import Edit, EditError, ImageKeys, check_edits, uses_image_keys
+from probe.edits.spec import Edit, EditError, check_edits, uses_image_keys
 from probe.models.families import family_of
 from probe.models.vision import image_token_id_of
 
@@ -36,8 +36,9 @@ def apply_edits(model, edits: Sequence[Edit], *, backend: str = "reference") -> 
     Args:
         model: a :class:`~probe.models.LoadedModel`, an HF causal LM (or vision-language model), or
             a ``HookedTransformer``.
-        edits: :mod:`probe.edits.spec` edits; they compose. Edits with :class:`ImageKeys` need a
-            vision-language model (its image-token id; :mod:`probe.edits.image_keys`).
+        edits: :mod:`probe.edits.spec` edits; they compose. Edits with
+            :class:`~probe.edits.spec.ImageKeys` need a vision-language model (its image-token
+            id; :mod:`probe.edits.image_keys`).
         backend: attention backend for edited layers.
     """
     edits = check_edits(edits)
