@@ -181,7 +181,7 @@ def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBas
             f"(config.json + weights) or a registered name ({registered_names()})"
         )
     try:
-        if takes_images(hub_config(name)):
+        if hub_takes_images(name):
             return load_vision_model(name, dtype)
         return AutoTokenizer.from_pretrained(name), AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except OSError as err:
@@ -193,11 +193,15 @@ def load_from_hub(name: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerBas
         ) from err
 
 
-def hub_config(name: str) -> dict:
-    """A hub model's config as a dict (to tell a VLM from a causal LM before loading weights)."""
+def hub_takes_images(name: str) -> bool:
+    """Whether a hub model's config names a vision-language family (read before any weights). A
+    config that cannot be read answers False: the causal-LM path then words the failure."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(name).to_dict()
+    try:
+        return takes_images(AutoConfig.from_pretrained(name).to_dict())
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def registered_names() -> str:
