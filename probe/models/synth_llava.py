@@ -29,7 +29,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import (
     AutoTokenizer,
-    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -83,8 +82,16 @@ def chat_prompt(question: str) -> str:
 
 
 def processor_for(tokenizer: PreTrainedTokenizerBase) -> LlavaProcessor:
-    """A LLaVA processor over ``tokenizer`` (which must already hold :data:`IMAGE_TOKEN`)."""
-    images = CLIPImageProcessor(
+    """A LLaVA processor over ``tokenizer`` (which must already hold :data:`IMAGE_TOKEN`).
+
+    The PIL image processor where transformers has one (it needs no torchvision, and importing the
+    plain name without torchvision prints a warning); both give the same pixels on 112-pixel images.
+    """
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor as ImageProcessor
+    images = ImageProcessor(
         do_resize=True, size={"shortest_edge": IMAGE_SIZE}, do_center_crop=True,
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
