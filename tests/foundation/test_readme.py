@@ -31,3 +31,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     prompt_length = namespace["inputs"]["input_ids"].shape[1]
     assert namespace["out"].shape[1] == prompt_length + 20
     assert namespace["record"].stat(5, "entropy").shape[0] == namespace["model"].geometry.n_heads
+    image_mask = namespace["vrecord"].image_mask  # the vision-language block
+    assert image_mask[0].sum() == 64 and image_mask[1].sum() == 0
+    assert namespace["heads"].with_image.shape == namespace["heads"].without_image.shape
+    assert namespace["answers"] == ["Yes"]  # heldout scene 0 holds a pizza
