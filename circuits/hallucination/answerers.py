@@ -83,8 +83,10 @@ class HFAnswerer:
         from probe.edits import apply_edits
         from probe.models.vlm_inputs import generate_answers
 
+        from circuits.hallucination.conditions import batch_edits
+
         images, prompts = [image for image, _ in batch], [prompt for _, prompt in batch]
-        edits = self.edits[request.condition]
+        edits = batch_edits(self.edits[request.condition], prompts, images)
         with apply_edits(self.model, edits) if edits else nullcontext():
             return generate_answers(self.model, prompts, images, max_new_tokens=request.max_new_tokens,
                                     batch_size=len(batch))

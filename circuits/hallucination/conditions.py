@@ -6,20 +6,42 @@ Context:
     builder returns for the loaded model. Builders are registered by name, as a callable or as
     ``"module:function"`` imported on first use, so checking a name imports nothing heavy; issue
     25's mitigations (VHR, PAINT) register theirs here.
+
+    Edits that depend on each input (VHR picks heads per image and prompt) come back from the
+    builder as :class:`PerInputEdits`: a function of one batch's prompts and images returning
+    edits for that batch's rows (``prompts=(row,)`` edits), called by the answerer before each
+    ``generate`` (:func:`batch_edits`).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from probe.cli_options import UsageError
 
 BASELINE = "none"
 """The condition without edits; every run has it, first."""
 
-EditBuilder = Callable[[object], Sequence[object]]
-"""``builder(loaded_model) -> edits`` (:mod:`probe.edits.spec` edits for that model)."""
+EditBuilder = Callable[[object], "Sequence[object] | PerInputEdits"]
+"""``builder(loaded_model) -> edits`` (:mod:`probe.edits.spec` edits for that model), or
+:class:`PerInputEdits` when the edits depend on each input."""
+
+
+@dataclass(frozen=True)
+class PerInputEdits:
+    """Edits chosen per input: ``select(prompts, images)`` returns the edits of one batch whose
+    row ``r`` is ``(prompts[r], images[r])``, for a ``generate`` over exactly those rows."""
+
+    select: Callable[[Sequence[str], Sequence[object]], Sequence[object]]
+
+
+def batch_edits(edits: "Sequence[object] | PerInputEdits", prompts: Sequence[str], images: Sequence[object]) -> list:
+    """The edits to apply around one batch: fixed edits as they are, per-input ones selected."""
+    if isinstance(edits, PerInputEdits):
+        return list(edits.select(prompts, images))
+    return list(edits)
 
 _EDITS: dict[str, EditBuilder | str] = {}
 
@@ -49,15 +71,17 @@ def conditions(edits: Sequence[str]) -> tuple[str, ...]:
     return (BASELINE, *dict.fromkeys(edits))
 
 
-def edits_for(name: str, model: object) -> list:
-    """The edits of condition ``name`` for ``model`` (none for the baseline)."""
+def edits_for(name: str, model: object) -> "list | PerInputEdits":
+    """The edits of condition ``name`` for ``model`` (none for the baseline); per-input edits
+    stay a :class:`PerInputEdits` (resolve them per batch with :func:`batch_edits`)."""
     if name == BASELINE:
         return []
     builder = _EDITS[name]
     if isinstance(builder, str):
         module, _, function = builder.partition(":")
         builder = _EDITS[name] = getattr(importlib.import_module(module), function)
-    return list(builder(model))
+    built = builder(model)
+    return built if isinstance(built, PerInputEdits) else list(built)
 
 
 def act_edits(model) -> list:
@@ -70,3 +94,22 @@ def act_edits(model) -> list:
 
 
 register_edit("act", "circuits.hallucination.conditions:act_edits")
+
+
+def vhr_edits(model) -> PerInputEdits:
+    """VHR (He et al. 2025): per input, the heads above their layer's median VHD in layer 1 and
+    the last 14/32 of the layers, scaled by 2 (:mod:`circuits.vision.vhr`)."""
+    from circuits.vision.vhr import VHRCondition
+
+    return PerInputEdits(VHRCondition(model))
+
+
+def vhr_random_edits(model) -> PerInputEdits:
+    """VHR's control: as many heads per layer as VHR chooses for the input, drawn at random (seed 0)."""
+    from circuits.vision.vhr import VHRCondition
+
+    return PerInputEdits(VHRCondition(model, control=True))
+
+
+register_edit("vhr", "circuits.hallucination.conditions:vhr_edits")
+register_edit("vhr-random", "circuits.hallucination.conditions:vhr_random_edits")
