@@ -29,7 +29,7 @@ import contextlib
 import threading
 import weakref
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from torch import Tensor, nn
@@ -98,7 +98,7 @@ class AttentionSession:
         scales = list(edit.key_scales)
         for index, sinks in zip(rules, stored):
             scales[index] = KeyScale(factor=scales[index].factor, keys=extend_selection(sinks, mask.kv_length))
-        return LayerEdit(key_bias=edit.key_bias, key_scales=tuple(scales), head_scale=edit.head_scale)
+        return replace(edit, key_scales=tuple(scales))
 
     def remember_sinks(self, layer: int, mask: LazyMask, result: AttentionOutput) -> None:
         """Keep a prefill's sink selections for the decode steps that follow it."""

@@ -11,8 +11,9 @@ Context:
     back before the value product), so logits agree with HF's eager forward to float rounding.
 
 Edits:
-    ``key_bias`` is added to the logits; ``key_scale`` rescales the post-softmax pattern as ACT
-    does; ``head_scale`` multiplies each head's output. A :class:`~probe.attention.spec.SinkRule`
+    ``key_bias`` is added to the logits; ``last_row_boost`` then raises chosen logits of each
+    row's last query by ``c * |z|`` (PAINT, :func:`boost_last_rows`); ``key_scale`` rescales the
+    post-softmax pattern as ACT does; ``head_scale`` multiplies each head's output. A :class:`~probe.attention.spec.SinkRule`
     needs the column statistics of the whole input first, so it costs one extra pass.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probe.attention.mask import LazyMask
@@ -75,7 +76,8 @@ def _resolve_key_scales(query, key, mask, edit, scaling, softcap, chunk_size):
     for scale in edit.key_scales:
         keys = scale.keys
         if isinstance(keys, SinkRule):
-            keys = detect_sinks(query, key, mask, keys, scaling, softcap, edit.key_bias, chunk_size)
+            keys = detect_sinks(query, key, mask, keys, scaling, softcap, edit.key_bias, chunk_size,
+                                last_row_boost=edit.last_row_boost)
             sinks.append(keys)
         resolved.append(KeyScale(factor=scale.factor, keys=keys))
     return tuple(resolved), tuple(sinks)
@@ -90,12 +92,16 @@ def detect_sinks(
     softcap: float | None = None,
     key_bias: Float[Tensor, "batch head k"] | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    last_row_boost: Float[Tensor, "batch head k"] | None = None,
 ) -> Bool[Tensor, "batch head k"]:
-    """ACT's sink set for each (batch, head): keys whose mean received attention exceeds tau."""
+    """ACT's sink set for each (batch, head): keys whose mean received attention exceeds tau
+    (in the attention the logit edits, ``key_bias`` and ``last_row_boost``, give)."""
     acc = StatAccumulator(StatRequest(received=True), query, key, mask)
+    last = last_query_rows(mask) if last_row_boost is not None else None
     for start, stop in _blocks(query.shape[2], chunk_size):
         rows = mask.rows(start, stop)
-        probs, _ = _block_probs(query[:, :, start:stop], key, rows, scaling, softcap, key_bias)
+        boost = _block_boost(last_row_boost, last, start, stop)
+        probs, _ = _block_probs(query[:, :, start:stop], key, rows, scaling, softcap, key_bias, boost=boost)
         acc.update(probs, rows, start, stop)
     stats = acc.finish()
     return select_sinks(stats["received_mean"], stats["visible_count"], rule)
@@ -114,6 +120,35 @@ def select_sinks(
         drop = torch.zeros_like(sinks).scatter(-1, first, has_any)
         sinks = sinks & ~drop
     return sinks
+
+
+def last_query_rows(mask: LazyMask) -> Int[Tensor, " batch"]:
+    """Index (into the call's queries) of each batch row's last real query; a row with no real
+    query (all padding) gets the call's last row."""
+    valid = mask.query_padding()
+    flipped = valid.flip(-1).int().argmax(-1)
+    return (mask.q_length - 1 - flipped).to(valid.device)
+
+
+def boost_last_rows(
+    scores: Float[Tensor, "batch head rows k"],
+    coeff: Float[Tensor, "batch head k"],
+    is_last: Bool[Tensor, "batch rows"],
+) -> Float[Tensor, "batch head rows k"]:
+    """PAINT's logit boost: ``z + c * |z|`` at the rows marked last (one per batch row), ``z``
+    elsewhere. Keys with ``c = 0`` are untouched, also where ``z`` is not finite."""
+    at = is_last[:, None, :, None] & (coeff[:, :, None, :] != 0)
+    boosted = scores + coeff[:, :, None, :].to(scores) * scores.abs()
+    return torch.where(at, boosted, scores)
+
+
+def _block_boost(coeff, last, start: int, stop: int):
+    """The boost of one block of query rows ``start:stop``: ``(coeff, is_last [batch, rows])``, or
+    None when no edit boosts or no row of the block is a last row."""
+    if coeff is None:
+        return None
+    is_last = torch.arange(start, stop, device=last.device)[None, :] == last[:, None]
+    return (coeff, is_last) if bool(is_last.any()) else None
 
 
 def extend_selection(selected: Bool[Tensor, "batch head k"], kv_length: int) -> Bool[Tensor, "batch head kv"]:
@@ -152,11 +187,14 @@ def _attend(query, key, value, mask, scaling, softcap, want, edit, key_scales, c
     pattern = query.new_zeros(batch, heads, q_len, key.shape[2], dtype=torch.float32) if want.pattern else None
     acc = StatAccumulator(want, query, key, mask) if want.any_stats else None
     key_bias = edit.key_bias if edit is not None else None
+    coeff = edit.last_row_boost if edit is not None else None
+    last = last_query_rows(mask) if coeff is not None else None
     lse_parts = []
     for start, stop in _blocks(q_len, chunk_size):
         rows = mask.rows(start, stop)
         probs, lse = _block_probs(
-            query[:, :, start:stop], key, rows, scaling, softcap, key_bias, trim=not want.pattern
+            query[:, :, start:stop], key, rows, scaling, softcap, key_bias, trim=not want.pattern,
+            boost=_block_boost(coeff, last, start, stop),
         )
         for scale in key_scales:
             probs = apply_key_scale(probs, scale.keys[..., : probs.shape[-1]], scale.factor)
@@ -182,13 +220,15 @@ def _block_probs(
     softcap: float | None,
     key_bias: Float[Tensor, "batch head k"] | None,
     trim: bool = True,
+    boost: tuple[Float[Tensor, "batch head k"], Bool[Tensor, "batch rows"]] | None = None,
 ) -> tuple[Float[Tensor, "batch head rows kk"], Float[Tensor, "batch head rows"]]:
     """Softmax probabilities of one block of rows.
 
     With ``trim`` the keys after the last one any row may see are skipped (half the work under
     a causal mask). Rows that may see nothing (padding queries) then spread their mass over the
     kept keys only, where eager attention spreads it over all keys; without ``trim`` the block
-    equals eager attention exactly, padding rows included.
+    equals eager attention exactly, padding rows included. ``boost`` is a last-row boost
+    (:func:`boost_last_rows`) and which rows of the block are last rows.
     """
     width = _visible_width(rows) if trim else rows.shape[-1]
     scores = _grouped_scores(q_block, key[:, :, :width]) * scaling
@@ -196,6 +236,8 @@ def _block_probs(
         scores = torch.tanh(scores / softcap) * softcap
     if key_bias is not None:
         scores = scores + key_bias[:, :, None, :width].to(scores)
+    if boost is not None:
+        scores = boost_last_rows(scores, boost[0][..., :width], boost[1])
     # Softmax in float32, or float64 for float64 models; masked logits get that dtype's minimum
     # after the cast (float64's minimum would become -inf in float32: NaN rows under padding).
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))

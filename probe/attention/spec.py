@@ -267,15 +267,23 @@ class LayerEdit:
         key_scales: post-softmax scalings with redistribution (ACT), applied in order.
         head_scale: ``Float[Tensor, "head"]`` (or ``"batch head"``) multiplying each head's output
             (VHR).
+        last_row_boost: PAINT's (and PAI's) boost of the logits of chosen keys at each batch row's
+            **last query only**: ``z <- z + c * |z|`` with ``c = last_row_boost[b, h, k]`` (0: key
+            untouched). ``z`` is the logit after scaling, soft-capping and ``key_bias``; masked
+            keys stay masked. The last query of a row is its last real (non-padding) query: at a
+            prefill the prompt's last token, at a decode step the one new token. Not a constant
+            bias (it scales with ``|z|``), so it is its own field.
     """
 
     key_bias: Float[Tensor, "batch head key"] | None = None
     key_scales: tuple[KeyScale, ...] = ()
     head_scale: Float[Tensor, "*batch head"] | None = None
+    last_row_boost: Float[Tensor, "batch head key"] | None = None
 
     @property
     def is_empty(self) -> bool:
-        return self.key_bias is None and not self.key_scales and self.head_scale is None
+        return (self.key_bias is None and not self.key_scales and self.head_scale is None
+                and self.last_row_boost is None)
 
     @property
     def per_prompt(self) -> bool:

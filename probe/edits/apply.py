@@ -4,7 +4,8 @@ Context:
     On HF models the edits ride the registered ``"headscope"`` attention function: edited layers
     run the chosen backend with the layer's resolved :class:`~probe.attention.spec.LayerEdit`,
     other layers run SDPA. This holds for plain forwards and for every step of ``generate()``.
-    On TransformerLens models they are hooks: key biases on ``hook_attn_scores``, key scalings on
+    On TransformerLens models they are hooks: key biases and last-row boosts on
+    ``hook_attn_scores`` (TransformerLens's masked scores), key scalings on
     ``hook_pattern``, head scales on ``hook_z``. Either way everything is removed on exit, also
     when the block raises.
 """
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from probe.attention.hf import AttentionSession, LayerPlan, active_session, attention_modules, use_headscope_attention
 from probe.attention.mask import LazyMask
-from probe.attention.reference import apply_key_scale, extend_selection, select_sinks
+from probe.attention.reference import apply_key_scale, boost_last_rows, extend_selection, select_sinks
 from probe.attention.spec import SinkRule, StatRequest, head_view
 from probe.attention.stats import StatAccumulator
 from probe.edits.image_keys import ImageTokenTracker, tracking_image_tokens
@@ -116,9 +117,19 @@ def _scores_hook(edits, layer, state):
         state.update(valid=valid, edit=edit)
         if edit is not None and edit.key_bias is not None:
             scores = scores + edit.key_bias[:, :, None, :].to(scores)
+        if edit is not None and edit.last_row_boost is not None:
+            scores = boost_last_rows(scores, edit.last_row_boost, _lens_last_rows(valid, scores.shape[2]))
         return scores
 
     return hook
+
+
+def _lens_last_rows(valid: Tensor, n_q: int) -> Tensor:
+    """``Bool[batch, q]``: each row's last real query. At a prefill (queries = keys) the last valid
+    key's row; at a decode step of cached generation, the last query."""
+    batch, n_k = valid.shape
+    last = n_k - 1 - valid.flip(-1).int().argmax(-1) if n_q == n_k else torch.full((batch,), n_q - 1)
+    return torch.arange(n_q, device=valid.device)[None, :] == last.to(valid.device)[:, None]
 
 
 def _pattern_hook(edits, layer, state):

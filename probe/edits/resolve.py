@@ -16,7 +16,8 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from probe.attention.spec import KeyScale, LayerEdit
-from probe.edits.spec import BiasKeys, Edit, EditError, ImageKeys, Positions, ScaleHeads, ScaleKeys, Sinks
+from probe.edits.spec import (BiasKeys, BoostKeys, Edit, EditError, ImageKeys, ImagePatches, Positions, ScaleHeads,
+                              ScaleKeys, Sinks)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class KeyLayout:
         first_key: ``[batch]`` index of each row's first real key.
         kv_length: number of keys.
         device: where tensors go.
-        image_keys: True at the call's image-token keys (edits with :class:`ImageKeys`), else None.
+        image_keys: True at the call's image-token keys (edits with :class:`ImageKeys` or
+            :class:`ImagePatches`), else None.
     """
 
     first_key: Int[Tensor, " batch"]
@@ -47,7 +49,8 @@ def layer_edit(edits: Sequence[Edit], layer: int, n_heads: int, layout: KeyLayou
 
 
 def combine_layer_edits(parts: Sequence[LayerEdit | None]) -> LayerEdit | None:
-    """Compose edits of one layer: biases add, key scalings chain, head scales multiply.
+    """Compose edits of one layer: biases add, key scalings chain, head scales multiply, last-row
+    boosts add.
 
     Head scales of shape ``[head]`` and ``[batch, head]`` (edits limited to some prompts)
     broadcast together."""
@@ -56,10 +59,12 @@ def combine_layer_edits(parts: Sequence[LayerEdit | None]) -> LayerEdit | None:
         return None
     biases = [p.key_bias for p in parts if p.key_bias is not None]
     scales = [p.head_scale for p in parts if p.head_scale is not None]
+    boosts = [p.last_row_boost for p in parts if p.last_row_boost is not None]
     return LayerEdit(
         key_bias=torch.stack(biases).sum(0) if biases else None,
         key_scales=tuple(s for p in parts for s in p.key_scales),
         head_scale=reduce(torch.mul, scales) if scales else None,
+        last_row_boost=torch.stack(boosts).sum(0) if boosts else None,
     )
 
 
@@ -68,9 +73,11 @@ def _resolve(edit: Edit, n_heads: int, layout: KeyLayout) -> LayerEdit:
     targets = _target_mask(edit, n_heads, layout)  # [head] or [batch, head]
     if isinstance(edit, ScaleHeads):
         return LayerEdit(head_scale=torch.where(targets, edit.factor, 1.0))
-    if isinstance(edit, BiasKeys):
+    if isinstance(edit, (BiasKeys, BoostKeys)):
         rows = targets if targets.dim() == 2 else targets[None, :]
         keys = _key_mask(edit.keys, layout)[:, None, :] & rows[:, :, None]
+        if isinstance(edit, BoostKeys):
+            return LayerEdit(last_row_boost=keys.float() * edit.alpha)
         return LayerEdit(key_bias=keys.float() * edit.bias)
     if isinstance(edit, ScaleKeys):
         factor = torch.where(targets, edit.factor, 1.0)
@@ -108,7 +115,7 @@ def _head_mask(heads: tuple[int, ...] | None, n_heads: int, device) -> Bool[Tens
     return mask
 
 
-def _key_mask(keys: Positions | ImageKeys, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+def _key_mask(keys: Positions | ImageKeys | ImagePatches, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
     """The key columns a selector picks in this call."""
     return KEY_MASKS[type(keys)](keys, layout)
 
@@ -118,6 +125,22 @@ def _image_mask(keys: ImageKeys, layout: KeyLayout) -> Bool[Tensor, "batch key"]
         raise EditError("ImageKeys() needs the image-token positions of the forward; apply the edits to a "
                         "vision-language model (a LoadedModel with an image_token_id) on inputs with images")
     return layout.image_keys.to(layout.device)
+
+
+def _patch_mask(keys: ImagePatches, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
+    """The chosen image tokens of each row: the ``indices[b]``-th image keys of row ``b``."""
+    image = _image_mask(ImageKeys(), layout)
+    if len(keys.indices) != layout.batch:
+        raise EditError(f"ImagePatches has index lists for {len(keys.indices)} prompts but the batch has "
+                        f"{layout.batch} rows; build it for this batch (one list per prompt, in order)")
+    mask = torch.zeros_like(image)
+    for row, indices in enumerate(keys.indices):
+        columns = torch.nonzero(image[row]).flatten()
+        if indices and max(indices) >= columns.numel():
+            raise EditError(f"ImagePatches: prompt {row} has {columns.numel()} image tokens, but index "
+                            f"{max(indices)} is chosen (indices count its image tokens from 0)")
+        mask[row, columns[list(indices)]] = True
+    return mask
 
 
 def _position_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch key"]:
@@ -131,5 +154,5 @@ def _position_mask(keys: Positions, layout: KeyLayout) -> Bool[Tensor, "batch ke
     return mask
 
 
-KEY_MASKS = {Positions: _position_mask, ImageKeys: _image_mask}
+KEY_MASKS = {Positions: _position_mask, ImageKeys: _image_mask, ImagePatches: _patch_mask}
 """Explicit key selector type -> its key columns in one call (Sinks are resolved by the backend)."""

@@ -11,8 +11,12 @@ Context:
       :class:`ImageKeys`) before the softmax (``bias = log(a)`` multiplies those keys'
       unnormalised weight by ``a``).
     - :class:`ScaleHeads`: multiply chosen heads' outputs, before the output projection (VHR).
+    - :class:`BoostKeys`: raise the logits of chosen keys at each row's last query only,
+      ``z <- z + alpha * |z|`` (PAINT, PAI): keys :class:`Positions`, :class:`ImageKeys` or
+      per-prompt :class:`ImagePatches` (PAINT's informed tokens, :mod:`circuits.vision.paint`).
 
-    Edits compose: biases add, key scalings apply in order, head scales multiply. Apply them
+    Edits compose: biases add, key scalings apply in order, head scales multiply, boosts of one
+    key add (``alpha + beta``; PAINT's two sets are disjoint, so its order does not matter). Apply them
     with :func:`probe.edits.apply_edits`.
 
 Example:
@@ -94,7 +98,39 @@ class ImageKeys:
     """
 
 
-KeySelector = Union[Positions, Sinks, ImageKeys]
+@dataclass(frozen=True)
+class ImagePatches:
+    """Some image tokens of each prompt: ``indices[b]`` counts prompt ``b``'s image tokens in order
+    (0 = its first image token; for LLaVA's default feature selection, patch ``i`` of the image
+    in raster order). Resolved like :class:`ImageKeys` from the forward's token ids, so the
+    selection holds at every decode step. One tuple per row of the batch the edit is applied
+    to (an empty tuple selects nothing in that row); an index past the row's image tokens is an
+    :class:`EditError` when the edit resolves.
+    """
+
+    indices: tuple[tuple[int, ...], ...]
+
+    def __init__(self, indices: Iterable[Iterable[int]]):
+        if indices is None or isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+            raise EditError(f"ImagePatches takes one list of image-token indices per prompt, got {indices!r}")
+        rows = tuple(_patch_row(row) for row in indices)
+        if not rows:
+            raise EditError("ImagePatches needs one list of indices per prompt of the batch, got none")
+        if any(i < 0 for row in rows for i in row):
+            raise EditError("ImagePatches indices count each prompt's image tokens from 0; got a negative index")
+        object.__setattr__(self, "indices", rows)
+
+
+def _patch_row(row) -> tuple[int, ...]:
+    """One prompt's image-token indices as a tuple of integers (empty allowed)."""
+    if isinstance(row, (str, bytes)) or not hasattr(row, "__iter__"):
+        raise EditError(f"ImagePatches takes one list of image-token indices per prompt; got the row {row!r}")
+    row = tuple(row)
+    return integer_indices(row, "ImagePatches indices") if row else ()
+
+
+KeySelector = Union[Positions, Sinks, ImageKeys, ImagePatches]
+IMAGE_SELECTORS = (ImageKeys, ImagePatches)
 
 
 @dataclass(frozen=True)
@@ -125,8 +161,9 @@ class ScaleKeys(_Targeted):
     factor: float
 
     def __init__(self, keys: KeySelector, factor: float, layers=None, heads=None, prompts=None):
-        if not isinstance(keys, (Positions, Sinks, ImageKeys)):
-            raise EditError(f"ScaleKeys takes Positions(...), Sinks(...) or ImageKeys() as keys, got {keys!r}")
+        if not isinstance(keys, (Positions, Sinks, ImageKeys, ImagePatches)):
+            raise EditError(f"ScaleKeys takes Positions(...), Sinks(...), ImageKeys() or ImagePatches(...) as keys, "
+                            f"got {keys!r}")
         factor = _number(factor, "ScaleKeys factor", math.inf)
         if not 0.0 <= factor <= 1.0:
             raise EditError(
@@ -142,12 +179,13 @@ class ScaleKeys(_Targeted):
 class BiasKeys(_Targeted):
     """Add ``bias`` to the pre-softmax logits of ``keys`` (finite; to remove keys use ScaleKeys(keys, 0))."""
 
-    keys: Positions | ImageKeys
+    keys: Positions | ImageKeys | ImagePatches
     bias: float
 
-    def __init__(self, keys: Positions | ImageKeys, bias: float, layers=None, heads=None, prompts=None):
-        if not isinstance(keys, (Positions, ImageKeys)):
-            raise EditError("BiasKeys takes explicit Positions or ImageKeys(); "
+    def __init__(self, keys: Positions | ImageKeys | ImagePatches, bias: float, layers=None, heads=None,
+                 prompts=None):
+        if not isinstance(keys, (Positions, ImageKeys, ImagePatches)):
+            raise EditError("BiasKeys takes explicit Positions, ImageKeys() or ImagePatches(...); "
                             "for sinks use ScaleKeys(Sinks(...), factor)")
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "bias", _number(bias, "BiasKeys bias", MAX_BIAS))
@@ -168,8 +206,44 @@ class ScaleHeads(_Targeted):
         self._init_targets(layers, heads, prompts)
 
 
-Edit = Union[ScaleKeys, BiasKeys, ScaleHeads]
-EDIT_TYPES = (ScaleKeys, BiasKeys, ScaleHeads)
+MAX_BOOST = 1e3  # z + alpha|z|: past a few units the boosted keys take the whole softmax
+
+
+@dataclass(frozen=True)
+class BoostKeys(_Targeted):
+    """PAINT's (and PAI's) edit: at each prompt's **last query row only**, raise the pre-softmax
+    logit ``z`` of each chosen key to ``z + alpha * |z|`` (after scaling, soft-capping and any
+    BiasKeys; masked keys stay masked).
+
+    The last query row is, at a prefill or plain forward, each prompt's last real token, and at
+    each decode step of ``generate()``, the one new token, so the boost applies at every step as
+    in PAINT's code. ``alpha`` >= 0 and finite (PAINT: 0.7 for local tokens, 0.3 for summary
+    tokens); ``|z|`` makes it a relative boost, not a constant bias. ``rows`` names the rows
+    edited; only ``"last"`` exists.
+    """
+
+    keys: Positions | ImageKeys | ImagePatches
+    alpha: float
+    rows: str
+
+    def __init__(self, keys: Positions | ImageKeys | ImagePatches, alpha: float, layers=None, heads=None,
+                 prompts=None, rows: str = "last"):
+        if not isinstance(keys, (Positions, ImageKeys, ImagePatches)):
+            raise EditError(f"BoostKeys takes Positions(...), ImageKeys() or ImagePatches(...) as keys, got {keys!r}")
+        alpha = _number(alpha, "BoostKeys alpha", MAX_BOOST)
+        if alpha < 0:
+            raise EditError(f"BoostKeys alpha must be >= 0 (z + alpha|z| raises the keys' logits; PAINT uses 0.7 "
+                            f"and 0.3), got {alpha}; to lower attention to keys use ScaleKeys")
+        if rows != "last":
+            raise EditError(f"BoostKeys rows must be 'last' (each prompt's last query, as PAINT), got {rows!r}")
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "alpha", alpha)
+        object.__setattr__(self, "rows", rows)
+        self._init_targets(layers, heads, prompts)
+
+
+Edit = Union[ScaleKeys, BiasKeys, ScaleHeads, BoostKeys]
+EDIT_TYPES = (ScaleKeys, BiasKeys, ScaleHeads, BoostKeys)
 
 
 def check_edits(edits) -> list[Edit]:
@@ -179,13 +253,14 @@ def check_edits(edits) -> list[Edit]:
     edits = list(edits)
     for index, edit in enumerate(edits):
         if not isinstance(edit, EDIT_TYPES):
-            raise EditError(f"edit {index} is {edit!r}, not an edit; use ScaleKeys, BiasKeys or ScaleHeads")
+            raise EditError(f"edit {index} is {edit!r}, not an edit; use ScaleKeys, BiasKeys, ScaleHeads or BoostKeys")
     return edits
 
 
 def uses_image_keys(edits: list[Edit]) -> bool:
-    """True when some edit selects :class:`ImageKeys` (they need the forward's token ids)."""
-    return any(isinstance(getattr(edit, "keys", None), ImageKeys) for edit in edits)
+    """True when some edit selects :class:`ImageKeys` or :class:`ImagePatches` (they need the
+    forward's token ids)."""
+    return any(isinstance(getattr(edit, "keys", None), IMAGE_SELECTORS) for edit in edits)
 
 
 def act_calibration(tau: float = 0.1, beta: float = 0.4, layers=None, heads=None, min_visible: int = 1,

@@ -19,6 +19,8 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        into the edited attention's, so the reference does, exactly. Also ``span_mass`` (the
        attention each query pays to a key span, a VLM's image tokens): the kernels do not compute
        it, and a call asking for it runs the reference whole (exact; no kernel speed for it).
+       Likewise an edit with a ``last_row_boost`` (PAINT's ``z + c|z|`` at each row's last query,
+       :class:`~probe.edits.spec.BoostKeys`): the kernels do not implement it.
     2. ``sdpa``: no statistics and no edits, i.e. plain dense attention; PyTorch's fused kernel
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
@@ -116,6 +118,7 @@ def _unsupported(c: Call) -> bool:
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
         or (bool(scales) and (c.want.lookback_window is not None or c.want.band is not None))
         or c.want.span is not None  # span_mass (image-token mass): the reference computes it
+        or (edit is not None and edit.last_row_boost is not None)  # PAINT's boost: the reference does it
     )
 
 
