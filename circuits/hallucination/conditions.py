@@ -7,7 +7,8 @@ Context:
     ``"module:function"`` imported on first use, so checking a name imports nothing heavy; issue
     25's mitigations (VHR, PAINT) register theirs here.
 
-    Edits that depend on each input (VHR picks heads per image and prompt) come back from the
+    Edits that depend on each input (VHR picks heads per image and prompt, PAINT image tokens
+    per image: :mod:`circuits.vision.paint`, conditions ``paint`` and ``paint-random``) come back from the
     builder as :class:`PerInputEdits`: a function of one batch's prompts and images returning
     edits for that batch's rows (``prompts=(row,)`` edits), called by the answerer before each
     ``generate`` (:func:`batch_edits`).
@@ -113,3 +114,6 @@ def vhr_random_edits(model) -> PerInputEdits:
 
 register_edit("vhr", "circuits.hallucination.conditions:vhr_edits")
 register_edit("vhr-random", "circuits.hallucination.conditions:vhr_random_edits")
+
+register_edit("paint", "circuits.vision.paint:paint_condition")
+register_edit("paint-random", "circuits.vision.paint:paint_random_condition")
