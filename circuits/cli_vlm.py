@@ -1,5 +1,5 @@
 """The ``headscope vlm`` command group: ``vlm eval``, the batch evaluation of object hallucination;
-``vlm world``, the synthetic world's evaluation sets.
+``vlm world``, the synthetic world's evaluation sets; ``vlm carve``, CARVE (contrastive attention crops).
 
 Context:
     This module only builds the parser; the run function is
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.cli_options import LazyCommand, positive_int
+from probe.cli_options import LazyCommand, int_list, positive_int
 
 POPE_HELP = ("a POPE question file (JSON lines {question_id, image, text, label}) or a split name (random, popular, "
              "adversarial: coco_pope_NAME.json in --pope-dir); repeat for several")
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     verbs = vlm.add_subparsers(dest="vlm_command", required=True)
     _register_eval(verbs)
     _register_world(verbs)
+    _register_carve(verbs)
 
 
 def _register_world(verbs) -> None:
@@ -76,3 +77,29 @@ def _register_eval(verbs) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="the first N items of each set (default all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=LazyCommand("circuits.hallucination.cli_eval", "run_eval"))
+
+
+def _register_carve(verbs) -> None:
+    p = verbs.add_parser("carve", help="CARVE: answer with the original image and a crop of where the task query's "
+                                       "attention exceeds a general instruction's (Ge et al. 2025)")
+    p.add_argument("--model", default="synth-llava", help="the vision-language model (default synth-llava)")
+    p.add_argument("--world", choices=("heldout", "broken", "train"), default=None,
+                   help="scenes of the synthetic world: a present and an absent object asked per scene")
+    p.add_argument("--count", type=positive_int, default=30, help="scenes of --world (default 30)")
+    p.add_argument("--image", type=Path, default=None, help="one image file (with --question)")
+    p.add_argument("--question", default=None, help="the question about --image")
+    p.add_argument("--out", type=Path, required=True, help="JSON file: per item the answers without and with CARVE, "
+                                                           "the contrast peak, the mask's box")
+    p.add_argument("--general", default=None, help="the general instruction G (default: the model's own form, "
+                                                    "else 'Write a general description of the image.')")
+    p.add_argument("--suffix", default=None, help="text after G and the question (default: none for synth-llava, "
+                                                   "else 'Answer the question using a single word or phrase.')")
+    p.add_argument("--layers", type=int_list, default=None,
+                   help="comma-separated layers summed (default: 20..25 of 32 at the same relative depth)")
+    p.add_argument("--step-mode", choices=("all", "last"), default="all",
+                   help="all: steps weighted t+1 (the code's v4, default); last: the final step (the paper's t_end)")
+    p.add_argument("--top-percent", type=float, default=0.2, help="share of pixels and regions kept (default 0.2)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="steps recorded per map (default 32)")
+    p.add_argument("--answer-tokens", type=positive_int, default=32, help="most tokens of the final answer")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+    p.set_defaults(func=LazyCommand("circuits.vision.cli_carve", "run_carve"))
