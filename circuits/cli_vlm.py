@@ -20,8 +20,8 @@ from probe.cli_options import LazyCommand, int_list, positive_int
 
 POPE_HELP = ("a POPE question file (JSON lines {question_id, image, text, label}) or a split name (random, popular, "
              "adversarial: coco_pope_NAME.json in --pope-dir); repeat for several")
-ANSWERER_HELP = ("hf: the model of --model (default); fake-hash, fake-hash-slow: test aids without a model, "
-                 "answers hashed from image and prompt")
+ANSWERER_HELP = ("hf: the model of --model (default); carve: the same through CARVE (no --edit); fake-hash, "
+                 "fake-hash-slow: test aids without a model, answers hashed from image and prompt")
 
 
 def register(subparsers) -> None:

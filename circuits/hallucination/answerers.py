@@ -8,6 +8,9 @@ Context:
     the condition's edits (:mod:`circuits.hallucination.conditions`) applied through
     :func:`probe.edits.apply_edits` around the call.
 
+    :class:`CarveAnswerer` answers through CARVE (:func:`circuits.vision.carve_pipeline.carve`): one
+    item at a time, the general instruction's maps computed once per image.
+
     Answerers are built by name from :data:`ANSWERERS` (``--answerer``). ``fake-hash`` and
     ``fake-hash-slow`` are **test aids**: no model, answers that are a pure function of the image,
     the prompt and the condition (the slow one sleeps 0.3 s per batch so a test can kill a run
@@ -98,6 +101,40 @@ def hf_answerer(options: AnswererOptions) -> Answerer:
     return HFAnswerer(load_model(options.model, device=options.device), options.conditions)
 
 
+class CarveAnswerer:
+    """CARVE over a vision-language model: each query answered with its image and CARVE's refined crop
+    (:func:`circuits.vision.carve_pipeline.carve`, the model's own request forms), without edits."""
+
+    def __init__(self, model, conditions: Sequence[str] = ("none",)):
+        from probe.models.vlm_inputs import check_vision_model
+
+        if any(name != "none" for name in conditions):
+            raise UsageError("--answerer carve runs without edits; leave out --edit (its maps need eager attention)")
+        check_vision_model(model)
+        self.model = model
+        self.general: dict[bytes, Any] = {}
+
+    def answer(self, batch: Sequence[Query], request: Request) -> list[str]:
+        from circuits.vision.carve_pipeline import CarveOptions, carve, general_attention
+
+        options = CarveOptions(answer_tokens=request.max_new_tokens)
+        answers = []
+        for image, prompt in batch:
+            key = hashlib.sha256(image.tobytes()).digest()
+            if key not in self.general:
+                self.general = {key: general_attention(self.model, image, options)}  # one image at a time
+            answers.append(carve(self.model, image, prompt, options, general=self.general[key]).answer)
+        return answers
+
+
+def carve_answerer(options: AnswererOptions) -> Answerer:
+    from probe.models import load_model
+
+    if any(name != "none" for name in options.conditions):
+        raise UsageError("--answerer carve runs without edits; leave out --edit (its maps need eager attention)")
+    return CarveAnswerer(load_model(options.model, device=options.device), options.conditions)
+
+
 class HashAnswerer:
     """Test aid: answers that are a pure function of image, prompt and condition.
 
@@ -124,10 +161,12 @@ class HashAnswerer:
 
 ANSWERERS: dict[str, Callable[[AnswererOptions], Answerer]] = {
     "hf": hf_answerer,
+    "carve": carve_answerer,
     "fake-hash": lambda options: HashAnswerer(),
     "fake-hash-slow": lambda options: HashAnswerer(seconds_per_batch=0.3),
 }
-"""``--answerer`` names: ``hf`` (the model of ``--model``) and the test aids ``fake-hash*``."""
+"""``--answerer`` names: ``hf`` (the model of ``--model``), ``carve`` (the same through CARVE) and the test
+aids ``fake-hash*``."""
 
 
 def check_answerer(name: str) -> str:

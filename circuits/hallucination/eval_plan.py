@@ -66,7 +66,7 @@ class EvalPlan:
 def plan_eval(args: argparse.Namespace) -> EvalPlan:
     """Check every argument and read every item set; fails fast, before a model loads."""
     check_answerer(args.answerer)
-    if args.answerer == "hf" and not args.model:
+    if args.answerer in ("hf", "carve") and not args.model:
         raise UsageError("--model: name the vision-language model (a LLaVA folder, a hub id, a registered name)")
     names = conditions(args.edit)
     if args.out.exists() and not args.out.is_dir():
