@@ -1,0 +1,66 @@
+"""By-hand references for the VHD/VHR tests: eager attention with chosen heads scaled per row,
+and each head's output before the output projection read one prompt at a time."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from probe.attention.hf import attention_modules
+from probe.models.families import family_of
+
+MANUAL = "manual-head-scale"
+PROMPTS = ["What is on the table in this picture?", "Describe it."]
+
+
+def eager_scaling(layer_of: dict[int, int], scales: dict[int, torch.Tensor]):
+    """Eager attention written out; at layer ``l`` the output of head ``h`` in row ``r`` is
+    multiplied by ``scales[l][r, h]`` (every query position)."""
+
+    def attend(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+        scores = query @ key.transpose(-1, -2) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask[..., : key.shape[2]]
+        probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+        output = probs @ value  # (B, H, T, d)
+        layer = layer_of.get(id(module))
+        if layer in scales:
+            output = output * scales[layer][:, :, None, None].to(output)
+        return output.transpose(1, 2).contiguous(), probs
+
+    return attend
+
+
+@contextlib.contextmanager
+def manual_attention(model, scales: dict[int, torch.Tensor]):
+    """``model`` runs :func:`eager_scaling` inside the block."""
+    AttentionInterface.register(MANUAL, eager_scaling(attention_modules(model.hf), scales))
+    AttentionMaskInterface.register(MANUAL, eager_mask)
+    previous = model.hf.config._attn_implementation
+    model.hf.set_attn_implementation(MANUAL)
+    try:
+        yield
+    finally:
+        model.hf.set_attn_implementation(previous)
+
+
+def last_head_outputs(model, batch_inputs: dict, scales: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``[layer, head, d_head]`` head outputs at the last position of a one-row forward, read
+    at each output projection, under :func:`eager_scaling` with ``scales``."""
+    geometry = family_of(model.hf).geometry(model.hf)
+    seen: dict[int, torch.Tensor] = {}
+    handles = [proj.register_forward_pre_hook(
+        lambda module, args, layer=layer: seen.__setitem__(layer, args[0][0, -1].view(geometry.n_heads, -1)))
+        for layer, proj in enumerate(family_of(model.hf).output_projections(model.hf))]
+    try:
+        with torch.no_grad(), manual_attention(model, scales):
+            model.hf(**batch_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([seen[layer].float() for layer in range(geometry.n_layers)])
