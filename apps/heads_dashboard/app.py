@@ -19,7 +19,8 @@ from probe.models import LoadedModel, load_model
 from apps.heads_dashboard.callbacks import register_callbacks
 from apps.heads_dashboard.layout import build_layout
 from apps.heads_dashboard.metrics import load_plugin_metrics
-from apps.heads_dashboard.panels import circuits, rhythm
+from apps.heads_dashboard.panels import circuits, rhythm, vision
+from apps.heads_dashboard.panels.vision_bench import VisionModels
 from apps.heads_dashboard.settings import DashboardSettings
 from apps.heads_dashboard.state import ModelHolder
 from apps.heads_dashboard.workbench import Source, Workbench
@@ -30,6 +31,7 @@ def create_app(
     *,
     loader: Callable[[str], LoadedModel] | None = load_model,
     record: AttentionRecord | None = None,
+    vision_loader: Callable[[str], LoadedModel] | None = load_model,
 ) -> Dash:
     """A ready-to-run app; the model starts loading on a background thread at once.
 
@@ -38,6 +40,9 @@ def create_app(
         loader: ``name -> LoadedModel`` (tests pass a tiny model); None runs without a model,
             showing only ``record``.
         record: a record to show; if None and ``settings.record`` is set, it is read from there.
+        vision_loader: ``name -> LoadedModel`` for the vision panel's ``settings.vision_model``,
+            called on the panel's first run (not at start-up, so ``--no-model`` pages start as
+            fast); None leaves the panel without a model.
     """
     if record is None and settings.record is not None:
         record = AttentionRecord.load(settings.record)
@@ -45,10 +50,11 @@ def create_app(
     workbench = Workbench(settings, holder, record)
     load_plugin_metrics()
     app = Dash(__name__, title="headscope dashboard", update_title=None)
-    app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel(), circuits.panel()])
+    app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel(), circuits.panel(), vision.panel()])
     register_callbacks(app, workbench)
     rhythm.register_callbacks(app, workbench)
     circuits.register_callbacks(app, workbench)
+    vision.register_callbacks(app, workbench, VisionModels(settings.vision_model, vision_loader))
     return app
 
 

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=port_number, default=8050, help="TCP port, 1..65535 (default 8050)")
     p.add_argument("--record", type=Path, default=None, help="a saved attention record (from `headscope capture`) to show")
     p.add_argument("--no-model", action="store_true", help="do not load a model: show --record only")
+    p.add_argument("--vision-model", default="synth-llava",
+                   help="the vision panel's vision-language model, loaded on the panel's first run (default synth-llava)")
     p.add_argument("--long-input", type=positive_int, default=256, help="tokens above which heads are shown as summaries (default 256)")
     p.set_defaults(func=run)
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from probe.capture.record import AttentionRecord
 
     settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
-                                 long_input_tokens=args.long_input)
+                                 long_input_tokens=args.long_input, vision_model=args.vision_model)
     record = AttentionRecord.load(args.record) if args.record is not None else None  # a bad record fails here
     print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
     serve(settings, record=record, **({"loader": None} if args.no_model else {}))

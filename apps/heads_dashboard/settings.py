@@ -35,6 +35,8 @@ class DashboardSettings:
         cache_entries: captures kept in the LRU cache (a 256-token pattern capture of
             SmolLM2 holds about 70 MB of patterns).
         top_tokens: next-token candidates shown in the edits panel.
+        vision_model: the vision panel's own vision-language model (loaded on its first run, not
+            at start-up; the main ``model`` stays a text LM).
     """
 
     model: str = DEFAULT_MODEL
@@ -44,6 +46,7 @@ class DashboardSettings:
     long_input_tokens: int = 256
     cache_entries: int = 8
     top_tokens: int = 10
+    vision_model: str = "synth-llava"
 
     def __post_init__(self) -> None:
         if self.long_input_tokens < 1:
