@@ -1,0 +1,167 @@
+"""PAINT on synth-llava: which tokens it picks, and what it does to yes/no answers and captions.
+
+Parts (each written to ``OUT/paint_<part>.json`` as it finishes, so a slow machine keeps what
+it measured):
+
+    tokens   local / summary tokens per image on held-out scenes, and the share of each that
+             falls on an object (patch square overlapping an object's box) against all patches.
+    absent   yes-rate to the absent planted partner on broken scenes ("Is there a knife ..." for
+             a scene with a fork and no knife), per condition (none, paint, paint-random).
+    heldout  yes/no accuracy on held-out scenes (one sampled question per scene, half present).
+    chair    CHAIR_S / CHAIR_I / recall of captions of broken scenes (the world vocabulary of
+             ``write_world_sets``).
+
+Intervals: percentile bootstrap over items (paired differences against ``none``).
+
+Usage:
+    python benchmarks/vision_paint.py --out benchmarks/vision_paint_results --pope 100 --captions 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
+from circuits.hallucination.chair import ChairVocabulary, chair_metrics
+from circuits.hallucination.conditions import batch_edits, edits_for
+from circuits.vision.item_sets import write_world_sets
+from circuits.vision.language import CAPTION_PROMPT, YES, question, sample_question
+from circuits.vision.paint import paint_tokens
+from circuits.vision.render import render
+from circuits.vision.world import PARTNER, scenes
+from probe.edits import apply_edits
+from probe.models import load_model
+from probe.models.vlm_inputs import generate_answers
+
+CONDITIONS = ("none", "paint", "paint-random")
+PATCH = 14
+GRID = 8
+
+
+def patch_box(index: int) -> tuple[int, int, int, int]:
+    row, col = divmod(index, GRID)
+    return col * PATCH, row * PATCH, (col + 1) * PATCH, (row + 1) * PATCH
+
+
+def overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def on_object(index: int, scene) -> bool:
+    return any(overlaps(patch_box(index), obj.box) for obj in scene.objects)
+
+
+def token_part(model, count: int) -> dict:
+    chosen = scenes("heldout", count)
+    images = [render(s) for s in chosen]
+    tokens = paint_tokens(model, images)
+    local = [len(t) for t in tokens.local]
+    summary = [len(t) for t in tokens.summary]
+    local_hits = [on_object(i, s) for t, s in zip(tokens.local, chosen) for i in t]
+    summary_hits = [on_object(i, s) for t, s in zip(tokens.summary, chosen) for i in t]
+    base = [on_object(i, s) for s in chosen for i in range(GRID * GRID)]
+    return {
+        "n_images": count,
+        "local_per_image": {"mean": float(np.mean(local)), "min": min(local), "max": max(local)},
+        "summary_per_image": {"mean": float(np.mean(summary)), "min": min(summary), "max": max(summary)},
+        "local_on_object": bootstrap_mean(local_hits).as_dict(),
+        "summary_on_object": bootstrap_mean(summary_hits).as_dict() if summary_hits else None,
+        "all_patches_on_object": bootstrap_mean(base).as_dict(),
+        "note": "items of the bootstrap are tokens (pooled over images)",
+    }
+
+
+def answers(model, condition: str, prompts: list[str], images: list, max_new_tokens: int, batch: int) -> list[str]:
+    built = edits_for(condition, model)
+    out: list[str] = []
+    for start in range(0, len(prompts), batch):
+        p, im = prompts[start:start + batch], images[start:start + batch]
+        edits = batch_edits(built, p, im)
+        with apply_edits(model, edits) if edits else torch.no_grad():
+            out += generate_answers(model, p, im, max_new_tokens=max_new_tokens, batch_size=len(p))
+    return out
+
+
+def yes(text: str) -> bool:
+    return text.strip().lower().startswith("yes")
+
+
+def compare(hits: dict[str, list[bool]]) -> dict:
+    rows = {c: bootstrap_mean(h).as_dict() for c, h in hits.items()}
+    for c in hits:
+        if c != "none":
+            rows[f"{c} - none"] = bootstrap_difference(hits[c], hits["none"]).as_dict()
+    return rows
+
+
+def absent_part(model, count: int, batch: int) -> dict:
+    chosen = scenes("broken", count)
+    prompts = [question(PARTNER[next(o.name for o in s.objects if o.name in PARTNER)]) for s in chosen]
+    images = [render(s) for s in chosen]
+    said = {c: answers(model, c, prompts, images, 2, batch) for c in CONDITIONS}
+    return {"n": count, "yes_rate_to_absent_partner": compare({c: [yes(a) for a in said[c]] for c in said}),
+            "answers_sample": {c: said[c][:5] for c in said}}
+
+
+def heldout_part(model, count: int, batch: int) -> dict:
+    rng = np.random.default_rng(0)
+    chosen = scenes("heldout", count)
+    asked = [sample_question(s, rng) for s in chosen]
+    images = [render(s) for s in chosen]
+    said = {c: answers(model, c, [q for q, _ in asked], images, 2, batch) for c in CONDITIONS}
+    hits = {c: [yes(a) == (truth == YES) for a, (_, truth) in zip(said[c], asked)] for c in said}
+    return {"n": count, "present_share": float(np.mean([t == YES for _, t in asked])), "accuracy": compare(hits)}
+
+
+def chair_part(model, count: int, batch: int, folder: Path, max_new_tokens: int) -> dict:
+    paths = write_world_sets(folder / "world_sets", "broken", count)
+    vocabulary = ChairVocabulary.from_file(paths["vocabulary"])
+    chosen = scenes("broken", count)
+    images = [render(s) for s in chosen]
+    truths = [s.names for s in chosen]
+    result = {"n": count, "max_new_tokens": max_new_tokens}
+    for c in CONDITIONS:
+        captions = answers(model, c, [CAPTION_PROMPT] * count, images, max_new_tokens, batch)
+        metrics = chair_metrics(vocabulary, captions, truths)
+        result[c] = {"chair_s": metrics.chair_s, "chair_i": metrics.chair_i, "recall": metrics.recall,
+                     "intervals": {k: v.as_dict() for k, v in metrics.intervals().items()},
+                     "captions_sample": captions[:4]}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/vision_paint_results"))
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--pope", type=int, default=100)
+    parser.add_argument("--captions", type=int, default=50)
+    parser.add_argument("--caption-tokens", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--parts", default="tokens,absent,heldout,chair")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_model("synth-llava")
+    runs = {
+        "tokens": lambda: token_part(model, args.tokens),
+        "absent": lambda: absent_part(model, args.pope, args.batch),
+        "heldout": lambda: heldout_part(model, args.pope, args.batch),
+        "chair": lambda: chair_part(model, args.captions, args.batch, args.out, args.caption_tokens),
+    }
+    for part in args.parts.split(","):
+        start, cpu = time.time(), time.process_time()
+        result = runs[part]()
+        result["wall_s"], result["cpu_s"] = time.time() - start, time.process_time() - cpu
+        (args.out / f"paint_{part}.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(part, json.dumps(result)[:600], flush=True)
+
+
+if __name__ == "__main__":
+    main()
