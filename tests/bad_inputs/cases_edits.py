@@ -6,7 +6,8 @@ import math
 
 from apps.heads_dashboard.settings import EditSettings, parse_heads
 from probe import capture
-from probe.edits import BiasKeys, Positions, ScaleHeads, ScaleKeys, Sinks, act_calibration, apply_edits
+from probe.edits import (BiasKeys, BoostKeys, ImageKeys, ImagePatches, Positions, ScaleHeads, ScaleKeys, Sinks,
+                         act_calibration, apply_edits)
 from tests.bad_inputs.table import Case, api
 
 
@@ -38,6 +39,15 @@ CASES: list[Case] = [
     api("apply-layer-out-of-range", lambda env: _apply(env, [ScaleHeads(2.0, layers=[99])]), "layer 99"),
     api("apply-head-out-of-range", lambda env: _apply(env, [ScaleHeads(2.0, heads=[99])]), "head 99"),
     api("apply-prompt-past-batch", lambda env: _apply(env, [ScaleHeads(0.0, prompts=[5])]), "prompt 5"),
+    api("edit-boost-alpha-nan", lambda env: BoostKeys(ImageKeys(), math.nan), "finite"),
+    api("edit-boost-alpha-inf", lambda env: BoostKeys(Positions([0]), math.inf), "finite"),
+    api("edit-boost-alpha-negative", lambda env: BoostKeys(ImageKeys(), -0.5), ">= 0"),
+    api("edit-boost-rows-not-last", lambda env: BoostKeys(ImageKeys(), 0.7, rows="all"), "last"),
+    api("edit-boost-on-sinks", lambda env: BoostKeys(Sinks(), 0.7), "ImagePatches"),
+    api("edit-image-patches-negative", lambda env: ImagePatches([[0, -1]]), "negative"),
+    api("edit-image-patches-flat", lambda env: ImagePatches([0, 1]), "per prompt"),
+    api("apply-boost-patches-on-text-model", lambda env: _apply(env, [BoostKeys(ImagePatches([[0], [1]]), 0.7)]),
+        "image-token id"),
     api("dashboard-factor-nan", lambda env: EditSettings.from_ui(None, "1.2", math.nan), "finite"),
     api("dashboard-factor-huge", lambda env: EditSettings.from_ui(None, "1.2", 1e308), "magnitude"),
     api("dashboard-bad-head-list", lambda env: parse_heads("3-4"), "cannot read head"),
