@@ -27,7 +27,8 @@ from apps.heads_dashboard.panels.vision import (VID, VisionRequest, captions_vie
 from apps.heads_dashboard.panels.vision_bench import (EDITS, EditParams, VisionBench, VisionModels, parse_layers,
                                                       vision_edit)
 from apps.heads_dashboard.panels.vision_figures import (Mark, caption_pieces, caption_summary, grid_shape,
-                                                        overlay_figure, patch_grid, span_mass_figure, vhd_figure)
+                                                        overlay_figure, overlays_figure, patch_boxes, patch_grid,
+                                                        span_mass_figure, vhd_figure)
 from apps.heads_dashboard.panels.vision_sources import (MAX_UPLOAD_BYTES, as_seen, check_prompt, decode_upload,
                                                         image_source, world_source)
 from apps.heads_dashboard.settings import DashboardSettings
@@ -82,6 +83,22 @@ def test_overlay_covers_the_image_patch_by_patch_scaled_to_its_largest_value():
         overlay_figure(np.zeros((4, 4)), grid, "grey")
 
 
+def test_several_overlays_share_a_figure_and_patch_boxes_frame_their_cells():
+    image = np.zeros((112, 112, 3), dtype=np.uint8)
+    grids = [patch_grid(np.full(64, v)) for v in (0.1, 0.2, 0.3)]
+    fig = overlays_figure(image, grids, ["a", "b", "c"], columns=2)
+    assert len(fig.data) == 6 and [a.text for a in fig.layout.annotations] == ["a", "b", "c"]
+    assert fig.data[5].zmax == pytest.approx(0.3) and fig.data[5].xaxis == "x3"
+    with pytest.raises(ValueError):
+        overlays_figure(image, grids, ["a"])
+    boxed = patch_boxes(overlay_figure(image, grids[0], "t"), [3, 9], (8, 8), (112, 112), "cyan", "local", first_token=0)
+    xs, ys = boxed.data[-1].x, boxed.data[-1].y
+    assert xs[:5] == (42, 56, 56, 42, 42) and ys[:5] == (0, 0, 14, 14, 0)  # token 3: row 0, col 3
+    assert xs[6:11] == (14, 28, 28, 14, 14) and ys[6:11] == (14, 14, 28, 28, 14)  # token 9: row 1, col 1
+    with pytest.raises(ValueError, match="outside"):
+        patch_boxes(go.Figure(), [64], (8, 8), (112, 112), "red", "x")
+
+
 def test_mass_and_vhd_heatmaps_frame_the_selected_head_and_cross_out_outliers():
     mass = np.arange(12.0).reshape(3, 4) / 12
     fig = span_mass_figure(mass, selected=(2, 1))
@@ -92,6 +109,7 @@ def test_mass_and_vhd_heatmaps_frame_the_selected_head_and_cross_out_outliers():
     outliers[1, 3] = True
     vhd = vhd_figure(mass, outliers)
     assert len(vhd.data) == 2 and list(vhd.data[1].x) == [3] and list(vhd.data[1].y) == [1]
+    assert vhd.layout.yaxis.range == (2.5, -0.5)  # the markers do not widen the axes
     assert len(vhd_figure(mass, np.zeros((3, 4), dtype=bool)).data) == 1
 
 
@@ -179,7 +197,7 @@ def test_prompt_and_edit_widgets_are_checked():
         vision_edit("blur")
     with pytest.raises(InputError, match="head scaling needs heads"):
         VisionRequest.from_ui("world", "heldout", 0, None, None, PROMPT, "scale-heads", 1, "", "", 0, 2)
-    assert {"none", "image-bias", "scale-heads", "vhr", "vhr-random"} <= set(EDITS)
+    assert {"none", "image-bias", "scale-heads", "vhr", "vhr-random", "paint", "paint-random"} <= set(EDITS)
 
 
 def test_as_seen_crops_like_the_processor():
@@ -250,6 +268,9 @@ def test_a_run_shows_the_patterns_mass_vhd_and_captions_of_the_model(tiny_llava)
     assert np.allclose(np.asarray(mean.data[1].z), patch_grid(result.attention.to_image[2].mean(0)))
     assert "mean over heads" in mean.layout.title.text
     assert len(results) == 1 and _run(bench, results, edit="image-bias")[2] == key  # cached: same id
+    for edit in ("vhr", "paint"):
+        captions, info, other, message = _run(bench, results, edit=edit)
+        assert message == "" and other != key and results.get(other).attention is result.attention
 
 
 def test_bad_widgets_are_refused_before_the_model_is_loaded():

@@ -11,8 +11,8 @@ Context (issue 25):
     - every head's attention mass on the image there (``span_mass``), layers x heads; a click
       selects the head;
     - VHD of every head (He et al. 2025, :mod:`circuits.vision.vhd`), Eq. 6 outliers crossed out;
-    - the greedy caption before and after the chosen edit (image-key bias, head scaling, VHR or
-      its random-head control), object words marked with the world's CHAIR vocabulary: against the
+    - the greedy caption before and after the chosen edit (image-key bias, head scaling, VHR,
+      PAINT, or their random controls), object words marked with the world's CHAIR vocabulary: against the
       scene's ground truth (world scenes) and against the other caption (words the edit changed).
 
     The computation lives in :mod:`.vision_bench` (its own VLM, loaded on first use, its own lock,

@@ -24,7 +24,9 @@ Edits:
     :data:`EDITS` is a registry: name -> :class:`VisionEdit` (label, the parameters it reads,
     and a builder from the model, the parameters and the (prompt, image) to
     :mod:`probe.edits` edits). VHR and its random control build their heads per input
-    (:func:`circuits.vision.vhr.vhr_edits`, :func:`~circuits.vision.vhr.random_edits`).
+    (:func:`circuits.vision.vhr.vhr_edits`, :func:`~circuits.vision.vhr.random_edits`), PAINT
+    and its random-token control their boosted image tokens per image
+    (:class:`circuits.vision.paint.PaintCondition`, the code's alpha 0.7 / beta 0.3, layers 2..end).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from circuits.vision.paint import PaintCondition
 from circuits.vision.vhd import prompt_set_vhd
 from circuits.vision.vhr import VHRConfig, random_edits, vhr_edits
 from probe.capture import CaptureConfig, capture
@@ -216,6 +219,10 @@ register_edit(VisionEdit("vhr", "VHR", ("alpha",),
 register_edit(VisionEdit("vhr-random", "VHR's random-head control", ("alpha",),
                          lambda model, params, prompt, image: random_edits(model, [prompt], [image],
                                                                             VHRConfig(alpha=params.alpha))))
+register_edit(VisionEdit("paint", "PAINT", (),
+                         lambda model, params, prompt, image: PaintCondition(model)([prompt], [image])))
+register_edit(VisionEdit("paint-random", "PAINT's random-token control", (),
+                         lambda model, params, prompt, image: PaintCondition(model, random=True)([prompt], [image])))
 
 
 # --- results -------------------------------------------------------------------------------

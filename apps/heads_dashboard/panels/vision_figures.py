@@ -16,14 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 from jaxtyping import Float, UInt8
+from plotly.subplots import make_subplots
 
 from circuits.hallucination.chair import ChairVocabulary
 from circuits.hallucination.words import caption_tokens
 
 from apps.heads_dashboard.figures import head_grid_figure
 
-OVERLAY_OPACITY = 0.55
-OVERLAY_COLORSCALE = "Hot"
+OVERLAY_OPACITY = 0.8
+OVERLAY_COLORSCALE = [[0.0, "rgba(255, 255, 0, 0)"], [0.3, "rgba(255, 200, 0, 0.35)"],
+                      [0.7, "rgba(255, 90, 0, 0.7)"], [1.0, "rgba(220, 0, 0, 0.9)"]]
+"""Clear at zero, so patches the head ignores show the image as it is; red where it looks most."""
 
 
 def grid_shape(n_tokens: int) -> tuple[int, int]:
@@ -63,16 +66,61 @@ def overlay_figure(image: UInt8[np.ndarray, "height width 3"], grid: Float[np.nd
         customdata=[[(r, c) for c in range(cols)] for r in range(rows)],
         hovertemplate="patch row %{customdata[0]}, col %{customdata[1]}<br>attention %{z:.4f}<extra></extra>",
     ))
-    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=420, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title=dict(text=title, font=dict(size=13), x=0.02, y=0.97), height=440,
+                      margin=dict(l=10, r=10, t=60, b=10),
                       xaxis=dict(visible=False, range=[0, width]),
                       yaxis=dict(visible=False, range=[height, 0], scaleanchor="x"))
+    return fig
+
+
+def overlays_figure(image: UInt8[np.ndarray, "height width 3"], grids: list[Float[np.ndarray, "rows cols"]],
+                    titles: list[str], *, columns: int = 4, opacity: float = OVERLAY_OPACITY) -> go.Figure:
+    """Several heads' grids over the same image, side by side (one colour scale per panel, each
+    from 0 to its own largest value; the hover gives the values)."""
+    if len(grids) != len(titles) or not grids:
+        raise ValueError("give one title per grid, and at least one grid")
+    columns = min(columns, len(grids))
+    rows = math.ceil(len(grids) / columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.08)
+    height, width = np.asarray(image).shape[:2]
+    for i, grid in enumerate(grids):
+        one = overlay_figure(image, grid, titles[i], opacity=opacity)
+        heat = one.data[1].update(showscale=False)
+        row, col = i // columns + 1, i % columns + 1
+        fig.add_trace(one.data[0], row=row, col=col)
+        fig.add_trace(heat, row=row, col=col)
+        fig.update_xaxes(visible=False, range=[0, width], row=row, col=col)
+        fig.update_yaxes(visible=False, range=[height, 0], scaleanchor=f"x{i + 1 if i else ''}", row=row, col=col)
+    fig.update_layout(height=260 * rows + 40, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def patch_boxes(fig: go.Figure, tokens: list[int] | tuple[int, ...], grid: tuple[int, int], size: tuple[int, int],
+                colour: str, name: str, *, first_token: int = 0) -> go.Figure:
+    """Frame image tokens ``tokens`` (indices among the image tokens, ``first_token`` being patch 0)
+    on an image of ``size`` = (width, height) laid out in ``grid`` = (rows, cols) patches; one legend
+    entry ``name`` for the set. Returns ``fig``."""
+    rows, cols = grid
+    width, height = size
+    cell_w, cell_h = width / cols, height / rows
+    xs, ys = [], []
+    for token in tokens:
+        r, c = divmod(token - first_token, cols)
+        if not (0 <= r < rows):
+            raise ValueError(f"image token {token} is outside the {rows} x {cols} grid")
+        x0, y0 = c * cell_w, r * cell_h
+        xs += [x0, x0 + cell_w, x0 + cell_w, x0, x0, None]
+        ys += [y0, y0, y0 + cell_h, y0 + cell_h, y0, None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=2), name=name, hoverinfo="skip"))
+    fig.update_layout(showlegend=True)
     return fig
 
 
 def overlay_title(layer: int, head: int | None, mass: float) -> str:
     """The overlay's title: which head (or the layer's mean) and its total attention on the image."""
     who = f"layer {layer}, mean over heads" if head is None else f"layer {layer}, head {head}"
-    return f"{who}: last token's attention to the image (mass {mass:.3f})"
+    return f"{who}: attention to the image<br>from the last token (mass {mass:.3f})"
 
 
 def span_mass_figure(mass: Float[np.ndarray, "layer head"], selected: tuple[int, int] | None = None) -> go.Figure:
@@ -92,6 +140,8 @@ def vhd_figure(vhd: Float[np.ndarray, "layer head"], outliers: np.ndarray | None
         fig.add_trace(go.Scatter(x=heads.tolist(), y=layers.tolist(), mode="markers", name="outlier (set to 0)",
                                  marker=dict(symbol="x", color="#00c8ff", size=9), hoverinfo="skip"))
         fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.12))
+    fig.update_xaxes(range=[-0.5, vhd.shape[1] - 0.5])
+    fig.update_yaxes(range=[vhd.shape[0] - 0.5, -0.5], autorange=False)
     return fig
 
 
