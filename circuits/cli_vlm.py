@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.cli_options import LazyCommand, int_list, positive_int
+from probe.cli_options import LazyCommand, int_list, non_negative_int, positive_int
 
 POPE_HELP = ("a POPE question file (JSON lines {question_id, image, text, label}) or a split name (random, popular, "
              "adversarial: coco_pope_NAME.json in --pope-dir); repeat for several")
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     verbs = vlm.add_subparsers(dest="vlm_command", required=True)
     _register_eval(verbs)
     _register_world(verbs)
+    _register_vhd(verbs)
     _register_carve(verbs)
 
 
@@ -42,6 +43,29 @@ def _register_world(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the question draws")
     p.add_argument("--out", type=Path, required=True, help="folder for world-SPLIT_*.json[l] and world_chair_vocabulary.json")
     p.set_defaults(func=LazyCommand("circuits.vision.cli_world", "run_world"))
+
+
+def _register_vhd(verbs) -> None:
+    p = verbs.add_parser("vhd", help="vision-aware head divergence (He et al. 2025) of every head over a prompt set: "
+                                     "mean VHD, T-VHD, Eq. 6 outliers, the ranking, as one JSON file")
+    p.add_argument("--model", default="synth-llava", help="the vision-language model (default synth-llava)")
+    source = p.add_argument_group("items (one source)")
+    source.add_argument("--world", choices=("heldout", "broken", "train"), default=None,
+                        help="scenes of the synthetic world's split, each asked --prompt")
+    source.add_argument("--pope", type=Path, default=None,
+                        help="a POPE question file (JSON lines {question_id, image, text, label}): its (image, "
+                             "question) pairs")
+    source.add_argument("--images", type=Path, default=None,
+                        help="folder the --pope file's image paths are relative to")
+    p.add_argument("--count", type=positive_int, default=50, help="scenes or questions (default 50)")
+    p.add_argument("--start", type=non_negative_int, default=0, help="first scene index of --world (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="the world's seed (default 0: the scenes synth-llava knows)")
+    p.add_argument("--prompt", default="Describe this image.", help="the request asked of every --world scene")
+    p.add_argument("--top-k", type=positive_int, default=3, help="heads per layer summed by T-VHD (default 3)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="items per two-stream forward")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write (atomically)")
+    p.set_defaults(func=LazyCommand("circuits.vision.cli_vhd", "run_vhd"))
 
 
 def _register_eval(verbs) -> None:
@@ -65,7 +89,8 @@ def _register_eval(verbs) -> None:
                       help="CHAIR's object words and synonyms (default: the --annotations file)")
     sets.add_argument("--images", type=Path, default=None, help="folder that image paths of the items are relative to")
     p.add_argument("--edit", action="append", default=[], metavar="NAME",
-                   help="also answer under this registered edit (act, ...); repeat for several; 'none' always runs")
+                   help="also answer under this registered edit (act, vhr, vhr-random, ...); repeat for several; "
+                        "'none' always runs")
     p.add_argument("--batch-size", type=positive_int, default=8, help="items per generate call")
     p.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens per caption (CHAIR)")
     p.add_argument("--answer-tokens", type=positive_int, default=8, help="most tokens per yes/no answer (POPE)")

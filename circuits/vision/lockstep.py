@@ -72,7 +72,8 @@ class LockstepHeads:
     image_logits: Float[Tensor, "item vocab"]
 
 
-def outlier_mask(vhd: Float[Tensor, "*batch head"], text_norm_sq: Float[Tensor, "*batch head"]) -> Bool[Tensor, "*batch head"]:
+def outlier_mask(vhd: Float[Tensor, "*batch head"],
+                 text_norm_sq: Float[Tensor, "*batch head"]) -> Bool[Tensor, "*batch head"]:
     """Eq. 6: heads whose VHD and TA both exceed their layer's mean + one standard deviation.
 
     The statistics run over the last axis (the heads of one layer); the standard deviation is
