@@ -125,3 +125,14 @@ def test_evaluation_conditions_choose_heads_per_batch(llava, pictures):
     count = lambda es: sorted((e.prompts, e.layers, len(e.heads)) for e in es)  # noqa: E731
     assert count(control) == count(edits)
     assert batch_edits([1, 2], PROMPTS, pictures) == [1, 2]
+
+
+def test_the_batch_evaluation_answers_under_vhr(llava, pictures):
+    from circuits.hallucination.answerers import HFAnswerer, Request
+
+    answerer = HFAnswerer(llava, ("none", "vhr", "vhr-random"))
+    batch = list(zip(pictures, PROMPTS))
+    got = answerer.answer(batch, Request("vhr", "pope", 3))
+    assert got == generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=3, config=VHRConfig())
+    control = answerer.answer(batch, Request("vhr-random", "pope", 3))
+    assert control == generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=3, control=True)
