@@ -20,6 +20,13 @@ Choices the paper leaves open:
       heads (the heavy tail: a few heads per layer carry most of the divergence).
     - The outlier rule runs per prompt (each prompt's heads of one layer), as VHR applies it;
       :class:`PromptSetVHD` also gives the rule applied to the prompt-set means.
+
+Deviation:
+    VHD is measured at the first generated step only (the last prompt position). The paper's
+    T-VHD analysis scores each object word of a caption at the step that generates it (with the
+    caption so far in both streams); here T-VHD is read at ``t = 0``, which for a yes/no question
+    is the step that answers it (``benchmarks/vision_vhd.py`` compares hallucinated and correct
+    answers that way).
 """
 
 from __future__ import annotations
