@@ -10,6 +10,8 @@ it measured):
     heldout  yes/no accuracy on held-out scenes (one sampled question per scene, half present).
     chair    CHAIR_S / CHAIR_I / recall of captions of broken scenes (the world vocabulary of
              ``write_world_sets``).
+    scaled   absent and heldout with PAINT's alpha and beta multiplied by ``--scale`` (the code's
+             0.7 / 0.3 break synth-llava's answers).
 
 Intervals: percentile bootstrap over items (paired differences against ``none``).
 
@@ -32,7 +34,7 @@ from circuits.hallucination.chair import ChairVocabulary, chair_metrics
 from circuits.hallucination.conditions import batch_edits, edits_for
 from circuits.vision.item_sets import write_world_sets
 from circuits.vision.language import CAPTION_PROMPT, YES, question, sample_question
-from circuits.vision.paint import paint_tokens
+from circuits.vision.paint import ALPHA, BETA, paint_edits, paint_tokens
 from circuits.vision.render import render
 from circuits.vision.world import PARTNER, scenes
 from probe.edits import apply_edits
@@ -86,6 +88,38 @@ def answers(model, condition: str, prompts: list[str], images: list, max_new_tok
         with apply_edits(model, edits) if edits else torch.no_grad():
             out += generate_answers(model, p, im, max_new_tokens=max_new_tokens, batch_size=len(p))
     return out
+
+
+def scaled_answers(model, scale: float, prompts: list[str], images: list, batch: int) -> list[str]:
+    """Answers under PAINT with alpha and beta times ``scale``."""
+    out: list[str] = []
+    for start in range(0, len(prompts), batch):
+        p, im = prompts[start:start + batch], images[start:start + batch]
+        edits = paint_edits(paint_tokens(model, im), model.geometry.n_layers, ALPHA * scale, BETA * scale)
+        with apply_edits(model, edits):
+            out += generate_answers(model, p, im, max_new_tokens=2, batch_size=len(p))
+    return out
+
+
+def scaled_part(model, count: int, batch: int, scale: float, folder: Path) -> dict:
+    """Yes-rate to absent partners and held-out accuracy under PAINT scaled, against ``none``
+    read back from the absent and heldout parts' answers (same items and order)."""
+    result = {"n": count, "scale": scale, "alpha": ALPHA * scale, "beta": BETA * scale}
+    broken = scenes("broken", count)
+    prompts = [question(PARTNER[next(o.name for o in s.objects if o.name in PARTNER)]) for s in broken]
+    said = scaled_answers(model, scale, prompts, [render(s) for s in broken], batch)
+    base = [yes(a) for a in answers(model, "none", prompts, [render(s) for s in broken], 2, batch)]
+    result["yes_rate_to_absent_partner"] = compare({"none": base, "paint-scaled": [yes(a) for a in said]})
+    result["absent_answers_sample"] = said[:8]
+    rng = np.random.default_rng(0)
+    held = scenes("heldout", count)
+    asked = [sample_question(s, rng) for s in held]
+    images = [render(s) for s in held]
+    said = scaled_answers(model, scale, [q for q, _ in asked], images, batch)
+    base = answers(model, "none", [q for q, _ in asked], images, 2, batch)
+    hits = {c: [yes(a) == (t == YES) for a, (_, t) in zip(ans, asked)] for c, ans in (("none", base), ("paint-scaled", said))}
+    result["heldout_accuracy"] = compare(hits)
+    return result
 
 
 def yes(text: str) -> bool:
@@ -145,6 +179,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--parts", default="tokens,absent,heldout,chair")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=0.2, help="the scaled part: alpha, beta times this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -154,12 +189,14 @@ def main() -> None:
         "absent": lambda: absent_part(model, args.pope, args.batch),
         "heldout": lambda: heldout_part(model, args.pope, args.batch),
         "chair": lambda: chair_part(model, args.captions, args.batch, args.out, args.caption_tokens),
+        "scaled": lambda: scaled_part(model, args.pope, args.batch, args.scale, args.out),
     }
     for part in args.parts.split(","):
         start, cpu = time.time(), time.process_time()
         result = runs[part]()
         result["wall_s"], result["cpu_s"] = time.time() - start, time.process_time() - cpu
-        (args.out / f"paint_{part}.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = f"scaled_{args.scale:g}" if part == "scaled" else part
+        (args.out / f"paint_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         print(part, json.dumps(result)[:600], flush=True)
 
 
