@@ -256,6 +256,7 @@ def paint_condition(model):
     """Condition ``paint``: PAINT with the code's settings (alpha 0.7, beta 0.3, layers 2..end)."""
     from circuits.hallucination.conditions import PerInputEdits
 
+    tower_reader(getattr(model, "hf", model))  # a family PAINT cannot read is refused before any batch
     return PerInputEdits(PaintCondition(model))
 
 
@@ -264,4 +265,5 @@ def paint_random_condition(model):
     the image), boosted the same way: does the choice of tokens matter?"""
     from circuits.hallucination.conditions import PerInputEdits
 
+    tower_reader(getattr(model, "hf", model))
     return PerInputEdits(PaintCondition(model, random=True))

@@ -255,3 +255,8 @@ def test_paint_conditions_build_per_batch_edits(llava):
     control = batch_edits(edits_for("paint-random", llava), ["a", "b"], images)
     assert [len(r) for r in control[0].keys.indices] == [len(r) for r in tokens.local]
     assert control == batch_edits(edits_for("paint-random", llava), ["a", "b"], images)
+
+
+def test_paint_refuses_a_family_it_cannot_read(tiny_vlms):
+    with pytest.raises(EditError, match="TowerReader"):
+        edits_for("paint", tiny_vlms["qwen2_vl"])
