@@ -99,3 +99,23 @@ def test_ranking_views_and_heatmap(llava, pictures):
     figure = vhd_heatmap(result.mean, mask=result.mean_outliers | (result.mean == result.mean.max()))
     assert figure.data[0].type == "heatmap" and len(figure.data) == 2
     assert result.outlier_rate.shape == result.mean.shape and result.cleaned_mean.shape == result.mean.shape
+
+
+@pytest.mark.real_model
+def test_synth_llava_lockstep_equals_the_capture_of_each_stream():
+    """On synth-llava (30 layers, 9 heads), the lockstep VHD equals the difference of
+    :func:`probe.capture.image_head_outputs`' two captures (headscope's own attention path)."""
+    from circuits.vision.render import render
+    from circuits.vision.world import scene_at
+    from probe import load_model
+    from probe.capture import image_head_outputs
+
+    model = load_model("synth-llava")
+    prompts, images = ["Describe this image.", "Is there a knife in the image?"], [render(scene_at("heldout", i))
+                                                                                   for i in range(2)]
+    got = lockstep_heads(model, prompts, images)
+    assert got.vhd.shape == (2, 30, 9)
+    for item, (prompt, image) in enumerate(zip(prompts, images)):
+        heads = image_head_outputs(model, prompt, image)
+        torch.testing.assert_close(got.vhd[item], (heads.with_image - heads.without_image).norm(dim=-1),
+                                   atol=2e-3, rtol=1e-4)
