@@ -168,7 +168,7 @@ def cls_to_patches(attention: Float[Tensor, "batch head tok tok"], first_patch: 
 
 def outliers(scores: Float[Tensor, " patch"], fence: float = IQR_FENCE) -> Bool[Tensor, " patch"]:
     """Scores above ``Q3 + fence * IQR`` (linear-interpolated quartiles, as ``np.percentile``)."""
-    q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
+    q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64, device=scores.device))
     return scores.double() > q3 + fence * (q3 - q1)
 
 
