@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 
 from probe.cli import main, run_guarded
-from tests.bad_inputs import (cases_api, cases_cli, cases_edits, cases_hallucination, cases_records, cases_vhd,
-                              cases_vision, cases_vlm)
+from tests.bad_inputs import (cases_api, cases_carve, cases_cli, cases_edits, cases_hallucination, cases_records,
+                              cases_vhd, cases_vision, cases_vlm)
 from tests.bad_inputs.table import Env
 from tests.helpers import tiny_loaded, untyped
 
 TABLE = [*cases_records.CASES, *cases_cli.CASES, *cases_api.CASES, *cases_edits.CASES, *cases_hallucination.CASES,
-         *cases_vision.CASES, *cases_vlm.CASES, *cases_vhd.CASES]
+         *cases_vision.CASES, *cases_vlm.CASES, *cases_vhd.CASES, *cases_carve.CASES]
 
 
 @pytest.fixture(scope="module")
