@@ -10,6 +10,8 @@ it measured):
     heldout  yes/no accuracy on held-out scenes (one sampled question per scene, half present).
     chair    CHAIR_S / CHAIR_I / recall of captions of broken scenes (the world vocabulary of
              ``write_world_sets``).
+    mass     attention mass the last query pays to the image tokens (``span_mass``), mean over heads,
+             per edited layer, without and with PAINT (absent-partner questions of broken scenes).
     scaled   absent and heldout with PAINT's alpha and beta multiplied by ``--scale`` (the code's
              0.7 / 0.3 break synth-llava's answers).
 
@@ -122,6 +124,27 @@ def scaled_part(model, count: int, batch: int, scale: float, folder: Path) -> di
     return result
 
 
+def mass_part(model, count: int) -> dict:
+    """Image-token attention mass of the last query, per layer, plain and under PAINT."""
+    from probe import CaptureConfig, capture
+
+    layers = tuple(range(2, model.geometry.n_layers))
+    config = CaptureConfig(image_span=True, layers=layers)
+    rows = {"none": [], "paint": [], "paint-random": []}
+    for scene in scenes("broken", count):
+        image = render(scene)
+        prompt = question(PARTNER[next(o.name for o in scene.objects if o.name in PARTNER)])
+        for condition in rows:
+            edits = batch_edits(edits_for(condition, model), [prompt], [image])
+            with apply_edits(model, edits) if edits else torch.no_grad():
+                record = capture(model, [prompt], config, images=[image])
+            rows[condition].append([float(record.stat(layer, "span_mass", 0)[:, -1].mean()) for layer in layers])
+    table = {c: np.asarray(v) for c, v in rows.items()}
+    return {"n": count, "layers": list(layers),
+            "per_layer_mean": {c: [round(float(x), 4) for x in t.mean(0)] for c, t in table.items()},
+            "all_layers_mean": {c: bootstrap_mean(t.mean(1)).as_dict() for c, t in table.items()}}
+
+
 def yes(text: str) -> bool:
     return text.strip().lower().startswith("yes")
 
@@ -189,6 +212,7 @@ def main() -> None:
         "absent": lambda: absent_part(model, args.pope, args.batch),
         "heldout": lambda: heldout_part(model, args.pope, args.batch),
         "chair": lambda: chair_part(model, args.captions, args.batch, args.out, args.caption_tokens),
+        "mass": lambda: mass_part(model, args.pope),
         "scaled": lambda: scaled_part(model, args.pope, args.batch, args.scale, args.out),
     }
     for part in args.parts.split(","):
