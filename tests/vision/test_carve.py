@@ -158,3 +158,16 @@ def test_prompts_and_options():
 def test_bad_layers(llava):
     with pytest.raises(InputError, match="layers"):
         step_attention(llava, "Q?", synthetic_image(1), max_new_tokens=1, layers=(7,))
+
+
+def test_carve_answerer(llava):
+    from circuits.hallucination.answerers import ANSWERERS, CarveAnswerer, Request
+    from probe.cli_options import UsageError
+
+    assert "carve" in ANSWERERS
+    answerer = CarveAnswerer(llava)
+    image = synthetic_image(4)
+    answers = answerer.answer([(image, "Is there a cat?"), (image, "Is there a dog?")], Request("none", "pope", 2))
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers) and len(answerer.general) == 1
+    with pytest.raises(UsageError, match="without edits"):
+        CarveAnswerer(llava, ("none", "act"))
