@@ -144,6 +144,20 @@ def test_discovery_notebook_batches_its_forwards(executed):
     assert executed.forwards <= 60, f"{executed.forwards} model forwards"
 
 
+@pytest.mark.real_model
+def test_vlm_notebook_reports_each_method(executed):
+    """The vision-language notebook (synth-llava on world scenes) prints what each section measured:
+    the image tokens, VHD's ranking, the yes-rates of greedy, VHR, PAINT and their random controls, and
+    where CARVE's contrast map peaks."""
+    if executed.name != "vlm_heads.ipynb":
+        pytest.skip("the vision-language notebook's sections")
+    text = _output_text(executed.notebook)
+    assert "64 image tokens" in text and "top 10 heads by VHD: L" in text
+    for condition in ("greedy", "VHR", "VHR, random heads", "PAINT", "PAINT, random tokens"):
+        assert f"{condition}: yes to the absent partner" in text, condition
+    assert "peak of the contrast map at" in text and "with CARVE (original + refined image)" in text
+
+
 def test_fetched_code_finds_the_cdn_loads_of_plotly_and_circuitsvis():
     """The pattern the notebook test relies on, on the HTML that notebook_connected and circuitsvis'
     CDN version write (fast, no execution)."""
