@@ -51,6 +51,7 @@ def _interleaved(first: list, second: list) -> list:
 
 
 def _rate(values) -> dict:
+    values = [v for v in values if v is not None]  # records written before a field was added lack it
     return {"n": len(values), **bootstrap_mean(values).as_dict()} if values else {"n": 0}
 
 
@@ -69,7 +70,7 @@ def _correlation(x, y, n_boot: int = 2000, seed: int = 0) -> dict:
 
 
 def summarise(path: Path) -> dict:
-    items = [json.loads(line) for line in path.open()]
+    items = list({(r["scene"], r["object"]): r for r in map(json.loads, path.open())}.values())
     present = [r for r in items if r["label"] == "yes"]
     summary: dict = {"items": len(items), "scenes": len({r["scene"] for r in items}),
                      "cpu_seconds_per_question": float(np.mean([r["cpu_seconds"] for r in items]))}
@@ -79,11 +80,11 @@ def summarise(path: Path) -> dict:
         summary[f"clutter_{level}"] = {
             "peak_in_box_contrast": _rate([r["peak_in_box"] for r in rows]),
             "peak_in_box_query": _rate([r["plain_peak_in_box"] for r in rows]),
-            "peak_in_box_contrast_last_step": _rate([r["last_step_peak_in_box"] for r in rows]),
+            "peak_in_box_contrast_last_step": _rate([r.get("last_step_peak_in_box") for r in rows]),
             "peak_in_box_uniform": float(np.mean([r["box_share"] for r in rows])) if rows else None,
             "accuracy_plain": _rate([r["plain_correct"] for r in every]),
             "accuracy_carve": _rate([r["carve_correct"] for r in every]),
-            "accuracy_refined_only": _rate([r["refined_only_correct"] for r in every]),
+            "accuracy_refined_only": _rate([r.get("refined_only_correct") for r in every]),
             "accuracy_difference": bootstrap_difference([r["carve_correct"] for r in every],
                                                         [r["plain_correct"] for r in every]).as_dict()
             if every else None,
@@ -93,7 +94,7 @@ def summarise(path: Path) -> dict:
             rows = [r for r in items if f":{split}:" in r["scene"] and r["label"] == label]
             summary[f"{split}_{label}"] = {"accuracy_plain": _rate([r["plain_correct"] for r in rows]),
                                            "accuracy_carve": _rate([r["carve_correct"] for r in rows]),
-                                           "accuracy_refined_only": _rate([r["refined_only_correct"] for r in rows])}
+                                           "accuracy_refined_only": _rate([r.get("refined_only_correct") for r in rows])}
     scenes = {r["scene"]: r for r in present}.values()
     for what in ("texture", "colour"):
         summary[f"{what}_vs_entropy"] = _correlation([r[what] for r in scenes], [r["entropy"] for r in scenes])

@@ -39,10 +39,11 @@ class SceneQuestion:
 
 def scene_questions(scene: Scene, seed: int = 0) -> list[SceneQuestion]:
     """A present and an absent object of ``scene`` (see the module docstring)."""
-    present = scene.objects[0]
     if scene.split == "broken":
+        present = next(obj for obj in scene.objects if obj.name in PARTNER)
         absent = PARTNER[present.name]
     else:
+        present = scene.objects[0]
         rng = np.random.default_rng([seed, scene.index])
         others = [name for name in CATEGORIES if name not in scene.names]
         absent = others[int(rng.integers(len(others)))]
