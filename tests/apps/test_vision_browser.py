@@ -5,7 +5,8 @@ synth-llava on its first run (about 15 s; its first load on a machine also assem
 it). A bad upload is refused with one message and no model work; then a world scene runs and the
 overlay (image and heatmap) and the caption are drawn. Screenshots go to
 ``artifacts/screenshots/`` (``HEADSCOPE_SCREENSHOTS`` overrides): ``7_vision_bad_upload.png``,
-``8_vision_panel.png``.
+``8_vision_panel.png``, ``9_vision_paint.png`` (PAINT chosen: its tokens framed, the captions before
+and after).
 
 Needs: ``apt-get install -y chromium chromium-driver`` and ``pip install selenium``; without
 them the module is skipped with the reason.
@@ -111,3 +112,13 @@ def test_a_bad_upload_is_one_message_and_a_world_scene_draws_overlay_and_caption
     assert caption.endswith(".") and page.find_elements(By.CSS_SELECTOR, "#vision-caption-before .vision-object")
     assert _text(page, VID.MESSAGE) == ""
     _shoot(page, VID.OVERLAY, "8_vision_panel")
+
+    page.find_element(By.ID, VID.EDIT).click()  # PAINT: its tokens framed, the captions side by side
+    _wait(page, lambda d: [o for o in d.find_elements(By.XPATH, "//*[@role='option']") if o.text.strip() == "PAINT"],
+          "the edit menu")[0].click()
+    page.find_element(By.ID, VID.RUN).click()
+    _wait(page, lambda d: d.find_elements(By.ID, "vision-caption-after"), "the caption after PAINT")
+    legend = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{VID.OVERLAY} .legendtext")]
+    assert any(t.startswith("PAINT local") for t in legend) and any(t.startswith("PAINT summary") for t in legend)
+    assert "after: PAINT" in _text(page, VID.CAPTIONS)
+    _shoot(page, VID.OVERLAY, "9_vision_paint")

@@ -33,6 +33,7 @@ from apps.heads_dashboard.panels.vision_sources import (MAX_UPLOAD_BYTES, as_see
                                                         image_source, world_source)
 from apps.heads_dashboard.settings import DashboardSettings
 from apps.heads_dashboard.state import LRUCache, ModelNotReady
+from circuits.vision.paint import paint_tokens
 from circuits.vision.render import render
 from circuits.vision.vhd import prompt_set_vhd
 from circuits.vision.world import scene_at
@@ -271,6 +272,12 @@ def test_a_run_shows_the_patterns_mass_vhd_and_captions_of_the_model(tiny_llava)
     for edit in ("vhr", "paint"):
         captions, info, other, message = _run(bench, results, edit=edit)
         assert message == "" and other != key and results.get(other).attention is result.attention
+    tokens = paint_tokens(tiny_llava, [image])
+    local, summary = results.get(other).marks
+    assert local[2] == tuple(t - tokens.offset for t in tokens.local[0]) and summary[0].startswith("PAINT summary")
+    framed = draw_view(results, other, 2, 4, [])[0]
+    assert [t.name for t in framed.data[2:]] == [local[0], summary[0]]
+    assert results.get(key).marks == () and len(overlay.data) == 2
 
 
 def test_bad_widgets_are_refused_before_the_model_is_loaded():

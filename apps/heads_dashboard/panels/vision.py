@@ -7,7 +7,7 @@ Context (issue 25):
 
     - the selected head's attention from the last prompt position to the image tokens, laid on
       the patch grid (8 x 8 for synth-llava) over the image as the model's processor cropped it,
-      or the layer's mean over heads;
+      or the layer's mean over heads; under PAINT (or its control) the tokens it boosts are framed;
     - every head's attention mass on the image there (``span_mass``), layers x heads; a click
       selects the head;
     - VHD of every head (He et al. 2025, :mod:`circuits.vision.vhd`), Eq. 6 outliers crossed out;
@@ -45,7 +45,8 @@ from apps.heads_dashboard.panels.rhythm import Box, whole_number
 from apps.heads_dashboard.panels.vision_bench import (EDITS, EditParams, HeadDivergence, ImageAttention, VisionBench,
                                                       VisionEdit, VisionModels, vision_edit)
 from apps.heads_dashboard.panels.vision_figures import (Piece, caption_pieces, caption_summary, overlay_figure,
-                                                        overlay_title, patch_grid, span_mass_figure, vhd_figure)
+                                                        overlay_title, patch_boxes, patch_grid, span_mass_figure,
+                                                        vhd_figure)
 from apps.heads_dashboard.panels.vision_sources import (DEFAULT_PROMPT, MAX_UPLOAD_BYTES, UPLOAD, WORLD, ImageSource,
                                                         as_seen, check_prompt, image_source)
 from apps.heads_dashboard.state import LRUCache
@@ -104,6 +105,7 @@ class VisionResult:
     after: str | None
     edit: str
     truth: frozenset[str] | None
+    marks: tuple = ()
 
 
 # --- the two callbacks' pure parts ---------------------------------------------------------
@@ -146,7 +148,8 @@ def compute_result(bench: VisionBench, model: LoadedModel, request: VisionReques
     after = None if edit.name == "none" else bench.caption(model, source, prompt, edit, request.params)
     hint = f"{source.hint()} · {attention.n_tokens} tokens · {model.name}"
     return VisionResult(model.name, source.label, hint, as_seen(source.image, model.processor.image_processor),
-                        attention, divergence, before, after, edit.describe(request.params), source.truth)
+                        attention, divergence, before, after, edit.describe(request.params), source.truth,
+                        bench.marks(model, source, edit))
 
 
 def run_view(bench: VisionBench, results: LRUCache, *widgets):
@@ -195,7 +198,12 @@ def result_figures(result: VisionResult, layer: int, head: int | None):
     values = attention.to_image[layer].mean(0) if head is None else attention.to_image[layer, head]
     mass = float(attention.mass[layer].mean() if head is None else attention.mass[layer, head])
     selected = None if head is None else (layer, head)
-    overlay = overlay_figure(result.image, patch_grid(values), overlay_title(layer, head, mass))
+    grid = patch_grid(values)
+    overlay = overlay_figure(result.image, grid, overlay_title(layer, head, mass))
+    for name, colour, patches in result.marks:
+        patch_boxes(overlay, patches, grid.shape, (result.image.shape[1], result.image.shape[0]), colour, name)
+    if result.marks:
+        overlay.update_layout(legend=dict(orientation="h", y=-0.02))
     return (overlay, span_mass_figure(attention.mass, selected),
             vhd_figure(result.divergence.vhd, result.divergence.outliers, selected))
 

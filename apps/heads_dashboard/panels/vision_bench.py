@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from circuits.vision.paint import PaintCondition
+from circuits.vision.paint import PaintCondition, image_seed, paint_tokens, random_tokens
 from circuits.vision.vhd import prompt_set_vhd
 from circuits.vision.vhr import VHRConfig, random_edits, vhr_edits
 from probe.capture import CaptureConfig, capture
@@ -156,17 +156,21 @@ class EditParams:
 
 
 Builder = Callable[[LoadedModel, EditParams, str, Image.Image], list]
+TokenSet = tuple[str, str, tuple[int, ...]]
+"""Image tokens an edit acts on, to frame on the overlay: (legend name, colour, patch indices)."""
 
 
 @dataclass(frozen=True)
 class VisionEdit:
-    """An edit of the panel's menu: ``reads`` names the :class:`EditParams` fields it uses."""
+    """An edit of the panel's menu: ``reads`` names the :class:`EditParams` fields it uses;
+    ``marks`` (for edits that act on chosen image tokens) gives those tokens for an image."""
 
     name: str
     label: str
     reads: tuple[str, ...]
     build: Builder
     check: Callable[[EditParams], None] = lambda params: None
+    marks: Callable[[LoadedModel, Image.Image], tuple[TokenSet, ...]] | None = None
 
     def key(self, params: EditParams) -> tuple:
         """What of ``params`` changes this edit (for caches)."""
@@ -219,10 +223,23 @@ register_edit(VisionEdit("vhr", "VHR", ("alpha",),
 register_edit(VisionEdit("vhr-random", "VHR's random-head control", ("alpha",),
                          lambda model, params, prompt, image: random_edits(model, [prompt], [image],
                                                                             VHRConfig(alpha=params.alpha))))
+def paint_marks(model: LoadedModel, image: Image.Image, random: bool = False) -> tuple[TokenSet, ...]:
+    """PAINT's local and summary tokens of ``image`` (``random``: the control's, as
+    :class:`~circuits.vision.paint.PaintCondition` draws them), as patch indices."""
+    tokens = paint_tokens(model, [image])
+    if random:
+        tokens = random_tokens(tokens, [image_seed(image)])
+    patches = [tuple(t - tokens.offset for t in chosen[0]) for chosen in (tokens.local, tokens.summary)]
+    return ((f"PAINT local ({len(patches[0])})", "#00c8ff", patches[0]),
+            (f"PAINT summary ({len(patches[1])})", "#ff00ff", patches[1]))
+
+
 register_edit(VisionEdit("paint", "PAINT", (),
-                         lambda model, params, prompt, image: PaintCondition(model)([prompt], [image])))
+                         lambda model, params, prompt, image: PaintCondition(model)([prompt], [image]),
+                         marks=paint_marks))
 register_edit(VisionEdit("paint-random", "PAINT's random-token control", (),
-                         lambda model, params, prompt, image: PaintCondition(model, random=True)([prompt], [image])))
+                         lambda model, params, prompt, image: PaintCondition(model, random=True)([prompt], [image]),
+                         marks=lambda model, image: paint_marks(model, image, random=True)))
 
 
 # --- results -------------------------------------------------------------------------------
@@ -293,6 +310,12 @@ class VisionBench:
     def divergence(self, model: LoadedModel, source: ImageSource, prompt: str) -> HeadDivergence:
         return self._cached((model.name, "vhd", source.key, prompt),
                             lambda: head_divergence(model, prompt, source.image))
+
+    def marks(self, model: LoadedModel, source: ImageSource, edit: VisionEdit) -> tuple[TokenSet, ...]:
+        """The image tokens ``edit`` acts on (none for edits without ``marks``)."""
+        if edit.marks is None:
+            return ()
+        return self._cached((model.name, "marks", source.key, edit.name), lambda: edit.marks(model, source.image))
 
     def caption(self, model: LoadedModel, source: ImageSource, prompt: str, edit: VisionEdit,
                 params: EditParams) -> str:
