@@ -322,6 +322,8 @@ def test_the_page_holds_the_panel_and_does_not_load_its_model_at_start(tiny):
     assert all(i in wired for i in (VID.OVERLAY, VID.CAPTIONS, VID.MESSAGE, VID.LAYER))
     with pytest.raises(ModelNotReady, match="no model loader"):
         VisionModels("x", None).get()
+    no_model = create_app(DashboardSettings(), loader=None, vision_loader=loader)  # --no-model: the panel is there
+    assert VID.RUN in [getattr(c, "id", None) for c in no_model.layout._traverse()] and loader.calls == 0
 
 
 def test_captions_view_without_an_edit_shows_one_caption():

@@ -18,7 +18,8 @@ Context:
       under the chosen one.
 
     Each piece is cached by everything that determines it, so selecting another head costs no
-    forward and changing the edit regenerates only the second caption.
+    forward and changing the edit regenerates only the second caption. The attention views and VHD
+    are the unedited model's: the edit acts on the second caption only.
 
 Edits:
     :data:`EDITS` is a registry: name -> :class:`VisionEdit` (label, the parameters it reads,
@@ -38,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from jaxtyping import Bool, Float
 from PIL import Image
 
 from circuits.vision.paint import PaintCondition, image_seed, paint_tokens, random_tokens
@@ -255,8 +257,8 @@ class ImageAttention:
         n_tokens: the prompt's length in tokens, image tokens included.
     """
 
-    to_image: np.ndarray
-    mass: np.ndarray
+    to_image: Float[np.ndarray, "layer head image_token"]
+    mass: Float[np.ndarray, "layer head"]
     n_tokens: int
 
 
@@ -264,8 +266,8 @@ class ImageAttention:
 class HeadDivergence:
     """VHD of every head for the one (image, prompt), and Eq. 6's outliers."""
 
-    vhd: np.ndarray
-    outliers: np.ndarray
+    vhd: Float[np.ndarray, "layer head"]
+    outliers: Bool[np.ndarray, "layer head"]
 
 
 def image_attention(model: LoadedModel, prompt: str, image: Image.Image) -> ImageAttention:
