@@ -1,8 +1,8 @@
 """CARVE on synth-llava, CPU: where the contrast map peaks, accuracy with and without CARVE by clutter
 level, and the complexity/entropy correlations (methods.md section e).
 
-    python benchmarks/vision_carve.py --heldout 40 --broken 24 --out benchmarks/results/carve
-    python benchmarks/vision_carve.py --summarise benchmarks/results/carve/items.jsonl
+    python benchmarks/vision_carve.py --heldout 40 --broken 24 --out benchmarks/vision_carve_results
+    python benchmarks/vision_carve.py --summarise benchmarks/vision_carve_results/items.jsonl
 
 Writes ``items.jsonl`` (one record per question, appended as it goes: a killed run keeps its items and
 continues) and ``summary.json``; prints the tables. Intervals: percentile bootstrap over items
@@ -108,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heldout", type=int, default=40)
     parser.add_argument("--broken", type=int, default=24)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/carve"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/vision_carve_results"))
     parser.add_argument("--summarise", type=Path, default=None, help="only summarise this items.jsonl")
     args = parser.parse_args()
     path = args.summarise or run(args)
