@@ -78,11 +78,17 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     config = AutoConfig.for_model(**_plain_config_dict(quantised.config))
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
+    save_folder_atomic(target, plain, tokenizer)
+
+
+def save_folder_atomic(target: Path, *parts) -> None:
+    """``save_pretrained`` each of ``parts`` (model, tokenizer, processor) into a temporary folder
+    beside ``target`` and rename it to ``target``: an interrupted save leaves nothing half-written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        for part in parts:
+            part.save_pretrained(tmp)
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

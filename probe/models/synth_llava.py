@@ -21,8 +21,6 @@ Geometry:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -38,7 +36,7 @@ from transformers import (
 )
 
 from probe.models.loading import ModelNotFoundError, ModelSource, cache_root, register_model, registered_models
-from probe.models.offline import SMOLLM2_INSTALL, sha256_of
+from probe.models.offline import SMOLLM2_INSTALL, save_folder_atomic, sha256_of
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 112
@@ -178,15 +176,7 @@ def synth_llava_folder() -> Path:
     if (target / "config.json").exists():
         return target
     model, processor = assemble(registered_models()["smollm2-135m"].folder(), shipped_vision_state())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    save_folder_atomic(target, model, processor)
     return target
 
 
