@@ -5,20 +5,16 @@ and at every step of ``generate()``."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from probe.attention.hf import attention_modules
 from probe.edits import BiasKeys, ImageKeys, ScaleKeys, apply_edits
 from probe.models.vlm_inputs import vision_inputs
 from tests.helpers import untyped
+from tests.vision.manual_attention import manual_attention
 
 LAYER = 1
-MANUAL = "manual-image-edit"
 PROMPTS = ["What is on the table in this picture?", "Hi there", "Describe it."]
 
 
@@ -49,18 +45,6 @@ def by_hand(image_keys: torch.Tensor, layer_module, bias: float | None = None, f
         return (probs.to(value.dtype) @ value).transpose(1, 2).contiguous(), probs
 
     return attend
-
-
-@contextlib.contextmanager
-def manual_attention(model, attend):
-    AttentionInterface.register(MANUAL, attend)
-    AttentionMaskInterface.register(MANUAL, eager_mask)
-    previous = model.hf.config._attn_implementation
-    model.hf.set_attn_implementation(MANUAL)
-    try:
-        yield
-    finally:
-        model.hf.set_attn_implementation(previous)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,9 @@ of ``generate``, alone and with ``ScaleHeads``.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from circuits.hallucination.conditions import batch_edits, conditions, edits_for
 from circuits.vision.paint import (PaintTokens, cls_to_patches, paint_edits, paint_tokens, random_tokens,
@@ -29,9 +25,9 @@ from probe.edits.spec import EditError
 from probe.kernels.backend import Call, route_for
 from probe.models.vlm_inputs import vision_inputs
 from tests.vision.conftest import synthetic_image
+from tests.vision.manual_attention import manual_attention
 
 LAYER = 1
-MANUAL = "manual-paint"
 PROMPTS = ["What is on the table in this picture?", "Hi there", "Describe it."]
 PATCHES = ((0, 3, 7, 24), (), (1, 2, 10))  # image-token indices per prompt (the second has no image)
 ALPHA = 0.7
@@ -66,18 +62,6 @@ def by_hand(image_mask: torch.Tensor, patches, layer_module, alpha: float, head_
         return out, probs
 
     return attend
-
-
-@contextlib.contextmanager
-def manual_attention(model, attend):
-    AttentionInterface.register(MANUAL, attend)
-    AttentionMaskInterface.register(MANUAL, eager_mask)
-    previous = model.hf.config._attn_implementation
-    model.hf.set_attn_implementation(MANUAL)
-    try:
-        yield
-    finally:
-        model.hf.set_attn_implementation(previous)
 
 
 def layer_module(model):

@@ -14,7 +14,7 @@ from circuits.vision.vhr import (VHRConfig, generate_with_vhr, paper_layers, ran
                                  vhr_selection)
 from probe.edits import apply_edits
 from probe.models.vlm_inputs import generate_answers, vision_inputs
-from tests.vision.vhd_helpers import PROMPTS, last_head_outputs, manual_attention
+from tests.vision.vhd_helpers import PROMPTS, last_head_outputs, scaled_attention
 
 CONFIG = VHRConfig(layers=(1, 2))
 
@@ -69,7 +69,7 @@ def test_vhr_edit_equals_eager_attention_scaled_by_hand(llava, pictures):
         plain = llava.hf(**batch.inputs).logits
         with apply_edits(llava, vhr_edits(llava, PROMPTS, pictures, CONFIG)):
             edited = llava.hf(**batch.inputs).logits
-        with manual_attention(llava, scales_of(selected)):
+        with scaled_attention(llava, scales_of(selected)):
             expected = llava.hf(**batch.inputs).logits
     valid = batch.attention_mask.bool()
     torch.testing.assert_close(edited[valid], expected[valid], atol=1e-5, rtol=0)
@@ -87,12 +87,12 @@ def test_heads_stay_fixed_at_every_decode_step(llava, pictures):
     with torch.no_grad():
         with apply_edits(llava, vhr_edits(llava, PROMPTS, pictures, CONFIG)):
             edited = llava.hf.generate(**batch.inputs, **options)
-        with manual_attention(llava, scales_of(selected)):
+        with scaled_attention(llava, scales_of(selected)):
             expected = llava.hf.generate(**batch.inputs, **options)
     assert torch.equal(edited.sequences, expected.sequences)
     for step, (got, want) in enumerate(zip(edited.scores, expected.scores)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"decode step {step}")
-    with manual_attention(llava, scales_of(selected)):
+    with scaled_attention(llava, scales_of(selected)):
         by_hand = generate_answers(llava, PROMPTS, pictures, max_new_tokens=4)
     assert generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=4, config=CONFIG) == by_hand
 

@@ -3,16 +3,12 @@ and each head's output before the output projection read one prompt at a time.""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from probe.attention.hf import attention_modules
 from probe.models.families import family_of
+from tests.vision.manual_attention import manual_attention
 
-MANUAL = "manual-head-scale"
 PROMPTS = ["What is on the table in this picture?", "Describe it."]
 
 
@@ -36,17 +32,9 @@ def eager_scaling(layer_of: dict[int, int], scales: dict[int, torch.Tensor]):
     return attend
 
 
-@contextlib.contextmanager
-def manual_attention(model, scales: dict[int, torch.Tensor]):
+def scaled_attention(model, scales: dict[int, torch.Tensor]):
     """``model`` runs :func:`eager_scaling` inside the block."""
-    AttentionInterface.register(MANUAL, eager_scaling(attention_modules(model.hf), scales))
-    AttentionMaskInterface.register(MANUAL, eager_mask)
-    previous = model.hf.config._attn_implementation
-    model.hf.set_attn_implementation(MANUAL)
-    try:
-        yield
-    finally:
-        model.hf.set_attn_implementation(previous)
+    return manual_attention(model, eager_scaling(attention_modules(model.hf), scales))
 
 
 def last_head_outputs(model, batch_inputs: dict, scales: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -58,7 +46,7 @@ def last_head_outputs(model, batch_inputs: dict, scales: dict[int, torch.Tensor]
         lambda module, args, layer=layer: seen.__setitem__(layer, args[0][0, -1].view(geometry.n_heads, -1)))
         for layer, proj in enumerate(family_of(model.hf).output_projections(model.hf))]
     try:
-        with torch.no_grad(), manual_attention(model, scales):
+        with torch.no_grad(), scaled_attention(model, scales):
             model.hf(**batch_inputs)
     finally:
         for handle in handles:
