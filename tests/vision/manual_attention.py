@@ -24,3 +24,14 @@ def manual_attention(model, attend: Callable):
         yield
     finally:
         model.hf.set_attn_implementation(previous)
+
+
+def eager_scores(query, key, value, attention_mask, scaling):
+    """Eager attention's masked logits ``[batch, head, query, key]`` and the values with their KV
+    heads repeated for grouped-query attention: what every hand-written reference starts from."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scores = query @ key.transpose(-1, -2) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[2]]
+    return scores, value

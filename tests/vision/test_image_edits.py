@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.attention.hf import attention_modules
 from probe.edits import BiasKeys, ImageKeys, ScaleKeys, apply_edits
+from probe.models.families import family_of
 from probe.models.vlm_inputs import vision_inputs
 from tests.helpers import untyped
-from tests.vision.manual_attention import manual_attention
+from tests.vision.manual_attention import eager_scores, manual_attention
 
 LAYER = 1
 PROMPTS = ["What is on the table in this picture?", "Hi there", "Describe it."]
@@ -24,11 +24,7 @@ def by_hand(image_keys: torch.Tensor, layer_module, bias: float | None = None, f
     ``layer_module`` only. ``image_keys`` is ``[batch, prefill]``; later keys are text."""
 
     def attend(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
-        groups = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-        scores = query @ key.transpose(-1, -2) * scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask[..., : key.shape[2]]
+        scores, value = eager_scores(query, key, value, attention_mask, scaling)
         if module is not layer_module:  # other layers, and the vision tower (no mask: both ways)
             probs = torch.softmax(scores.float(), dim=-1)
             return (probs.to(value.dtype) @ value).transpose(1, 2).contiguous(), probs
@@ -57,9 +53,7 @@ def llava_batch(tiny_vlms):
 
 
 def layer_module(model):
-    modules = {index: module for module in model.hf.modules() for key, index in attention_modules(model.hf).items()
-               if id(module) == key}
-    return modules[LAYER]
+    return family_of(model.hf).attention_modules(model.hf)[LAYER]
 
 
 EDITS = {

@@ -16,16 +16,16 @@ import torch
 from circuits.hallucination.conditions import batch_edits, conditions, edits_for
 from circuits.vision.paint import (PaintTokens, cls_to_patches, paint_edits, paint_tokens, random_tokens,
                                    select_tokens)
-from probe.attention.hf import attention_modules
 from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention
 from probe.attention.spec import LayerEdit, StatRequest
 from probe.edits import BoostKeys, ImagePatches, ScaleHeads, apply_edits
 from probe.edits.spec import EditError
 from probe.kernels.backend import Call, route_for
+from probe.models.families import family_of
 from probe.models.vlm_inputs import vision_inputs
 from tests.vision.conftest import synthetic_image
-from tests.vision.manual_attention import manual_attention
+from tests.vision.manual_attention import eager_scores, manual_attention
 
 LAYER = 1
 PROMPTS = ["What is on the table in this picture?", "Hi there", "Describe it."]
@@ -43,11 +43,7 @@ def by_hand(image_mask: torch.Tensor, patches, layer_module, alpha: float, head_
         chosen[row, columns[list(indices)]] = True
 
     def attend(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
-        groups = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-        scores = query @ key.transpose(-1, -2) * scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask[..., : key.shape[2]]
+        scores, value = eager_scores(query, key, value, attention_mask, scaling)
         if module is layer_module:
             keys = torch.zeros(query.shape[0], key.shape[2], dtype=torch.bool)
             keys[:, : chosen.shape[1]] = chosen[:, : key.shape[2]]
@@ -65,9 +61,7 @@ def by_hand(image_mask: torch.Tensor, patches, layer_module, alpha: float, head_
 
 
 def layer_module(model):
-    modules = {index: module for module in model.hf.modules() for key, index in attention_modules(model.hf).items()
-               if id(module) == key}
-    return modules[LAYER]
+    return family_of(model.hf).attention_modules(model.hf)[LAYER]
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,8 @@ from tests.vision.vhd_helpers import PROMPTS, last_head_outputs
 
 
 @pytest.fixture(scope="module")
-def llava():
-    from probe.models.loading import vision_loaded
-    from tests.vision.tiny_vlms import build_tiny_vlm
-
-    model, processor = build_tiny_vlm("llava")
-    return vision_loaded("tiny-llava", model, processor)
-
-
-@pytest.fixture(scope="module")
-def pictures():
-    from tests.vision.conftest import synthetic_image
-
-    return [synthetic_image(1), synthetic_image(2, (29, 53))]
+def llava(tiny_vlms):
+    return tiny_vlms["llava"]
 
 
 def separate_vhd(model, prompt, image, scales=None):
@@ -36,9 +25,9 @@ def separate_vhd(model, prompt, image, scales=None):
     return (seen - blind).norm(dim=-1), blind.pow(2).sum(-1)
 
 
-def test_lockstep_vhd_equals_two_separate_eager_runs(llava, pictures):
-    got = lockstep_heads(llava, PROMPTS, pictures)
-    for item, (prompt, image) in enumerate(zip(PROMPTS, pictures)):
+def test_lockstep_vhd_equals_two_separate_eager_runs(llava, images):
+    got = lockstep_heads(llava, PROMPTS, images)
+    for item, (prompt, image) in enumerate(zip(PROMPTS, images)):
         vhd, ta = separate_vhd(llava, prompt, image)
         torch.testing.assert_close(got.vhd[item], vhd, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(got.text_norm_sq[item], ta, atol=1e-5, rtol=1e-5)
@@ -46,20 +35,20 @@ def test_lockstep_vhd_equals_two_separate_eager_runs(llava, pictures):
     assert (got.vhd > 0).all()
 
 
-def test_padding_leaves_the_text_only_row_as_it_is_alone(llava, pictures):
+def test_padding_leaves_the_text_only_row_as_it_is_alone(llava, images):
     """The text-only rows are shorter than the image rows (left-padded) and the prompts differ in
     length: position ids from each row's first real token keep every row as it is alone."""
-    batch = vision_inputs(llava, PROMPTS + PROMPTS, pictures + [None, None])
+    batch = vision_inputs(llava, PROMPTS + PROMPTS, images + [None, None])
     assert not batch.attention_mask[2:].bool().all(), "the text-only rows are padded"
-    test_lockstep_vhd_equals_two_separate_eager_runs(llava, pictures)
+    test_lockstep_vhd_equals_two_separate_eager_runs(llava, images)
 
 
-def test_reinforcement_changes_only_the_layers_after_the_first_reinforced(llava, pictures):
-    plain = lockstep_heads(llava, PROMPTS, pictures)
-    reinforced = lockstep_heads(llava, PROMPTS, pictures, Reinforcement(layers=(1,), alpha=2.0))
+def test_reinforcement_changes_only_the_layers_after_the_first_reinforced(llava, images):
+    plain = lockstep_heads(llava, PROMPTS, images)
+    reinforced = lockstep_heads(llava, PROMPTS, images, Reinforcement(layers=(1,), alpha=2.0))
     torch.testing.assert_close(reinforced.vhd[:, :2], plain.vhd[:, :2], atol=1e-6, rtol=0)
     assert (reinforced.vhd[:, 2] - plain.vhd[:, 2]).abs().max() > 1e-4, "layer 2 sees layer 1's reinforcement"
-    identity = lockstep_heads(llava, PROMPTS, pictures, Reinforcement(layers=(1, 2), alpha=1.0))
+    identity = lockstep_heads(llava, PROMPTS, images, Reinforcement(layers=(1, 2), alpha=1.0))
     torch.testing.assert_close(identity.vhd, plain.vhd, atol=1e-6, rtol=0)
     torch.testing.assert_close(identity.image_logits, plain.image_logits, atol=1e-5, rtol=0)
 
@@ -87,9 +76,9 @@ def test_total_vhd_sums_each_layers_top_k():
         total_vhd(vhd, 4)
 
 
-def test_ranking_views_and_heatmap(llava, pictures):
-    result = prompt_set_vhd(llava, PROMPTS, pictures, batch_size=1)
-    torch.testing.assert_close(result.mean, lockstep_heads(llava, PROMPTS, pictures).vhd.mean(0), atol=1e-5, rtol=0)
+def test_ranking_views_and_heatmap(llava, images):
+    result = prompt_set_vhd(llava, PROMPTS, images, batch_size=1)
+    torch.testing.assert_close(result.mean, lockstep_heads(llava, PROMPTS, images).vhd.mean(0), atol=1e-5, rtol=0)
     ranking = head_ranking(result.mean)
     assert len(ranking) == result.mean.numel()
     assert [r.vhd for r in ranking] == sorted((r.vhd for r in ranking), reverse=True)

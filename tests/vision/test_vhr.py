@@ -20,19 +20,8 @@ CONFIG = VHRConfig(layers=(1, 2))
 
 
 @pytest.fixture(scope="module")
-def llava():
-    from probe.models.loading import vision_loaded
-    from tests.vision.tiny_vlms import build_tiny_vlm
-
-    model, processor = build_tiny_vlm("llava")
-    return vision_loaded("tiny-llava", model, processor)
-
-
-@pytest.fixture(scope="module")
-def pictures():
-    from tests.vision.conftest import synthetic_image
-
-    return [synthetic_image(1), synthetic_image(2, (29, 53))]
+def llava(tiny_vlms):
+    return tiny_vlms["llava"]
 
 
 def algorithm_one_by_hand(model, prompt, image, layers, alpha=2.0) -> dict[int, torch.Tensor]:
@@ -53,39 +42,39 @@ def scales_of(selected: torch.Tensor, alpha: float = 2.0) -> dict[int, torch.Ten
     return {layer: torch.where(selected[:, layer], alpha, 1.0) for layer in range(selected.shape[1])}
 
 
-def test_selection_equals_algorithm_one_run_by_hand(llava, pictures):
-    selected = vhr_selection(llava, PROMPTS, pictures, CONFIG)
+def test_selection_equals_algorithm_one_run_by_hand(llava, images):
+    selected = vhr_selection(llava, PROMPTS, images, CONFIG)
     assert not selected[:, 0].any(), "layer 0 is not reinforced"
-    for item, (prompt, image) in enumerate(zip(PROMPTS, pictures)):
+    for item, (prompt, image) in enumerate(zip(PROMPTS, images)):
         for layer, heads in algorithm_one_by_hand(llava, prompt, image, (1, 2)).items():
             assert selected[item, layer].tolist() == heads.tolist(), f"item {item}, layer {layer}"
         assert 0 < int(selected[item, 1].sum()) < 6
 
 
-def test_vhr_edit_equals_eager_attention_scaled_by_hand(llava, pictures):
-    selected = vhr_selection(llava, PROMPTS, pictures, CONFIG)
-    batch = vision_inputs(llava, PROMPTS, pictures)
+def test_vhr_edit_equals_eager_attention_scaled_by_hand(llava, images):
+    selected = vhr_selection(llava, PROMPTS, images, CONFIG)
+    batch = vision_inputs(llava, PROMPTS, images)
     with torch.no_grad():
         plain = llava.hf(**batch.inputs).logits
-        with apply_edits(llava, vhr_edits(llava, PROMPTS, pictures, CONFIG)):
+        with apply_edits(llava, vhr_edits(llava, PROMPTS, images, CONFIG)):
             edited = llava.hf(**batch.inputs).logits
         with scaled_attention(llava, scales_of(selected)):
             expected = llava.hf(**batch.inputs).logits
     valid = batch.attention_mask.bool()
     torch.testing.assert_close(edited[valid], expected[valid], atol=1e-5, rtol=0)
     assert (edited - plain)[valid].abs().max() > 1e-4
-    lockstep = lockstep_heads(llava, PROMPTS, pictures, CONFIG.reinforcement(3))
+    lockstep = lockstep_heads(llava, PROMPTS, images, CONFIG.reinforcement(3))
     torch.testing.assert_close(lockstep.image_logits, edited[:, -1], atol=1e-5, rtol=0,
                                msg="the lockstep's image stream is VHR's prefill")
 
 
-def test_heads_stay_fixed_at_every_decode_step(llava, pictures):
-    selected = vhr_selection(llava, PROMPTS, pictures, CONFIG)
-    batch = vision_inputs(llava, PROMPTS, pictures)
+def test_heads_stay_fixed_at_every_decode_step(llava, images):
+    selected = vhr_selection(llava, PROMPTS, images, CONFIG)
+    batch = vision_inputs(llava, PROMPTS, images)
     options = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True,
                    pad_token_id=llava.tokenizer.pad_token_id)
     with torch.no_grad():
-        with apply_edits(llava, vhr_edits(llava, PROMPTS, pictures, CONFIG)):
+        with apply_edits(llava, vhr_edits(llava, PROMPTS, images, CONFIG)):
             edited = llava.hf.generate(**batch.inputs, **options)
         with scaled_attention(llava, scales_of(selected)):
             expected = llava.hf.generate(**batch.inputs, **options)
@@ -93,8 +82,8 @@ def test_heads_stay_fixed_at_every_decode_step(llava, pictures):
     for step, (got, want) in enumerate(zip(edited.scores, expected.scores)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"decode step {step}")
     with scaled_attention(llava, scales_of(selected)):
-        by_hand = generate_answers(llava, PROMPTS, pictures, max_new_tokens=4)
-    assert generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=4, config=CONFIG) == by_hand
+        by_hand = generate_answers(llava, PROMPTS, images, max_new_tokens=4)
+    assert generate_with_vhr(llava, PROMPTS, images, max_new_tokens=4, config=CONFIG) == by_hand
 
 
 def test_random_control_keeps_the_counts_and_is_seeded():
@@ -116,23 +105,23 @@ def test_paper_layers_scale_the_second_and_last_14_of_32():
     assert paper_layers(3) == (1, 2)
 
 
-def test_evaluation_conditions_choose_heads_per_batch(llava, pictures):
+def test_evaluation_conditions_choose_heads_per_batch(llava, images):
     chosen = edits_for("vhr", llava)
     assert isinstance(chosen, PerInputEdits)
-    edits = batch_edits(chosen, PROMPTS, pictures)
+    edits = batch_edits(chosen, PROMPTS, images)
     assert {e.prompts for e in edits} == {(0,), (1,)} and all(e.factor == 2.0 for e in edits)
-    control = batch_edits(edits_for("vhr-random", llava), PROMPTS, pictures)
+    control = batch_edits(edits_for("vhr-random", llava), PROMPTS, images)
     count = lambda es: sorted((e.prompts, e.layers, len(e.heads)) for e in es)  # noqa: E731
     assert count(control) == count(edits)
-    assert batch_edits([1, 2], PROMPTS, pictures) == [1, 2]
+    assert batch_edits([1, 2], PROMPTS, images) == [1, 2]
 
 
-def test_the_batch_evaluation_answers_under_vhr(llava, pictures):
+def test_the_batch_evaluation_answers_under_vhr(llava, images):
     from circuits.hallucination.answerers import HFAnswerer, Request
 
     answerer = HFAnswerer(llava, ("none", "vhr", "vhr-random"))
-    batch = list(zip(pictures, PROMPTS))
+    batch = list(zip(images, PROMPTS))
     got = answerer.answer(batch, Request("vhr", "pope", 3))
-    assert got == generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=3, config=VHRConfig())
+    assert got == generate_with_vhr(llava, PROMPTS, images, max_new_tokens=3, config=VHRConfig())
     control = answerer.answer(batch, Request("vhr-random", "pope", 3))
-    assert control == generate_with_vhr(llava, PROMPTS, pictures, max_new_tokens=3, control=True)
+    assert control == generate_with_vhr(llava, PROMPTS, images, max_new_tokens=3, control=True)

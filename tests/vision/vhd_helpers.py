@@ -7,7 +7,7 @@ import torch
 
 from probe.attention.hf import attention_modules
 from probe.models.families import family_of
-from tests.vision.manual_attention import manual_attention
+from tests.vision.manual_attention import eager_scores, manual_attention
 
 PROMPTS = ["What is on the table in this picture?", "Describe it."]
 
@@ -17,11 +17,7 @@ def eager_scaling(layer_of: dict[int, int], scales: dict[int, torch.Tensor]):
     multiplied by ``scales[l][r, h]`` (every query position)."""
 
     def attend(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
-        groups = query.shape[1] // key.shape[1]
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-        scores = query @ key.transpose(-1, -2) * scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask[..., : key.shape[2]]
+        scores, value = eager_scores(query, key, value, attention_mask, scaling)
         probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
         output = probs @ value  # (B, H, T, d)
         layer = layer_of.get(id(module))
