@@ -12,25 +12,19 @@ them the module is skipped with the reason.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("browser tests need Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
-                "apt-get install -y chromium chromium-driver", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium: pip install selenium")
+from tests.apps.browser import SCREENSHOTS, chromium, require_browser, served
+
+webdriver = require_browser()
 
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from apps.heads_dashboard.app import create_app  # noqa: E402
 from apps.heads_dashboard.layout import ID  # noqa: E402
@@ -38,40 +32,24 @@ from apps.heads_dashboard.settings import DashboardSettings  # noqa: E402
 from probe import load_model  # noqa: E402
 from tests.apps.conftest import tiny_model  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("HEADSCOPE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
 MODEL = os.environ.get("HEADSCOPE_DASHBOARD_MODEL", "tiny")
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 LONG_TOKENS = 40  # summary views above this (small, so the long-input case stays cheap)
 TIMEOUT = 120 if MODEL != "tiny" else 45
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1500,2300")
 
 
 @pytest.fixture(scope="module")
 def server_url():
     loader = (lambda _: tiny_model()) if MODEL == "tiny" else load_model
     app = create_app(DashboardSettings(model=MODEL, long_input_tokens=LONG_TOKENS), loader=loader)
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    thread.join(10)
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    profile = tempfile.mkdtemp(prefix="headscope-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,18 @@ them the module is skipped with the reason.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("browser tests need Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
-                "apt-get install -y chromium chromium-driver", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium: pip install selenium")
+from tests.apps.browser import SCREENSHOTS, chromium, require_browser, served
+
+webdriver = require_browser()
 
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from apps.heads_dashboard.app import create_app  # noqa: E402
 from apps.heads_dashboard.panels.vision import VID  # noqa: E402
@@ -42,33 +35,16 @@ from tests.apps.conftest import tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.real_model
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("HEADSCOPE_SCREENSHOTS", REPO / "artifacts" / "screenshots"))
 TIMEOUT = 180  # the first run loads synth-llava and runs a capture, a lockstep pass and a caption
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1500,2300")
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     app = create_app(DashboardSettings(model="tiny"), loader=lambda _: tiny_model(), vision_loader=load_model)
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    profile = tempfile.mkdtemp(prefix="headscope-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    driver.get(f"http://127.0.0.1:{server.server_port}/")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-    server.shutdown()
-    thread.join(10)
+    with served(app) as url, chromium() as driver:
+        driver.get(url)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        yield driver
 
 
 def _wait(browser, condition, what: str):
