@@ -100,3 +100,12 @@ def test_the_world_vocabulary_counts_true_captions_without_hallucination(tmp_pat
 
 def test_every_pair_member_is_a_category():
     assert all(a in CATEGORIES and b in CATEGORIES for a, b in PLANTED_PAIRS)
+
+
+def test_world_sets_take_their_per_image_count_and_seed(tmp_path):
+    one = load_pope_questions(write_world_sets(tmp_path / "a", "heldout", 30, per_image=1, seed=3)["random"])
+    per_scene = Counter(q.image for q in one)
+    assert set(per_scene.values()) == {2}  # one present, one absent object per scene
+    other = load_pope_questions(write_world_sets(tmp_path / "b", "heldout", 30, per_image=1, seed=4)["random"])
+    assert [q.object for q in one] != [q.object for q in other]
+    assert [q.image for q in one] == [q.image for q in other]  # the scenes are the split's, whatever the seed
