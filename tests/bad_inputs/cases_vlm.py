@@ -101,4 +101,11 @@ CASES: list[Case] = [
     cli("vlm-eval-out-in-proc", lambda env: pope_only(env, "--out", "/proc/headscope-vlm"), "cannot write"),
     cli("vlm-eval-restart-with-other-settings", other_settings_run, "other settings (answer_tokens)"),
     cli("vlm-eval-shard-not-results", foreign_shard, "not a result record"),
+    cli("vlm-world-count-zero", lambda env: ["vlm", "world", "--count", "0", "--out", str(env.tmp / "w")], "--count"),
+    cli("vlm-world-unknown-split", lambda env: ["vlm", "world", "--split", "nowhere", "--out", str(env.tmp / "w")],
+        "--split"),
+    cli("vlm-world-per-image-zero", lambda env: ["vlm", "world", "--per-image", "0", "--out", str(env.tmp / "w")],
+        "--per-image"),
+    cli("vlm-world-out-is-a-file", lambda env: ["vlm", "world", "--count", "2", "--out",
+                                                 str(written(env.tmp / "taken", "x"))], "is a file"),
 ]
