@@ -41,6 +41,8 @@ def _register_world(verbs) -> None:
     p.add_argument("--count", type=positive_int, default=200, help="scenes (default 200)")
     p.add_argument("--per-image", type=positive_int, default=3, help="present (and absent) objects asked per scene")
     p.add_argument("--seed", type=int, default=0, help="seed of the question draws")
+    p.add_argument("--world-seed", type=non_negative_int, default=0,
+                   help="seed of the scenes (default 0; another seed gives an independent scene set of the split)")
     p.add_argument("--out", type=Path, required=True, help="folder for world-SPLIT_*.json[l] and world_chair_vocabulary.json")
     p.set_defaults(func=LazyCommand("circuits.vision.cli_world", "run_world"))
 

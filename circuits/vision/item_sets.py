@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from circuits.hallucination.question_sets import ObjectStatistics, build_pope_questions
@@ -48,6 +49,10 @@ def write_world_sets(folder: str | os.PathLike, split: str, count: int, *, per_i
                      config: WorldConfig = WorldConfig()) -> dict[str, Path]:
     """Write the annotations and the three POPE files of ``count`` scenes of ``split`` into ``folder``.
 
+    ``seed`` draws the questions; ``config.seed`` draws the scenes (another world seed gives another,
+    independent scene set of the same split). Popular and adversarial questions are ranked by the
+    statistics of the training scenes synth-llava learnt from (world seed 0) whatever the scenes' seed.
+
     Returns ``{"annotations": path, "vocabulary": path, "random": path, "popular": path, "adversarial": path}``.
     """
     folder = Path(folder)
@@ -59,7 +64,7 @@ def write_world_sets(folder: str | os.PathLike, split: str, count: int, *, per_i
     write_text_atomic(paths["annotations"], "\n".join(lines) + "\n")
     paths["vocabulary"] = folder / "world_chair_vocabulary.json"
     write_text_atomic(paths["vocabulary"], json.dumps(world_vocabulary(), indent=1) + "\n")
-    statistics = training_statistics(config)
+    statistics = training_statistics(replace(config, seed=WorldConfig().seed))
     for pope_split in POPE_SPLITS:
         questions = build_pope_questions(annotations, pope_split, per_image=per_image, seed=seed, statistics=statistics)
         paths[pope_split] = write_pope_questions(questions, folder / f"{stem}_pope_{pope_split}.json")

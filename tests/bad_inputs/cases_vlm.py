@@ -106,6 +106,8 @@ CASES: list[Case] = [
         "--split"),
     cli("vlm-world-per-image-zero", lambda env: ["vlm", "world", "--per-image", "0", "--out", str(env.tmp / "w")],
         "--per-image"),
+    cli("vlm-world-negative-world-seed", lambda env: ["vlm", "world", "--world-seed", "-1", "--out", str(env.tmp / "w")],
+        "--world-seed"),
     cli("vlm-world-out-is-a-file", lambda env: ["vlm", "world", "--count", "2", "--out",
                                                  str(written(env.tmp / "taken", "x"))], "is a file"),
 ]

@@ -109,3 +109,17 @@ def test_world_sets_take_their_per_image_count_and_seed(tmp_path):
     other = load_pope_questions(write_world_sets(tmp_path / "b", "heldout", 30, per_image=1, seed=4)["random"])
     assert [q.object for q in one] != [q.object for q in other]
     assert [q.image for q in one] == [q.image for q in other]  # the scenes are the split's, whatever the seed
+
+
+def test_another_world_seed_gives_other_scenes_ranked_by_the_same_training_statistics(tmp_path):
+    base = write_world_sets(tmp_path / "a", "broken", 40)
+    other = write_world_sets(tmp_path / "b", "broken", 40, config=WorldConfig(seed=2))
+    base_questions = load_pope_questions(base["adversarial"])
+    other_questions = load_pope_questions(other["adversarial"])
+    assert all(q.image.endswith(":2") for q in other_questions)
+    assert all(parse_reference(q.image).config.seed == 2 for q in other_questions)
+    assert {q.image for q in base_questions}.isdisjoint({q.image for q in other_questions})
+    # adversarial questions after a pair member still ask about its absent partner (training statistics of seed 0)
+    partner_asks = [q for q in other_questions if q.label == "no" and
+                    any(PARTNER.get(name) == q.object for name in parse_reference(q.image).names)]
+    assert len(partner_asks) >= 20
