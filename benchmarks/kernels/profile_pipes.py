@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.kernels.bench_kernels import sdpa  # noqa: E402
+from benchmarks.kernels.common import sdpa  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
 

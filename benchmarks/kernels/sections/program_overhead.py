@@ -1,6 +1,6 @@
 """How much of a K1 or K2 call is fixed cost per program (tile loads, pipeline fill, epilogue)?
 
-    PYTHONUNBUFFERED=1 timeout 300 python benchmarks/kernels/bench_program_overhead.py
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section program-overhead --out $OUT
 
 Holds the number of programs at 8 per SM (132 SMs: 1056 programs, one resident per SM) and
 varies only the tiles each program walks: for K2, the queries (a 256-key program walks
@@ -12,16 +12,12 @@ kernel (programs that prefetch their next work item) could hide. Prints measurem
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from probe.kernels.blocks import dense_table  # noqa: E402
-from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
+from benchmarks.kernels.common import note
+from probe.kernels.blocks import dense_table
+from probe.kernels.launch import column_stats, flash_forward
 
 DEV, BF16, D = "cuda", torch.bfloat16, 128
 TILES = (8, 16, 32, 64, 128, 256)
@@ -47,8 +43,8 @@ def fit(tiles: list[int], per_wave_us: list[float]) -> tuple[float, float]:
 def report(name: str, tiles: list[int], per_wave_us: list[float]) -> None:
     a, b = fit(tiles, per_wave_us)
     for t, us in zip(tiles, per_wave_us):
-        print(f"{name} tiles={t} us_per_program={us:.2f} us_per_tile={us / t:.3f}", flush=True)
-    print(f"{name} fit: fixed={a:.2f} us per program, {b:.3f} us per tile, fixed = {a / b:.2f} tiles", flush=True)
+        note(f"{name} tiles={t} us_per_program={us:.2f} us_per_tile={us / t:.3f}")
+    note(f"{name} fit: fixed={a:.2f} us per program, {b:.3f} us per tile, fixed = {a / b:.2f} tiles")
 
 
 def k2_call(heads: int, tiles: int):
@@ -76,9 +72,10 @@ def series(name: str, make_call, programs_per_head: int, waves: int, sms: int) -
     report(name, list(TILES), per_program_us)
 
 
-if __name__ == "__main__":
+def section_program_overhead() -> None:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    print(torch.cuda.get_device_name(), f"{sms} SMs", flush=True)
-    assert sms == 132, "the program counts assume 132 SMs"
+    note(f"{torch.cuda.get_device_name()} {sms} SMs")
+    if sms != 132:
+        raise RuntimeError(f"the program counts assume 132 SMs; this GPU has {sms}")
     series("k2", k2_call, 16, 8, sms)
     series("k1", k1_call, 32, 8, sms)

@@ -1,38 +1,35 @@
 """Where the time of one call goes: its GPU kernels, their durations and the idle gaps between them.
 
-    PYTHONUNBUFFERED=1 python benchmarks/kernels/profile_calls.py [--out DIR]
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section profile-k2 --section profile-act --out $OUT
 
 For the calls whose overhead over the plain K1 is not explained by their kernels' arithmetic
 (ACT's pass, the K2's block statistics, the whole statistics package at 4k), it records a few
 warm calls with ``torch.profiler`` (CUPTI) and prints, per call, every GPU kernel with its time
 and the gap before it, plus the call's wall time from CUDA events. A diagnostic: nothing is
-asserted and no ratio here is a benchmark figure.
+asserted and no ratio here is a benchmark figure. One section per part: ``profile-k2`` (the K1, K2
+and all-statistics calls at 4k), ``profile-act`` (ACT's pass and its tiles), ``profile-host`` (cProfile
+of the host side), ``profile-edits`` and ``profile-timing`` (the edit ratios under four timing
+methods), ``profile-allstats`` (the all-statistics call against SDPA, every method and paired).
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
-import pstats
 import os
-import sys
+import pstats
 import time
-from pathlib import Path
 
 import torch
 import triton
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from probe.attention.mask import LazyMask  # noqa: E402
-from probe.attention.spec import StatRequest  # noqa: E402
-from probe.kernels.backend import triton_attention  # noqa: E402
-from probe.kernels.blocks import dense_table  # noqa: E402
-from probe.kernels.launch import ActScale, column_stats, flash_forward  # noqa: E402
-
-DEV, BF16 = "cuda", torch.bfloat16
+from benchmarks.kernels.common import BF16, DEV, note, paired
+from probe.attention.mask import LazyMask
+from probe.attention.spec import StatRequest
+from probe.kernels.backend import triton_attention
+from probe.kernels.blocks import dense_table
+from probe.kernels.launch import ActScale, column_stats, flash_forward
 
 
 def event_ms(fn, reps: int = 20) -> float:
@@ -70,18 +67,18 @@ def kernel_timeline(name: str, fn) -> None:
         fn()
         torch.cuda.synchronize()
     kernels = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    print(f"== {name}: wall {event_ms(fn):.3f} ms (CUDA events, median of 20), host {host_ms(fn):.3f} ms")
+    note(f"== {name}: wall {event_ms(fn):.3f} ms (CUDA events, median of 20), host {host_ms(fn):.3f} ms")
     prev_end = None
     busy = 0.0
     for e in kernels:
         start, end = e.time_range.start, e.time_range.end
         gap = 0.0 if prev_end is None else start - prev_end
         busy += end - start
-        print(f"   {end - start:9.1f} us  gap {gap:7.1f} us  {e.name[:110]}")
+        note(f"   {end - start:9.1f} us  gap {gap:7.1f} us  {e.name[:110]}")
         prev_end = end
     if kernels:
         span = kernels[-1].time_range.end - kernels[0].time_range.start
-        print(f"   kernels {len(kernels)}, busy {busy:.1f} us, first-to-last {span:.1f} us")
+        note(f"   kernels {len(kernels)}, busy {busy:.1f} us, first-to-last {span:.1f} us")
 
 
 def kernel_us(fn, name: str) -> float:
@@ -107,8 +104,8 @@ def host_profile(name: str, fn, calls: int = 20) -> None:
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(22)
-    print(f"== host profile of {calls} calls: {name}")
-    print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+    note(f"== host profile of {calls} calls: {name}")
+    note("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
 
 
 def host_calls() -> None:
@@ -162,7 +159,7 @@ def edit_calls() -> None:
                  "act": lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act)}
         for rnd in range(2):
             for name, fn in calls.items():
-                print(f"causal={causal} round {rnd} {name:8s} busy {busy_us(fn) / 1e3:.3f} ms, host {host_ms(fn):.3f} ms, "
+                note(f"causal={causal} round {rnd} {name:8s} busy {busy_us(fn) / 1e3:.3f} ms, host {host_ms(fn):.3f} ms, "
                       f"back-to-back {loop_ms(fn):.3f} ms, do_bench {triton.testing.do_bench(fn, rep=40, return_mode='median'):.3f} ms")
         kernel_timeline(f"bias+hs causal={causal}", calls["bias+hs"])
 
@@ -201,7 +198,7 @@ def timing_methods() -> None:
                    "back-to-back": loop_ms}
         for rnd in range(3):
             row = {m: {c: fn_m(f) for c, f in calls.items()} for m, fn_m in methods.items()}
-            print(f"causal={causal} round {rnd}: " + "; ".join(
+            note(f"causal={causal} round {rnd}: " + "; ".join(
                 f"{m} {r['base']:.3f} / {r['bias+hs']:.3f} ms = {r['bias+hs'] / r['base']:.3f}" for m, r in row.items()))
 
 
@@ -209,8 +206,6 @@ def all_stats_methods() -> None:
     """The all-statistics call against SDPA under each timing method (do_bench, flushed, back to
     back, paired), with the GPU busy time of its kernels: why did the paired ratio come out above
     the interleaved do_bench one?"""
-    from benchmarks.kernels.bench_kernels import paired
-
     for n, causal in ((16384, False), (16384, True), (32768, False), (32768, True)):
         b, h, d = 1, 16, 128
         q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
@@ -227,7 +222,7 @@ def all_stats_methods() -> None:
                    "flushed": flushed_ms, "back-to-back": loop_ms}
         for rnd in range(2):
             row = {m: {c: fn_m(f) for c, f in calls.items()} for m, fn_m in methods.items()}
-            print(f"{n // 1024}k causal={causal} round {rnd}: " + "; ".join(
+            note(f"{n // 1024}k causal={causal} round {rnd}: " + "; ".join(
                 f"{m} " + " ".join(f"{c} {x:.3f}" for c, x in r.items()) + f" all/sdpa {r['all'] / r['sdpa']:.3f}"
                 for m, r in row.items())
                 + f"; paired all/sdpa {paired(calls['sdpa'], calls['all']):.3f}"
@@ -236,33 +231,6 @@ def all_stats_methods() -> None:
         if n == 16384 and not causal:
             kernel_timeline("all statistics (backend) 16k causal=False", calls["all"])
         del q, k, v
-
-
-def k2_order() -> None:
-    """The causal Gluon K2 with its grid heads-inner (heavy key blocks of every head first) or
-    key-blocks-inner, as a ratio to K1 and to each other (paired, alternating calls)."""
-    from benchmarks.kernels.bench_kernels import paired
-
-    def with_order(value: str, fn):
-        def call():
-            os.environ["HEADSCOPE_K2_HEADS_INNER"] = value
-            try:
-                return fn()
-            finally:
-                os.environ.pop("HEADSCOPE_K2_HEADS_INNER")
-        return call
-
-    for n, b in ((4096, 4), (16384, 1), (32768, 1)):
-        h, d = 16, 128
-        q, k, v = (torch.randn(b, h, n, d, device=DEV, dtype=BF16) for _ in range(3))
-        t = dense_table(n, causal=True, device=DEV)
-        lse = flash_forward(q, k, v, t, scaling=d**-0.5).lse
-        k1 = lambda: flash_forward(q, k, v, t, scaling=d**-0.5)  # noqa: E731
-        k2 = lambda: column_stats(q, k, lse, t, scaling=d**-0.5, block_stats=True)  # noqa: E731
-        inner, outer = with_order("1", k2), with_order("0", k2)
-        print(f"{n // 1024}k causal b={b}: K2+blocks / K1 heads-inner {paired(k1, inner):.3f}, "
-              f"key-blocks-inner {paired(k1, outer):.3f}; heads-inner / key-blocks-inner {paired(outer, inner):.3f}; "
-              f"busy {busy_us(inner):.0f} vs {busy_us(outer):.0f} us")
 
 
 def act_calls() -> None:
@@ -278,7 +246,7 @@ def act_calls() -> None:
         for tile in ("64,8", "32,4", "128,8", "64,4", "32,8"):
             os.environ["HEADSCOPE_ACT_TILE"] = tile
             us = kernel_us(lambda: flash_forward(q, k, v, t, scaling=d**-0.5, act=act), "_act_pass_kernel")
-            print(f"   ACT pass, tile {tile} (rows, warps): {us:.1f} us")
+            note(f"   ACT pass, tile {tile} (rows, warps): {us:.1f} us")
         os.environ.pop("HEADSCOPE_ACT_TILE")
 
 
@@ -299,15 +267,17 @@ def k2_calls() -> None:
                         lambda: triton_attention(q, k, v, mask, want=want))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="k2,act")
-    args = parser.parse_args()
-    print(torch.cuda.get_device_name(), torch.__version__)
-    for part in args.parts.split(","):
-        {"k2": k2_calls, "act": act_calls, "host": host_calls, "edits": edit_calls, "timing": timing_methods, "k2order": k2_order,
-         "allstats": all_stats_methods}[part]()
+def _with_versions(part):
+    """``part`` as a section: the device and torch version first, as the script printed them."""
+    def section() -> None:
+        note(f"{torch.cuda.get_device_name()} {torch.__version__}")
+        part()
+    return section
 
 
-if __name__ == "__main__":
-    main()
+section_profile_k2 = _with_versions(k2_calls)
+section_profile_act = _with_versions(act_calls)
+section_profile_host = _with_versions(host_calls)
+section_profile_edits = _with_versions(edit_calls)
+section_profile_timing = _with_versions(timing_methods)
+section_profile_allstats = _with_versions(all_stats_methods)

@@ -1,6 +1,6 @@
 """The warp-specialised K1's mean-distance paths on a lent Hopper GPU: exactness, then paired timings.
 
-    PYTHONUNBUFFERED=1 timeout 500 python benchmarks/kernels/bench_k1_stats.py
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section k1-distance --out $OUT
 
 Variants (:func:`probe.kernels.gluon_launch.tc_distance`): ``tc`` sums ``p x column`` on the
 tensor cores (the default), ``fma`` in float32 on the FMA pipe (``HEADSCOPE_K1_TC_DISTANCE=0``).
@@ -12,21 +12,15 @@ calls alternately, back to back) against the FMA path. Nothing asserts a timing.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.kernels.bench_gluon_k2 import envs  # noqa: E402
-from benchmarks.kernels.bench_kernels import interleaved, median, paired, ratio, rel, sdpa  # noqa: E402
-from probe.attention.spec import StatRequest  # noqa: E402
-from probe.kernels.backend import triton_attention  # noqa: E402
-from probe.kernels.blocks import dense_table  # noqa: E402
-from probe.kernels.launch import flash_forward  # noqa: E402
-from probe.kernels.materialised import materialised_attention  # noqa: E402
-from probe.attention.mask import LazyMask  # noqa: E402
+from benchmarks.kernels.common import envs, interleaved, median, note, paired, ratio, rel, sdpa
+from probe.attention.mask import LazyMask
+from probe.attention.spec import StatRequest
+from probe.kernels.backend import triton_attention
+from probe.kernels.blocks import dense_table
+from probe.kernels.launch import flash_forward
+from probe.kernels.materialised import materialised_attention
 
 DEV, BF16 = "cuda", torch.bfloat16
 VARIANTS = {"fma": {"HEADSCOPE_K1_TC_DISTANCE": "0"}, "tc": {}}
@@ -48,9 +42,9 @@ def check() -> None:
             r = envs(env, lambda: flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=key_bias, entropy=True,
                                                 distance=True))()
             worst_abs = (r.distance.double() - ref["distance"].double()).abs().max().item()
-            print(f"check n={n} causal={causal} group={group} bias={bias} {name}: output={rel(r.output, out):.2e} "
+            note(f"check n={n} causal={causal} group={group} bias={bias} {name}: output={rel(r.output, out):.2e} "
                   f"lse={rel(r.lse, ref['lse']):.2e} entropy={rel(r.entropy, ref['entropy']):.2e} "
-                  f"distance={rel(r.distance, ref['distance']):.2e} distance_max_abs={worst_abs:.3f}", flush=True)
+                  f"distance={rel(r.distance, ref['distance']):.2e} distance_max_abs={worst_abs:.3f}")
 
 
 def timing() -> None:
@@ -77,12 +71,13 @@ def timing() -> None:
             line += [f"k1s_tc/k1s_fma={paired(fns['k1s_fma'], fns['k1s_tc']):.3f}",
                      f"all_tc/all_fma={paired(fns['all_fma'], fns['all_tc']):.3f}"]
             line += [f"k1s_{x}/k1={paired(k1, fns[f'k1s_{x}']):.3f}" for x in VARIANTS]
-            print(" ".join(line), flush=True)
+            note(" ".join(line))
         del q, k, v
         torch.cuda.empty_cache()
 
 
-if __name__ == "__main__":
-    print(torch.cuda.get_device_name(), flush=True)
+
+def section_k1_distance() -> None:
+    note(torch.cuda.get_device_name())
     check()
     timing()

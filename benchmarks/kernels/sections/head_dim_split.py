@@ -1,6 +1,7 @@
 """Head dims 80 and 96 as two column parts (64 + 16, 64 + 32) against padding them to 128.
 
-    PYTHONUNBUFFERED=1 timeout 500 python benchmarks/kernels/bench_head_dim_split.py [--sweep]
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section head-dim-split --out $OUT
+    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section head-dim-split-tiles --out $OUT
 
 Shapes: 16 query heads over 4 KV heads, bf16, 16k tokens (batch 1) and 4k (batch 4), causal and
 not. For each head dim: PyTorch's SDPA forward; the Triton K1 alone and the backend's
@@ -9,7 +10,7 @@ with the parts of :func:`probe.kernels.launch.head_dim_parts` and with the head 
 128 in one part (the kernels before this change), as paired ratios (``bench_kernels.paired``:
 the two calls alternately, median of 40 per-pair ratios). TFLOP/s count the real head dim.
 First, bf16 outputs and every statistic of both variants against a float32 materialised
-reference (N = 1000 and 4097, GQA 4, causal and not). ``--sweep`` instead times tile configs
+reference (N = 1000 and 4097, GQA 4, causal and not). ``head-dim-split-tiles`` times tile configs
 (``HEADSCOPE_K1_CONFIG`` / ``HEADSCOPE_K2_CONFIG``) at 16k for both head dims. Nothing asserts a
 timing.
 Output: ``benchmarks/kernels/runs/head_dim_split.txt``.
@@ -17,21 +18,17 @@ Output: ``benchmarks/kernels/runs/head_dim_split.txt``.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import probe.kernels.launch as launch  # noqa: E402
-from benchmarks.kernels.bench_kernels import backend_errors, bench, flops, paired, rand, sdpa, timed, with_env  # noqa: E402
-from probe.attention.mask import LazyMask  # noqa: E402
-from probe.attention.spec import StatRequest  # noqa: E402
-from probe.kernels.backend import triton_attention  # noqa: E402
-from probe.kernels.blocks import dense_table  # noqa: E402
+import probe.kernels.launch as launch
+from benchmarks.kernels.common import backend_errors, bench, flops, note, paired, rand, sdpa, timed, with_env
+from probe.attention.mask import LazyMask
+from probe.attention.spec import StatRequest
+from probe.kernels.backend import triton_attention
+from probe.kernels.blocks import dense_table
 
 H, KVH = 16, 4
 SHAPES = ((1, 16384), (4, 4096))
@@ -58,7 +55,7 @@ def check(d: int) -> None:
             for name, use_padding in (("split", False), ("padded", True)):
                 with padded(use_padding):
                     errs = backend_errors(q, k, v, causal, WANT, STATS)
-                print(f"check d={d} n={n} causal={causal} {name} {errs}", flush=True)
+                note(f"check d={d} n={n} causal={causal} {name} {errs}")
 
 
 def timings(d: int) -> None:
@@ -77,11 +74,11 @@ def timings(d: int) -> None:
             k1_ratio = _paired_against_padded(k1)
             every_ratio = _paired_against_padded(every)
             work = flops(b, H, n, d, causal)
-            print(f"time d={d} b={b} n={n} causal={causal} sdpa_ms={sdpa_ms:.3f} "
+            note(f"time d={d} b={b} n={n} causal={causal} sdpa_ms={sdpa_ms:.3f} "
                   f"sdpa_tflops={work / sdpa_ms / 1e9:.0f} k1_ms={k1_ms:.3f} k1_tflops={work / k1_ms / 1e9:.0f} "
                   f"k1_padded_ms={k1_pad_ms:.3f} paired_k1_split/padded={k1_ratio:.3f} k1/sdpa={k1_ms / sdpa_ms:.2f} "
                   f"all_stats_ms={every_ms:.3f} all_stats_padded_ms={every_pad_ms:.3f} "
-                  f"paired_all_split/padded={every_ratio:.3f} all_stats/sdpa={every_ms / sdpa_ms:.2f}", flush=True)
+                  f"paired_all_split/padded={every_ratio:.3f} all_stats/sdpa={every_ms / sdpa_ms:.2f}")
 
 
 def _paired_against_padded(fn) -> float:
@@ -108,27 +105,31 @@ def sweep(d: int) -> None:
         k2_call = lambda: launch.column_stats(q, k, lse, t2, scaling=d**-0.5, block_stats=True)  # noqa: E731
         k1 = {c: timed("HEADSCOPE_K1_CONFIG", c, k1_call) for c in K1_SWEEP}
         k2 = {c: timed("HEADSCOPE_K2_CONFIG", c, k2_call) for c in K2_SWEEP}
-        print(f"sweep d={d} causal={causal} k1_ms " + " ".join(f"{c}={ms}" for c, ms in k1.items())
-              + " k2_blocks_ms " + " ".join(f"{c}={ms}" for c, ms in k2.items()), flush=True)
+        note(f"sweep d={d} causal={causal} k1_ms " + " ".join(f"{c}={ms}" for c, ms in k1.items())
+              + " k2_blocks_ms " + " ".join(f"{c}={ms}" for c, ms in k2.items()))
         stages = paired(lambda: with_env("HEADSCOPE_K2_CONFIG", "0,4,3", k2_call),
                         lambda: with_env("HEADSCOPE_K2_CONFIG", "0,4,2", k2_call))
         warps = paired(lambda: with_env("HEADSCOPE_K1_CONFIG", "128,8,2", k1_call),
                        lambda: with_env("HEADSCOPE_K1_CONFIG", "128,4,2", k1_call))
-        print(f"paired d={d} causal={causal} k2_0,4,2/0,4,3={stages:.3f} k1_128,4,2/128,8,2={warps:.3f}", flush=True)
+        note(f"paired d={d} causal={causal} k2_0,4,2/0,4,3={stages:.3f} k1_128,4,2/128,8,2={warps:.3f}")
 
 
-def main() -> None:
-    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
-    if "--sweep" in sys.argv:
-        for d in (80, 96):
-            sweep(d)
-        return
+def _versions() -> None:
+    note(f"{torch.cuda.get_device_name()} {torch.__version__} {triton.__version__}")
+
+
+def section_head_dim_split() -> None:
+    """Checks, then the paired timings, at head dims 80 and 96."""
+    _versions()
     for d in (80, 96):
-        print(f"parts d={d}: {launch.head_dim_parts(d)}", flush=True)
+        note(f"parts d={d}: {launch.head_dim_parts(d)}")
         check(d)
     for d in (80, 96):
         timings(d)
 
 
-if __name__ == "__main__":
-    main()
+def section_head_dim_split_tiles() -> None:
+    """The tile sweep at head dims 80 and 96 (what chose ``K2_TWO_PART_CONFIGS``)."""
+    _versions()
+    for d in (80, 96):
+        sweep(d)
