@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from probe.models.loading import cache_root
+from probe.models.cache import cache_root
 
 LENS_NAMES = {"gemma-3-270m": "google/gemma-3-270m"}
 

@@ -21,7 +21,6 @@ Context:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -102,11 +101,6 @@ def register_model(source: ModelSource, *, overwrite: bool = False) -> None:
 
 def registered_models() -> dict[str, ModelSource]:
     return dict(_SOURCES)
-
-
-def cache_root() -> Path:
-    """Where converted models are cached (``$HEADSCOPE_CACHE`` or ``~/.cache/headscope``)."""
-    return Path(os.environ.get("HEADSCOPE_CACHE", Path.home() / ".cache" / "headscope"))
 
 
 def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:

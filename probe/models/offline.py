@@ -25,7 +25,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from probe.model_names import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported here, where it always was
-from probe.models.loading import ModelNotFoundError, ModelSource, cache_root, register_model
+from probe.models.cache import cache_root
+from probe.models.loading import ModelNotFoundError, ModelSource, register_model
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"

@@ -35,7 +35,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from probe.models.loading import ModelNotFoundError, ModelSource, cache_root, register_model, registered_models
+from probe.models.cache import cache_root
+from probe.models.loading import ModelNotFoundError, ModelSource, register_model, registered_models
 from probe.models.offline import SMOLLM2_INSTALL, save_folder_atomic, sha256_of
 
 IMAGE_TOKEN = "<image>"
