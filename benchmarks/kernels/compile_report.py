@@ -25,7 +25,8 @@ from triton.runtime.jit import mangle_type
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from probe.kernels import act_pass, launch, triton_kernels  # noqa: E402
+from probe.kernels import launch, triton_kernels  # noqa: E402
+from probe.kernels.act import row_pass as act_pass  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"

@@ -306,7 +306,7 @@ def rhythm_credit(model: LoadedModel, prompt_ids: Sequence[Sequence[int]], respo
         raise ValueError(f"batch_size must be positive or None, got {batch_size}")
     rhythm = paper_credit_rhythm(model) if rhythm is None else rhythm
     weights = [torch.ones(len(r), dtype=torch.float64) for r in response_ids]
-    traces = [_trace(i, p, r) for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
+    traces = [bare_trace(i, p, r) for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
     scored = [t for t in traces if len(t.response_ids) > rhythm.band_lo]
     if not scored:
         return weights
@@ -320,7 +320,7 @@ def rhythm_credit(model: LoadedModel, prompt_ids: Sequence[Sequence[int]], respo
     return weights
 
 
-def _trace(index: int, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> Trace:
+def bare_trace(index: int, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> Trace:
     """A bare trace (ids only) for :func:`~circuits.rhythm.analysis.analyse_batch`."""
     return Trace(index=index, question=None, prompt="", prompt_ids=tuple(int(i) for i in prompt_ids), response="",
                  response_ids=tuple(int(i) for i in response_ids), reference=None, predicted=None, correct=None,

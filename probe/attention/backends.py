@@ -11,11 +11,14 @@ Context:
 
     ``"reference"`` (plain torch, exact, any device) is always registered; ``"sdpa"`` runs
     layers that need neither statistics nor edits through PyTorch's fused kernel. GPU kernels
-    register themselves under their own names (see ``probe.kernels``).
+    register themselves under their own names when their module is imported; ``OPTIONAL_BACKENDS``
+    names those modules, and :func:`get_backend` imports them by name on first use (see
+    ``probe.kernels.backend``).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
@@ -100,12 +103,20 @@ def sdpa_attention(
     return AttentionOutput(output=torch.cat(blocks, dim=2).transpose(1, 2), pattern=None, stats={})
 
 
+# Backends that live outside this package, by name: the module that registers each when imported.
+# Resolved by module name on first use, so this registry imports none of them (the kernels' backend
+# imports this module to register itself; a static import back would be a cycle).
+OPTIONAL_BACKENDS: dict[str, str] = {"triton": "probe.kernels.backend"}
+
+
 def _load_optional_backends() -> None:
-    """Import optional backends (GPU kernels) so they can register; absent ones are skipped."""
-    try:
-        import probe.kernels.backend  # noqa: F401
-    except ImportError:
-        pass
+    """Import the optional backends (GPU kernels) so they can register; absent ones are skipped."""
+    for name, module in OPTIONAL_BACKENDS.items():
+        if name not in _BACKENDS:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
 
 
 register_backend("reference", reference_attention)

@@ -85,6 +85,12 @@ class LazyMask:
         """Index (into the keys) of the first real token of each batch row: ``Long[batch]``."""
         return self.key_padding().int().argmax(dim=1)
 
+    @property
+    def is_fixed(self) -> bool:
+        """True when the mask reads a fixed 4-D tensor (an arbitrary mask a caller passed, see
+        :func:`dense_mask`) rather than a structure (causal, window, padding) kernels can rebuild."""
+        return isinstance(self.mask_function, _FixedMask)
+
     def with_structure(self, causal: bool, sliding_window: int | None) -> "LazyMask":
         return replace(self, causal=causal, sliding_window=sliding_window)
 

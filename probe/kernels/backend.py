@@ -2,7 +2,8 @@
 
 Context:
     Registered with :func:`probe.attention.backends.register_backend` under ``"triton"`` when
-    this module is imported (``probe.attention.backends`` imports it on demand). It has the
+    this module is imported (``probe.attention.backends`` imports it on demand, by the module
+    name in its ``OPTIONAL_BACKENDS`` table, so the registry never imports it back). It has the
     signature of :func:`~probe.attention.reference.reference_attention`, so callers can always
     pick it: whatever it cannot run goes to the reference.
 
@@ -15,7 +16,7 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        with a block size that is not 16/32/64/128, or the reasoning-rhythm statistics
        (``lookback_window`` or ``band``) together with an ACT key scaling: the kernels compute
        them for unedited attention and under key bias and head scaling, but ACT's exact pass
-       (:mod:`probe.kernels.act_pass`, :mod:`probe.kernels.act_columns`) does not rewrite them
+       (:mod:`probe.kernels.act.row_pass`, :mod:`probe.kernels.act.columns`) does not rewrite them
        into the edited attention's, so the reference does, exactly. Also ``span_mass`` (the
        attention each query pays to a key span, a VLM's image tokens): the kernels do not compute
        it, and a call asking for it runs the reference whole (exact; no kernel speed for it).
@@ -25,12 +26,12 @@ Dispatch rules (the first route whose condition holds runs; see ``ROUTES``):
        (cuDNN on H100) is the fastest there is.
     3. ``triton``: K1 (output + log-sum-exp, entropy, distance in the same pass; key bias and
        head scaling inside the kernel; ACT scaling with redistribution as an exact pass after
-       it, :mod:`probe.kernels.act_pass`, which also turns entropy and distance into the
+       it, :mod:`probe.kernels.act.row_pass`, which also turns entropy and distance into the
        edited attention's), then K2 for attention received and block statistics (with ACT,
-       of the edited attention: :mod:`probe.kernels.act_columns`). ACT with a
+       of the edited attention: :mod:`probe.kernels.act.columns`). ACT with a
        :class:`SinkRule` first runs K1 (log-sum-exp) + K2 (received mean) to detect the sinks.
        On Hopper at head dims 64 and 128, K1 and K2 are the warp-specialised Gluon kernels
-       (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k2_ws`); otherwise the
+       (:mod:`probe.kernels.gluon.k1_ws`, :mod:`probe.kernels.gluon.k2_ws`); otherwise the
        Triton kernels (:func:`probe.kernels.launch.flash_forward` and
        :func:`~probe.kernels.launch.column_stats` decide).
 
@@ -59,15 +60,15 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from probe.attention.backends import register_backend, sdpa_attention
-from probe.attention.mask import LazyMask, _FixedMask
+from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention, select_sinks
 from probe.attention.spec import AttentionOutput, Band, LayerEdit, SinkRule, StatRequest
 from probe.attention.stats import band_first_positions
 from probe.kernels.blocks import NEG_BIAS, TokenRule, rule_table
 
 try:
-    from probe.kernels import act_columns
-    from probe.kernels.gluon_k2_launch import gluon_k2_operands
+    from probe.kernels.act.columns import add_selected_columns, k2_inputs
+    from probe.kernels.gluon.k2_launch import gluon_k2_operands
     from probe.kernels.launch import ActScale, BandRows, column_stats, flash_forward, head_dim_problem
 
     HAVE_TRITON = True
@@ -112,7 +113,7 @@ def _unsupported(c: Call) -> bool:
         or head_dim_problem(c.query.shape[-1], c.query.dtype, on_gpu=True) is not None
         or c.softcap is not None
         or c.want.pattern
-        or isinstance(c.mask.mask_function, _FixedMask)
+        or c.mask.is_fixed
         or len(scales) > 1
         or (edit is not None and edit.per_prompt)
         or (c.want.block_size is not None and c.want.block_size not in STAT_BLOCKS)
@@ -136,7 +137,9 @@ def _run_sdpa(c: Call) -> AttentionOutput:
     return sdpa_attention(c.query, c.key, c.value, c.mask, scaling=c.scaling, want=c.want, edit=c.edit)
 
 
-def _run_kernels(c: Call) -> AttentionOutput:
+def run_kernels(c: Call) -> AttentionOutput:
+    """The ``"triton"`` route: K1 (and ACT's pass), then the statistics; runs whatever the route
+    rules say (tests call it directly to hold the kernels to the reference)."""
     rule = token_rule(c.mask)
     dev = c.query.device
     band = band_rows(c.mask, c.want.band, dev) if c.want.band is not None else None  # checks first_rows first
@@ -158,7 +161,7 @@ def _run_kernels(c: Call) -> AttentionOutput:
 ROUTES: tuple[Route, ...] = (
     Route("reference", _unsupported, _run_reference),
     Route("sdpa", _plain, _run_sdpa),
-    Route("triton", lambda c: True, _run_kernels),
+    Route("triton", lambda c: True, run_kernels),
 )
 
 
@@ -319,12 +322,12 @@ def band_count(mask: LazyMask, band: "BandRows") -> Float[Tensor, "batch k"]:
 
 def _received_with_act(c: Call, rule: TokenRule, bias: Tensor | None, lse: Tensor, act: "ActScale",
                        weights: Float[Tensor, "2 batch head q"]) -> dict[str, Tensor]:
-    """Column statistics of the ACT-edited attention (:mod:`probe.kernels.act_columns`)."""
+    """Column statistics of the ACT-edited attention (:mod:`probe.kernels.act.columns`)."""
     batch, heads = c.query.shape[:2]
-    shifted, k2_bias = act_columns.k2_inputs(lse, bias, act.selected, weights[1])
+    shifted, k2_bias = k2_inputs(lse, bias, act.selected, weights[1])
     out = _received(c, rule, k2_bias, shifted, c.want.block_size)
     lists = act.kernel_lists(batch, heads, c.value.shape[1], c.key.shape[2], c.query.device)
-    act_columns.add_selected_columns(out, c.query, c.key, lse, bias, lists, weights[0], rule, c.scaling,
+    add_selected_columns(out, c.query, c.key, lse, bias, lists, weights[0], rule, c.scaling,
                                      c.want.block_size)
     out["received_mean"] = _received_mean(out["received_sum"], out["visible_count"])
     return out

@@ -27,10 +27,11 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from probe.kernels.act.row_pass import ActLists, act_lists, act_pass, rows_zeroed
 from probe.kernels.blocks import BlockTable
-from probe.kernels.act_pass import ActLists, act_lists, act_pass, rows_zeroed
-from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible
-from probe.kernels.gluon_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
+from probe.kernels.gluon.k1_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
+from probe.kernels.gluon.k2_launch import column_stats_gluon, gluon_k2_eligible
+from probe.kernels.operands import K1Result, expand_table, k1_outputs, key_bias_args
 from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
 
 MAX_HEAD_DIM = 256
@@ -174,7 +175,7 @@ class ActScale:
     factor: Float[Tensor, " head"]
 
     def kernel_lists(self, batch: int, heads: int, kv_heads: int, n_kv: int, device) -> ActLists:
-        """The lists ACT's pass walks (:func:`probe.kernels.act_pass.act_lists`), cached per shape."""
+        """The lists ACT's pass walks (:func:`probe.kernels.act.row_pass.act_lists`), cached per shape."""
         cache = self.__dict__.setdefault("_lists", {})  # frozen: cache through __dict__
         key = (batch, heads, kv_heads, n_kv, str(device))
         if key not in cache:
@@ -182,16 +183,6 @@ class ActScale:
                 raise ValueError(f"ActScale selects among {self.selected.shape[-1]} keys, the call has {n_kv}")
             cache[key] = act_lists(self.selected, self.factor, batch, heads, kv_heads, device)
         return cache[key]
-
-
-@dataclass(frozen=True)
-class K1Result:
-    output: Float[Tensor, "batch q head d"]
-    lse: Float[Tensor, "batch head q"]
-    entropy: Float[Tensor, "batch head q"] | None
-    distance: Float[Tensor, "batch head q"] | None
-    act_weights: Float[Tensor, "2 batch head q"] | None = None  # ACT's row factors (own keys, rest)
-    lookback: Float[Tensor, "batch head q"] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,12 +219,12 @@ def flash_forward(
     """K1: flash-attention forward over ``table`` with fused row statistics and edits.
 
     On Hopper, eligible calls (bf16/fp16, head dim 64 or 128, 128x128 tiles, no explicit ``config``)
-    run the warp-specialised Gluon kernel of :mod:`probe.kernels.gluon_k1_ws`; the rest run the
+    run the warp-specialised Gluon kernel of :mod:`probe.kernels.gluon.k1_ws`; the rest run the
     Triton kernel of
     :mod:`probe.kernels.triton_kernels`. Both give the same outputs. ACT runs K1 on values with
     the selected keys' rows zeroed (in ``value`` itself, restored before returning, when no
     autograd record or aliasing forbids it; else on a copy), then
-    :func:`probe.kernels.act_pass.act_pass`; the log-sum-exp is the unedited attention's, and
+    :func:`probe.kernels.act.row_pass.act_pass`; the log-sum-exp is the unedited attention's, and
     so are entropy and distance unless ``act_row_stats`` asks for the edited attention's (the
     result then also holds each row's ACT factors, ``act_weights``).
 
@@ -259,13 +250,13 @@ def flash_forward(
     tma = use_tma(query, key, value)
     srcs = _sources((query, key, value), (table.block_q, block_n, block_n), block_d, block_d2, tma)
     dev = query.device
-    out, lse, ent, dist, hscale = _k1_outputs(query, entropy, distance, head_scale)
+    out, lse, ent, dist, hscale = k1_outputs(query, entropy, distance, head_scale)
     look = torch.empty_like(lse) if lookback_window is not None else lse
-    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    bias, bias_strides = key_bias_args(key_bias, batch, heads, n_kv, dev)
     window = table.rule.window_tensor(heads, dev)
     sink = table.rule.sink_tensor(heads, dev)
-    full_n, full_i = _expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
-    part_n, part_i = _expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
+    full_n, full_i = expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
+    part_n, part_i = expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, table.block_q), batch * heads)
     _k1_kernel[grid](
         *srcs, key, out, lse, ent, dist, look, bias, hscale, window, sink,
@@ -298,7 +289,7 @@ def _with_act(query, key, value, table, scaling, key_bias, entropy, distance, ac
         r = flash_forward(query, key, rest, table, scaling=scaling, key_bias=key_bias, entropy=entropy,
                           distance=distance, config=config)
         in_product = key_bias is not None and config is None and bias_in_product(query, key, rest, table)
-    bias, bias_strides = _bias_args(key_bias, batch, heads, key.shape[2], query.device)
+    bias, bias_strides = key_bias_args(key_bias, batch, heads, key.shape[2], query.device)
     weights = torch.empty(2, batch, heads, query.shape[2], device=query.device) if act_row_stats else None
     if in_product:
         # Rows whose selected keys hold all of the attention are told apart to 1e-6: the pass
@@ -331,7 +322,7 @@ def column_stats(
     table's ``block_q x block_kv`` tiles and, with ``band``, ``band_sum``: the attention each
     key receives from the queries of its band (:class:`BandRows`). On Hopper, eligible calls
     (bf16/fp16, head dim 64 or 128, 128-key blocks, no explicit ``config``, no band) run the
-    warp-specialised Gluon K2 of :mod:`probe.kernels.gluon_k2_ws`; the rest run the Triton kernel.
+    warp-specialised Gluon K2 of :mod:`probe.kernels.gluon.k2_ws`; the rest run the Triton kernel.
     """
     query, key = _last_dim_contiguous(query), _last_dim_contiguous(key)
     batch, heads, n_q, head_dim = query.shape
@@ -341,7 +332,7 @@ def column_stats(
     dev = query.device
     col = lambda: torch.empty(batch, heads, n_kv, device=dev, dtype=torch.float32)  # noqa: E731
     col_sum, col_max, count = col(), col(), col()
-    bias, bias_strides = _bias_args(key_bias, batch, heads, n_kv, dev)
+    bias, bias_strides = key_bias_args(key_bias, batch, heads, n_kv, dev)
     if config is None and band is None and gluon_k2_eligible(query, key, table):
         return column_stats_gluon(query, key, lse.float(), table, qk_scale=scaling * LOG2E, bias=bias,
                                   bias_strides=bias_strides, has_bias=key_bias is not None,
@@ -356,8 +347,8 @@ def column_stats(
     block_d, block_d2 = head_dim_parts(head_dim)
     tma = use_tma(query, key)
     srcs = _sources((query, key), (table.block_q, table.block_kv), block_d, block_d2, tma)
-    full_n, full_i = _expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
-    part_n, part_i = _expand_table(table.q_num_blocks, table.q_indices, batch, heads)
+    full_n, full_i = expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
+    part_n, part_i = expand_table(table.q_num_blocks, table.q_indices, batch, heads)
     grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
     _k2_kernel[grid](
         *srcs, lse2, bias, col_sum, col_max, count, bsum, bmax, band_sum, band_row,
@@ -382,20 +373,6 @@ def column_stats(
     return stats
 
 
-def _k1_outputs(query: Tensor, entropy: bool, distance: bool, head_scale: Tensor | None):
-    """K1's output tensors ``(out [b, q, h, d], lse, entropy, distance, head scale)``; statistics
-    not asked for (and a missing head scale) alias ``lse`` so the kernel always gets a pointer."""
-    batch, heads, n_q, head_dim = query.shape
-    dev = query.device
-    out = torch.empty(batch, n_q, heads, head_dim, device=dev, dtype=query.dtype)
-    f32 = lambda: torch.empty(batch, heads, n_q, device=dev, dtype=torch.float32)  # noqa: E731
-    lse = f32()
-    ent = f32() if entropy else lse
-    dist = f32() if distance else lse
-    hscale = head_scale.to(device=dev, dtype=torch.float32).contiguous() if head_scale is not None else lse
-    return out, lse, ent, dist, hscale
-
-
 def _last_dim_contiguous(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -408,17 +385,3 @@ def _check(query: Tensor, key: Tensor, table: BlockTable) -> None:
         raise ValueError(f"{query.shape[1]} query heads are not a multiple of {key.shape[1]} kv heads")
     if (table.q_len, table.kv_len) != (query.shape[2], key.shape[2]):
         raise ValueError(f"table is for {table.q_len}x{table.kv_len}, inputs are {query.shape[2]}x{key.shape[2]}")
-
-
-def _bias_args(bias: Tensor | None, batch: int, heads: int, n_kv: int, dev) -> tuple[Tensor, tuple[int, int]]:
-    """The key bias in base-2 logit units (x log2 e, once here instead of per tile), broadcast."""
-    if bias is None:
-        return torch.empty(1, device=dev, dtype=torch.float32), (0, 0)
-    bias = (bias.to(device=dev, dtype=torch.float32) * LOG2E).contiguous()
-    bias = bias.expand(batch, heads, n_kv)
-    return bias, (bias.stride(0), bias.stride(1))
-
-
-def _expand_table(num: Tensor, idx: Tensor, batch: int, heads: int) -> tuple[Tensor, Tensor]:
-    """Broadcast a table's leading (1, 1) dims to (batch, heads) as stride-0 views."""
-    return num.expand(batch, heads, -1), idx.expand(batch, heads, -1, -1)

@@ -42,11 +42,12 @@ def block_sparse_attention(
                          "ask them of a dense call (the reference backend computes them)")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     if query.is_cuda:
-        return _sparse_gpu(query, key, value, table, scaling, want, key_bias, head_scale)
-    return _sparse_cpu(query, key, value, table, scaling, want, key_bias, head_scale)
+        return sparse_with_kernels(query, key, value, table, scaling, want, key_bias, head_scale)
+    return sparse_materialised(query, key, value, table, scaling, want, key_bias, head_scale)
 
 
-def _sparse_gpu(query, key, value, table, scaling, want, key_bias, head_scale) -> AttentionOutput:
+def sparse_with_kernels(query, key, value, table, scaling, want, key_bias, head_scale) -> AttentionOutput:
+    """:func:`block_sparse_attention` through K1 and K2 (on CPU, in Triton's interpreter)."""
     from probe.kernels.launch import column_stats, flash_forward
 
     k1 = flash_forward(query, key, value, table, scaling=scaling, key_bias=key_bias,
@@ -65,7 +66,8 @@ def _sparse_gpu(query, key, value, table, scaling, want, key_bias, head_scale) -
     return AttentionOutput(output=k1.output, pattern=None, stats=stats)
 
 
-def _sparse_cpu(query, key, value, table, scaling, want, key_bias, head_scale) -> AttentionOutput:
+def sparse_materialised(query, key, value, table, scaling, want, key_bias, head_scale) -> AttentionOutput:
+    """:func:`block_sparse_attention` through the materialised reference on the expanded table (exact)."""
     allowed = table.allowed_rows(0, table.q_len, query.shape[1]).to(query.device)
     out, ref = materialised_attention(
         query, key, value, allowed, scaling=scaling, key_bias=key_bias, head_scale=head_scale,

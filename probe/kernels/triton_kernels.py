@@ -3,7 +3,7 @@
 Context:
     Both kernels walk a :class:`~probe.kernels.blocks.BlockTable`, the FlexAttention-style list
     of key blocks per query block (and, for K2, of query blocks per key block). "Full" blocks
-    need no mask; "partial" blocks apply the token predicate :func:`_allowed` (key bound,
+    need no mask; "partial" blocks apply the token predicate :func:`token_allowed` (key bound,
     causal, sliding window with per-head sink tokens). Dense, causal, sliding-window and every
     block-sparse pattern therefore run through the same loops.
 
@@ -58,7 +58,7 @@ NEG = -1.0e30
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
+def token_allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
              CAUSAL: tl.constexpr, LOCAL: tl.constexpr):
     """Token predicate; ``q_idx``/``k_idx`` are broadcastable query / key index tensors."""
     ok = k_idx < n_kv
@@ -142,7 +142,7 @@ def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, c_i, q, q2, k_src, k_src2, v_src, v
             else:
                 s += tl.load(bias_base + offs_n)[None, :]
         if MASKED:
-            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+            ok = token_allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
                           window_ptr, sink_ptr, CAUSAL, LOCAL)
             s = tl.where(ok, s, -1.0e30)
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -296,7 +296,7 @@ def _k2_block(col_sum, col_max, count, band_sum, k, k2, q_src, q_src2, lse_base,
         st = kq * qk_scale - lse2[None, :]
     valid_q = lse2 < float("inf")
     if MASKED:
-        ok = _allowed(offs_m[None, :], offs_n[:, None], h, diag, kv_offset, n_kv,
+        ok = token_allowed(offs_m[None, :], offs_n[:, None], h, diag, kv_offset, n_kv,
                       window_ptr, sink_ptr, CAUSAL, LOCAL) & valid_q[None, :]
         p = tl.where(ok, tl.math.exp2(st), 0.0)
         count += tl.sum(ok.to(tl.float32), 1)

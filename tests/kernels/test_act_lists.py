@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from probe.kernels.act_pass import act_lists, rows_zeroed  # noqa: E402
+from probe.kernels.act.row_pass import act_lists, rows_zeroed  # noqa: E402
 
 
 def _selection() -> torch.Tensor:

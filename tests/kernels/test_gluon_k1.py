@@ -3,7 +3,8 @@ GPU (Triton compiles and ptxas assembles here), and its numbers on a GPU when on
 
 Gluon kernels do not run in Triton's CPU interpreter, so CI checks that the kernel still builds
 for sm_90a with no register spills; the numerical comparison against the float32 materialised
-reference runs on the lent H100 (``pytest -m gpu``, and ``benchmarks/kernels/bench_gluon.py``).
+reference runs on the lent H100 (``pytest -m gpu``, and the ``check`` section of
+``benchmarks/kernels/bench_kernels.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from probe.kernels import gluon_launch  # noqa: E402
+from probe.kernels.gluon import k1_launch  # noqa: E402
 from probe.kernels.blocks import dense_table, sliding_window_table  # noqa: E402
-from probe.kernels.gluon_launch import _row_view, flash_forward_gluon, gluon_eligible  # noqa: E402
+from probe.kernels.gluon.k1_launch import flash_forward_gluon, gluon_eligible  # noqa: E402
+from probe.kernels.gluon.views import row_view  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
 from tests.kernels.helpers import build_for_sm90, builds_without_a_gpu, rel_err  # noqa: E402
 
@@ -35,7 +37,7 @@ def test_row_view_addresses_every_token(memory):
         t = torch.randn(batch, heads, n, d)
     else:
         t = torch.randn(batch, n, heads, d).transpose(1, 2)
-    view, row_b, row_h, col_h = _row_view(t)
+    view, row_b, row_h, col_h = row_view(t)
     for b in range(batch):
         for h in range(heads):
             rows = view[b * row_b + h * row_h: b * row_b + h * row_h + n, h * col_h: h * col_h + d]
@@ -44,7 +46,7 @@ def test_row_view_addresses_every_token(memory):
 
 def test_row_view_refuses_other_layouts():
     t = torch.randn(2, 4, 6, 8)[:, :, ::2]  # every other token: no uniform row stride
-    assert _row_view(t) is None
+    assert row_view(t) is None
 
 
 def test_not_eligible_off_hopper():
@@ -58,9 +60,9 @@ def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, gqa_values
     """Build one launch for sm_90a (no GPU needed) and return its PTX."""
     import os
 
-    from probe.kernels import gluon_k1, gluon_k1_ws
+    from probe.kernels.gluon import k1, k1_ws
 
-    module, name = (gluon_k1_ws, "_k1_ws_kernel") if ws else (gluon_k1, "_k1_gluon_kernel")
+    module, name = (k1_ws, "_k1_ws_kernel") if ws else (k1, "_k1_gluon_kernel")
     n = 1024
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128)
@@ -206,7 +208,7 @@ def test_gluon_equals_triton_on_a_sliding_window(monkeypatch):
     q, k, v = (torch.randn(1, 4, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     table = sliding_window_table(n, 700, device="cuda")
     g = flash_forward_gluon(q, k, v, table, scaling=d**-0.5, entropy=True)
-    monkeypatch.setattr(gluon_launch, "GLUON_HEAD_DIMS", ())
+    monkeypatch.setattr(k1_launch, "GLUON_HEAD_DIMS", ())
     monkeypatch.setenv("HEADSCOPE_GLUON", "0")
     t = launch.flash_forward(q, k, v, table, scaling=d**-0.5, entropy=True)
     assert rel_err(g.output, t.output) < 1e-2 and rel_err(g.lse, t.lse) < 1e-5
@@ -253,7 +255,7 @@ def test_backend_act_with_every_statistic_on_hopper(causal):
     the float32 reference, GQA, a strong sink and left padding."""
     from probe.attention.reference import reference_attention
     from probe.attention.spec import KeyScale, LayerEdit, StatRequest
-    from probe.kernels.backend import Call, _run_kernels, route_for
+    from probe.kernels.backend import Call, route_for, run_kernels
     from tests.kernels.helpers import lazy, left_padding
 
     n, heads, kv_heads, d = 1000, 8, 2, 128
@@ -268,7 +270,7 @@ def test_backend_act_with_every_statistic_on_hopper(causal):
     want = StatRequest.all_stats(block_size=128)
     call = Call(q, k, v, lazy(2, n, n, causal=causal, padding=padding, device="cuda"), d**-0.5, None, want, edit)
     assert route_for(call).name == "triton"
-    got = _run_kernels(call)
+    got = run_kernels(call)
     ref = reference_attention(q.float(), k.float(), v.float(), lazy(2, n, n, causal=causal, padding=padding,
                                                                     device="cuda"), want=want, edit=edit)
     assert rel_err(got.output[padding], ref.output[padding]) < 1e-2
@@ -297,12 +299,12 @@ def test_bias_split_carries_the_bias_to_its_low_part(dtype):
     """The S product adds ``hi + lo`` (input dtype) for ``bias / qk_scale``: relative error near
     2^-16 of the bias for bf16 (finer for fp16), and the -1e30 padding stays a finite, very
     negative logit in fp16 too."""
-    from probe.kernels.gluon_launch import _bias_split, bias_as_the_product_adds_it
+    from probe.kernels.gluon.k1_launch import bias_as_the_product_adds_it, bias_split
 
     qk_scale = 128**-0.5 * 1.4426950408889634
     bias = torch.randn(3, 4, 257, device=DEVICE) * 8  # bias_as_the_product_adds_it launches a Triton kernel
     bias[..., :5] = -1.0e30 * 1.4426950408889634  # the backend's padding, base 2
-    hi, lo = _bias_split(bias, qk_scale, dtype)
+    hi, lo = bias_split(bias, qk_scale, dtype)
     assert hi.dtype == lo.dtype == dtype and torch.isfinite(hi).all() and torch.isfinite(lo).all()
     real = bias[..., 5:]
     rel = lambda x: ((x - real).abs() / real.abs().clamp_min(1e-3)).max().item()  # noqa: E731
@@ -318,7 +320,7 @@ def test_bias_split_carries_the_bias_to_its_low_part(dtype):
 def test_bias_columns_kernel_writes_the_split_bit_for_bit(dtype):
     """The one-launch column builder (Triton interpreter here) against the PyTorch split, with a
     broadcast head dimension and keys padded to a whole tile."""
-    from probe.kernels.gluon_launch import _bias_split, bias_columns
+    from probe.kernels.gluon.k1_launch import bias_columns, bias_split
 
     qk_scale = 128**-0.5 * 1.4426950408889634
     bias = torch.randn(2, 1, 77, device=DEVICE) * 8  # the interpreter without a GPU, compiled with one
@@ -326,7 +328,7 @@ def test_bias_columns_kernel_writes_the_split_bit_for_bit(dtype):
     cols = bias_columns(bias, 2, 3, 77, 128, qk_scale, dtype).cpu()
     # The statement on the CPU: PyTorch's CUDA division by a Python scalar multiplies by its
     # reciprocal (an ulp off at times); the kernel and the CPU divide correctly rounded.
-    hi, lo = _bias_split(bias.cpu().expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)
+    hi, lo = bias_split(bias.cpu().expand(2, 3, 77).reshape(6, 77), qk_scale, dtype)
     assert cols.shape == (6, 128, 16) and cols.dtype == dtype
     assert torch.equal(cols[:, :77, 0], hi) and torch.equal(cols[:, :77, 1], lo)
     assert not cols[:, 77:].any() and not cols[:, :, 2:].any()

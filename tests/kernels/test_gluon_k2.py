@@ -16,10 +16,11 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from probe.kernels import gluon_k2_ws  # noqa: E402
+from probe.kernels.gluon import k2_ws  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
-from probe.kernels.gluon_k2_launch import column_stats_gluon, gluon_k2_eligible, k2_prep, k2_walk  # noqa: E402
-from probe.kernels.launch import _bias_args, column_stats, flash_forward  # noqa: E402
+from probe.kernels.gluon.k2_launch import column_stats_gluon, gluon_k2_eligible, k2_prep, k2_walk  # noqa: E402
+from probe.kernels.launch import column_stats, flash_forward  # noqa: E402
+from probe.kernels.operands import key_bias_args  # noqa: E402
 from probe.kernels.materialised import materialised_attention  # noqa: E402
 from tests.kernels.helpers import build_for_sm90, builds_without_a_gpu, rel_err  # noqa: E402
 from tests.kernels.test_gluon_k1 import DEVICE, ON_HOPPER, _ptxas  # noqa: E402
@@ -60,11 +61,11 @@ def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int
     n = 1024
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=block_q, block_kv=128)
-    bias_t, strides = _bias_args(torch.zeros(1, 2, n) if bias else None, 1, 2, n, "cpu")
+    bias_t, strides = key_bias_args(torch.zeros(1, 2, n) if bias else None, 1, 2, n, "cpu")
     cols = tuple(torch.empty(1, 2, n) for _ in range(3))
     os.environ["HEADSCOPE_K2_KEYS"] = str(keys)
     try:
-        return build_for_sm90(gluon_k2_ws, "_k2_ws_kernel", lambda: column_stats_gluon(
+        return build_for_sm90(k2_ws, "_k2_ws_kernel", lambda: column_stats_gluon(
             q, q, torch.zeros(1, 2, n), table, qk_scale=0.1, bias=bias_t, bias_strides=strides, has_bias=bias,
             block_stats=block_stats, outputs=cols))
     finally:

@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 from probe.attention.mask import LazyMask  # noqa: E402
 from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import Band, KeyScale, LayerEdit, StatRequest  # noqa: E402
-from probe.kernels.backend import Call, _run_kernels, band_count, band_rows, route_for  # noqa: E402
+from probe.kernels.backend import Call, band_count, band_rows, route_for, run_kernels  # noqa: E402
 from probe.kernels.blocks import dense_table  # noqa: E402
 from probe.kernels.launch import BandRows, column_stats, flash_forward  # noqa: E402
 from tests.kernels.helpers import lazy, qkv, rel_err  # noqa: E402
@@ -122,7 +122,7 @@ def test_backend_rhythm_statistics_equal_the_float64_pattern_and_the_reference(n
     want = StatRequest(lookback_window=case.window, band=case.band, received=case.more, entropy=case.more,
                        distance=case.more, block_size=32 if case.more else None)
     on_device = lazy(batch, n_q, case.n, padding=padding.to(DEVICE), window=case.sliding, device=DEVICE)
-    got = _run_kernels(Call(q, k, v, on_device, D**-0.5, None, want, edit)).stats
+    got = run_kernels(Call(q, k, v, on_device, D**-0.5, None, want, edit)).stats
     mask = lazy(batch, n_q, case.n, padding=padding, window=case.sliding)
     ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), mask, want=want, edit=cpu_edit(edit)).stats
     p = float64_pattern(q, k, mask, edit.key_bias if edit is not None else None)
@@ -178,7 +178,7 @@ def test_backend_bf16_rhythm_statistics_against_float32_reference(d):
                        distance=True)
     call = Call(q, k, v, lazy(batch, n, n, padding=padding.to(DEVICE), device=DEVICE), d**-0.5, None, want, None)
     assert route_for(call).name == "triton"
-    got = _run_kernels(call).stats
+    got = run_kernels(call).stats
     ref = reference_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), lazy(batch, n, n, padding=padding),
                               want=want).stats
     assert set(got) == set(ref)
@@ -211,7 +211,7 @@ def test_first_rows_for_another_batch_size_are_refused_as_by_the_reference():
     call = Call(q, k, v, lazy(3, n_q, case.n, padding=padding.to(DEVICE), device=DEVICE), D**-0.5, None,
                 StatRequest(band=Band(1, 4, (0, 0))), None)
     with pytest.raises(ValueError, match=r"first_rows.*has 2 entries but the attention call has 3 batch rows"):
-        _run_kernels(call)
+        run_kernels(call)
 
 
 class FakeCuda(torch.Tensor):

@@ -10,11 +10,11 @@ pytest.importorskip("triton")
 
 from probe.attention.reference import reference_attention  # noqa: E402
 from probe.attention.spec import KeyScale, LayerEdit, SinkRule, StatRequest  # noqa: E402
-from probe.kernels.backend import Call, _run_kernels, route_for  # noqa: E402
+from probe.kernels.backend import Call, route_for, run_kernels  # noqa: E402
 from probe.kernels.blocks import dense_table, random_block_table, sink_local_table  # noqa: E402
 from probe.kernels.launch import ActScale, column_stats, dim_class, flash_forward, head_dim_parts  # noqa: E402
 from probe.kernels.materialised import causal_allowed, materialised_attention  # noqa: E402
-from probe.kernels.sparse import _sparse_gpu, block_sparse_attention  # noqa: E402
+from probe.kernels.sparse import block_sparse_attention, sparse_with_kernels  # noqa: E402
 from tests.kernels.helpers import lazy, left_padding, qkv, random_edit, rel_err  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,7 +107,7 @@ def test_backend_kernel_path_with_padding_gqa_edits_matches_reference():
     edit = LayerEdit(key_bias=edit.key_bias.to(DEVICE), head_scale=edit.head_scale.to(DEVICE))
     want = StatRequest.all_stats(block_size=16)
     call = Call(q, k, v, mask, d**-0.5, None, want, edit)
-    got = _run_kernels(call)
+    got = run_kernels(call)
     ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), lazy(batch, n, n, padding=mask.padding.cpu()),
                               want=want, edit=LayerEdit(key_bias=edit.key_bias.cpu(), head_scale=edit.head_scale.cpu()))
     valid = mask.query_padding().cpu()
@@ -132,9 +132,9 @@ def test_backend_act_with_every_statistic_matches_reference(causal, monkeypatch)
     padding = left_padding(batch, n, [0, 6]).to(DEVICE)
     edit = LayerEdit(key_scales=(KeyScale(factor=factor, keys=selected),))
     want = StatRequest.all_stats(block_size=16)
-    monkeypatch.setattr("probe.kernels.act_columns.QUERY_CHUNK", 32)  # several query chunks
+    monkeypatch.setattr("probe.kernels.act.columns.QUERY_CHUNK", 32)  # several query chunks
     call = Call(q, k, v, lazy(batch, n, n, causal=causal, padding=padding, device=DEVICE), d**-0.5, None, want, edit)
-    got = _run_kernels(call)
+    got = run_kernels(call)
     cpu_edit = LayerEdit(key_scales=(KeyScale(factor=factor.cpu(), keys=selected.cpu()),))
     ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), lazy(batch, n, n, causal=causal, padding=padding.cpu()),
                               want=want, edit=cpu_edit)
@@ -158,7 +158,7 @@ def test_backend_sink_rule_detects_and_scales_like_reference():
     q, k, v = qkv(batch, heads, heads, n, d, device=DEVICE)
     q = q + 0.6 * k[:, :, 5:6]  # every later query attends to key 5: a sink
     edit = LayerEdit(key_scales=(KeyScale(factor=torch.tensor([0.3, 0.6], device=DEVICE), keys=SinkRule(tau=0.05, keep_first=False)),))
-    got = _run_kernels(Call(q, k, v, lazy(batch, n, n, device=DEVICE), d**-0.5, None, StatRequest(), edit))
+    got = run_kernels(Call(q, k, v, lazy(batch, n, n, device=DEVICE), d**-0.5, None, StatRequest(), edit))
     cpu_edit = LayerEdit(key_scales=(KeyScale(factor=torch.tensor([0.3, 0.6]), keys=SinkRule(tau=0.05, keep_first=False)),))
     ref = reference_attention(q.cpu(), k.cpu(), v.cpu(), lazy(batch, n, n), edit=cpu_edit)
     assert len(got.sinks) == len(ref.sinks) == 1
@@ -173,7 +173,7 @@ def test_sparse_kernels_match_cpu_sparse_path(maker):
     table = (sink_local_table(n, [20, 45, 33, 64], [4, 0, 1, 16], block_q=32, block_kv=32, device=DEVICE)
              if maker == "sink_local" else random_block_table(0.4, n, heads, block=32, device=DEVICE))
     want = StatRequest(received=True, entropy=True, distance=True, block_size=32)
-    got = _sparse_gpu(q, k, v, table, d**-0.5, want, None, None)  # the kernels, also on CPU
+    got = sparse_with_kernels(q, k, v, table, d**-0.5, want, None, None)  # the kernels, also on CPU
     cpu_table = table if DEVICE == "cpu" else random_block_table(0.4, n, heads, block=32)
     if maker == "sink_local":
         cpu_table = sink_local_table(n, [20, 45, 33, 64], [4, 0, 1, 16], block_q=32, block_kv=32)
@@ -261,7 +261,7 @@ def test_head_dim_256_backend_with_act_and_every_statistic_matches_reference():
     want = StatRequest.all_stats(block_size=128)
     call = Call(q, k, v, lazy(batch, n, n, padding=padding, device=DEVICE), d**-0.5, None, want, edit)
     assert route_for(call).name == "triton"
-    got = _run_kernels(call)
+    got = run_kernels(call)
     ref = reference_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), lazy(batch, n, n, padding=padding.cpu()),
                               want=want, edit=LayerEdit(key_scales=(KeyScale(factor=factor.cpu(), keys=selected.cpu()),)))
     valid = padding.cpu()

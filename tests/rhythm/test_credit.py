@@ -14,7 +14,7 @@ from circuits.rhythm.analysis import analyse_batch
 from circuits.rhythm.credit import (
     CREDIT_STRATEGIES,
     CreditConfig,
-    _trace,
+    bare_trace,
     coupled_sets,
     credit_weights,
     paper_credit_rhythm,
@@ -194,7 +194,7 @@ def test_rhythm_credit_is_credit_weights_of_the_analysis(model):
     rhythm = paper_credit_rhythm(model)
     assert rhythm.layers == paper_rl_layers(3) and (rhythm.band_lo, rhythm.band_hi) == (10, 100)
     weights = rhythm_credit(model, PROMPTS, RESPONSES)
-    traces = [_trace(i, p, r) for i, (p, r) in enumerate(zip(PROMPTS[:2], RESPONSES[:2]))]
+    traces = [bare_trace(i, p, r) for i, (p, r) in enumerate(zip(PROMPTS[:2], RESPONSES[:2]))]
     for got, metrics in zip(weights, analyse_batch(model, traces, rhythm)):
         torch.testing.assert_close(got, credit_weights(metrics.waad, metrics.fai, CreditConfig()))
         assert (got > 1).any()

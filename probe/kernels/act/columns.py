@@ -1,7 +1,7 @@
 """Column statistics of ACT-edited attention: K2 for the unselected keys, PyTorch for the few selected.
 
 Context:
-    ACT (:mod:`probe.kernels.act_pass`) multiplies row ``i``'s probabilities on its head's
+    ACT (:mod:`probe.kernels.act.row_pass`) multiplies row ``i``'s probabilities on its head's
     selected keys S by ``a_i`` and on every other key by ``r_i`` (the pass writes both per row).
     K2 computes ``sum_i exp(s_ij - lse_i)``, so given ``lse_i - ln r_i`` it yields the edited
     column sums, maxima and block statistics of every key outside S (:func:`k2_inputs`: the
@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from probe.kernels.act_pass import ActLists
+from probe.kernels.act.row_pass import ActLists
 from probe.kernels.blocks import NEG_BIAS, TokenRule
 
 TINY = 1.0e-30  # a row whose other keys get nothing keeps a finite log-sum-exp (K2 counts it)

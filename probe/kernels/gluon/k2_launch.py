@@ -1,4 +1,4 @@
-"""Host side of the Gluon K2 (:mod:`probe.kernels.gluon_k2_ws`): eligibility, the table it walks, launch.
+"""Host side of the Gluon K2 (:mod:`probe.kernels.gluon.k2_ws`): eligibility, the table it walks, launch.
 
 :func:`gluon_k2_eligible` says whether a column-pass call can take the Hopper kernel (the K1's
 operand conditions, 128-key table blocks, 64- or 128-query tiles); :func:`column_stats_gluon`
@@ -19,7 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable, rule_kinds, rule_table
-from probe.kernels.gluon_launch import WS_ROWS, _descriptor, _row_view, _views_fit, shared_layout
+from probe.kernels.gluon.views import WS_ROWS, descriptor, row_view, shared_layout, views_fit
+from probe.kernels.operands import expand_table
 
 # Dispatched head dims. At 64 (SmolLM2, GPT-2, Pythia) the Gluon K2 took 0.75-0.87x the Triton
 # K2's time and the all-statistics call 0.89-0.96x, paired, on the lent H100 (4k x 4 and 16k,
@@ -40,7 +41,7 @@ def gluon_k2_operands(query: Tensor, key: Tensor) -> bool:
     if torch.cuda.get_device_capability(query.device)[0] != 9:
         return False
     return (query.dtype in (torch.bfloat16, torch.float16) and key.dtype == query.dtype
-            and query.shape[-1] in GLUON_K2_HEAD_DIMS and _views_fit(query, key, key))
+            and query.shape[-1] in GLUON_K2_HEAD_DIMS and views_fit(query, key, key))
 
 
 def k2_stages() -> int:
@@ -109,19 +110,18 @@ def column_stats_gluon(
     block_stats: bool,
     outputs: tuple[Tensor, Tensor, Tensor],
 ) -> dict[str, Tensor]:
-    """K2 through :mod:`probe.kernels.gluon_k2_ws`; arguments as prepared by
+    """K2 through :mod:`probe.kernels.gluon.k2_ws`; arguments as prepared by
     :func:`probe.kernels.launch.column_stats` (natural-log ``lse``, non-finite for queries
     that see nothing; base-2 bias; output buffers). Block statistics are over the table's
     128-key tiles."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from probe.kernels import launch
-    from probe.kernels.gluon_k2_ws import _k2_ws_kernel
+    from probe.kernels.gluon.k2_ws import _k2_ws_kernel
 
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     walk, keys = k2_walk(table)
-    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch) = (_row_view(t) for t in (query, key))
+    (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch) = (row_view(t) for t in (query, key))
     col_sum, col_max, count = outputs
     q_blocks, programs = triton.cdiv(n_q, table.block_q), triton.cdiv(n_kv, 2 * keys)
     # Minus the log-sum-exp, -inf for unseen queries and past each head's queries (a query tile
@@ -132,14 +132,14 @@ def column_stats_gluon(
     # Block partials [sum | max, batch, head, query tile, 128-key block, 8 (4 warps x 2 halves)].
     parts = torch.zeros(2 if block_stats else 1, batch, heads, q_blocks, k128, 8, device=query.device)
     bsum, bmax = (parts[0], parts[1]) if block_stats else (col_sum, col_sum)  # never written without block stats
-    full_n, full_i = launch._expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
-    part_n, part_i = launch._expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
+    full_n, full_i = expand_table(walk.full_q_num_blocks, walk.full_q_indices, batch, heads)
+    part_n, part_i = expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
     # Heads-inner grid order (heavy causal key blocks of every head first): 0.94x the time at 16k
     # causal, 1.01x at 32k (L2 reuse of each head's queries drops), equal at 4k on the lent H100
     # (benchmarks/kernels/profile_calls.py --parts k2order); not the default, HEADSCOPE_K2_HEADS_INNER=1.
     heads_inner = table.rule.causal and os.environ.get("HEADSCOPE_K2_HEADS_INNER", "0") == "1"
     _k2_ws_kernel[(batch * heads, programs) if heads_inner else (programs, batch * heads)](
-        _descriptor(qv, table.block_q, head_dim), _descriptor(kv, keys, head_dim), lse_desc, seen,
+        descriptor(qv, table.block_q, head_dim), descriptor(kv, keys, head_dim), lse_desc, seen,
         bias, col_sum, col_max, count, bsum, bmax,
         table.rule.window_tensor(heads, query.device), table.rule.sink_tensor(heads, query.device),
         full_n, full_i, part_n, part_i,

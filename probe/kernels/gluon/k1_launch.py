@@ -1,14 +1,14 @@
-"""Host side of the Gluon K1 (:mod:`probe.kernels.gluon_k1_ws`, :mod:`probe.kernels.gluon_k1`):
+"""Host side of the Gluon K1 (:mod:`probe.kernels.gluon.k1_ws`, :mod:`probe.kernels.gluon.k1`):
 eligibility, descriptors, launch.
 
 :func:`gluon_eligible` says whether a call can take the Hopper kernels (CUDA sm_90, bf16/fp16,
 head dim 64 or 128, 128x128 tiles); :func:`flash_forward_gluon` has the same outputs as
 :func:`probe.kernels.launch.flash_forward`, which dispatches to it. It runs the
-warp-specialised kernel (:mod:`probe.kernels.gluon_k1_ws`); ``HEADSCOPE_GLUON_WS=0`` runs the
-single-partition one (:mod:`probe.kernels.gluon_k1`) instead, and ``HEADSCOPE_GLUON=0`` turns
+warp-specialised kernel (:mod:`probe.kernels.gluon.k1_ws`); ``HEADSCOPE_GLUON_WS=0`` runs the
+single-partition one (:mod:`probe.kernels.gluon.k1`) instead, and ``HEADSCOPE_GLUON=0`` turns
 the Gluon path off (benchmarks use both to time the kernels it replaced).
 
-:mod:`probe.kernels.gluon_k2_launch` does the same for the column pass.
+:mod:`probe.kernels.gluon.k2_launch` does the same for the column pass.
 
 The K1 also compiles and is correct at head dim 64, but there the Triton K1 measured as
 fast or faster on the lent H100 (0.90-0.93x cuDNN against 0.85-0.92x; notes/kernels.md), so
@@ -17,7 +17,6 @@ dispatch keeps 64 on Triton.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import no_type_check
@@ -29,13 +28,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from probe.kernels.blocks import BlockTable
+from probe.kernels.gluon.views import WS_ROWS, descriptor, row_view, shared_layout, views_fit
+from probe.kernels.operands import K1Result, expand_table, k1_outputs, key_bias_args
+from probe.kernels.triton_kernels import LOG2E
 
 # Dispatched head dims. At 64 (SmolLM2, GPT-2, Pythia) the warp-specialised K1 took 0.92-0.98x the
 # Triton K1's time plain and 0.71-0.76x with entropy + distance, paired, on the lent H100 (4k x 4
 # and 16k, 32 query / 8 KV heads; benchmarks/kernels/runs/head_dim_64.txt).
 GLUON_HEAD_DIMS = (64, 128)
 BLOCK_M = 128
-WS_ROWS = 64  # query rows per consumer warpgroup of the warp-specialised kernel
 
 
 @dataclass(frozen=True)
@@ -74,31 +75,8 @@ def gluon_eligible(query: Tensor, key: Tensor, value: Tensor, table: BlockTable,
         and key.dtype == query.dtype and value.dtype == query.dtype
         and head_dim in head_dims
         and table.block_q == BLOCK_M and table.block_kv % cfg.block_n == 0
-        and _views_fit(query, key, value)
+        and views_fit(query, key, value)
     )
-
-
-def _views_fit(query: Tensor, key: Tensor, value: Tensor) -> bool:
-    """Every operand has a 2-D row view."""
-    return all(_row_view(t) is not None for t in (query, key, value))
-
-
-def _row_view(t: Tensor) -> tuple[Tensor, int, int, int] | None:
-    """A 2-D row-major view of ``[batch, head, token, d]`` and how (b, h, token) map onto it.
-
-    Returns ``(view, row_per_batch, row_per_head, col_per_head)`` so that token ``n`` of
-    (b, h) is row ``b*row_per_batch + h*row_per_head + n``, columns from ``h*col_per_head``.
-    None when neither ``[B*H*N, d]`` nor ``[B*N, H*d]`` describes the memory.
-    """
-    batch, heads, n, d = t.shape
-    sb, sh, sn, sd = t.stride()
-    if sd != 1 or t.data_ptr() % 16 or (sn * t.element_size()) % 16:
-        return None
-    if sh == n * sn and (batch == 1 or sb == heads * sh) and sn == d:  # [B, H, N, d] contiguous
-        return torch.as_strided(t, (batch * heads * n, d), (sn, 1)), heads * n, n, 0
-    if sh == d and (batch == 1 or sb == n * sn) and sn == heads * d:  # HF's [B, N, H, d] memory
-        return torch.as_strided(t, (batch * n, heads * d), (sn, 1)), n, 0, d
-    return None
 
 
 def _bias_rows(bias: Tensor | None, batch: int, heads: int, n_kv: int, block_n: int, dev):
@@ -166,7 +144,7 @@ def _bias_columns_kernel(BIAS, COLS, n_heads, stride_b, stride_h, n_kv, row_len,
 
 def bias_columns(bias: Float[Tensor, "_ _ k"], batch: int, heads: int, n_kv: int, row_len: int, qk_scale: float,
                  dtype) -> Tensor:
-    """``[batch*head, row_len, 16]`` in ``dtype``: columns 0 and 1 hold :func:`_bias_split` of the
+    """``[batch*head, row_len, 16]`` in ``dtype``: columns 0 and 1 hold :func:`bias_split` of the
     base-2 ``bias`` (zero elsewhere and past ``n_kv``), written by one small kernel."""
     bias = bias.expand(batch, heads, n_kv)
     cols = torch.empty(batch * heads, row_len, 16, device=bias.device, dtype=dtype)
@@ -177,7 +155,7 @@ def bias_columns(bias: Float[Tensor, "_ _ k"], batch: int, heads: int, n_kv: int
     return cols
 
 
-def _bias_split(bias: Tensor, qk_scale: float, dtype) -> tuple[Tensor, Tensor]:
+def bias_split(bias: Tensor, qk_scale: float, dtype) -> tuple[Tensor, Tensor]:
     """``bias / qk_scale`` (base-2 bias) as ``hi + lo`` in ``dtype``, clamped to half its range
     (the backend's -1e30 padding stays far below any real logit, as a finite value). The
     PyTorch statement of what :func:`bias_columns` writes (the tests hold them equal)."""
@@ -212,26 +190,8 @@ def tc_distance() -> bool:
     sums it in float32 on the FMA pipe). The distance then carries up to 127 x 2^-8 = 0.5
     positions of absolute error with bf16 inputs, 127 x 2^-11 = 0.06 with fp16 (a rounded P
     times a column index below 128; measured: 0.1 at most, 5e-5 relative).
-    :mod:`probe.kernels.gluon_k1_ws` says why and what it saves."""
+    :mod:`probe.kernels.gluon.k1_ws` says why and what it saves."""
     return os.environ.get("HEADSCOPE_K1_TC_DISTANCE", "1") != "0"
-
-
-def _descriptor(view: Tensor, rows: int, head_dim: int):
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    return TensorDescriptor.from_tensor(view, [rows, head_dim], shared_layout((rows, head_dim), view.dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def shared_layout(block: tuple[int, ...], dtype: torch.dtype | None = None):
-    """The shared-memory layout of a TMA block: the swizzled default for a 2-D ``dtype`` tile, or
-    the unswizzled 1-D float32 layout when ``dtype`` is None. Cached: building one took tens of
-    microseconds of host time on every launch."""
-    from triton.experimental.gluon import language as gl
-
-    if dtype is None:
-        return gl.NVMMASharedLayout(0, 32, rank=1)
-    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 def flash_forward_gluon(
@@ -246,31 +206,29 @@ def flash_forward_gluon(
     distance: bool = False,
     head_scale: Float[Tensor, " head"] | None = None,
 ):
-    """K1 through the Gluon kernel; returns :class:`probe.kernels.launch.K1Result`.
+    """K1 through the Gluon kernel; returns :class:`probe.kernels.operands.K1Result`.
 
     ``value`` may have its own head count and memory layout.
     """
-    from probe.kernels import launch
-    from probe.kernels.gluon_k1 import _k1_gluon_kernel
-    from probe.kernels.triton_kernels import LOG2E
+    from probe.kernels.gluon.k1 import _k1_gluon_kernel
 
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
     cfg = gluon_config(head_dim)
     (qv, q_rb, q_rh, q_ch), (kv, k_rb, k_rh, k_ch), (vv, v_rb, v_rh, v_ch) = (
-        _row_view(t) for t in (query, key, value))
+        row_view(t) for t in (query, key, value))
     v_map = (v_rb, v_rh, v_ch) != (k_rb, k_rh, k_ch) or value.shape[1] != key.shape[1]
     dev = query.device
-    out, lse, ent, dist, hscale = launch._k1_outputs(query, entropy, distance, head_scale)
-    bias, bias_strides = launch._bias_args(key_bias, batch, heads, n_kv, dev)
-    full_n, full_i = launch._expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
-    part_n, part_i = launch._expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
-    # Warp-specialised kernel (probe/kernels/gluon_k1_ws.py) for 128-row tiles; HEADSCOPE_GLUON_WS=0 turns it off.
+    out, lse, ent, dist, hscale = k1_outputs(query, entropy, distance, head_scale)
+    bias, bias_strides = key_bias_args(key_bias, batch, heads, n_kv, dev)
+    full_n, full_i = expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
+    part_n, part_i = expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
+    # Warp-specialised kernel (probe/kernels/gluon/k1_ws.py) for 128-row tiles; HEADSCOPE_GLUON_WS=0 turns it off.
     ws = os.environ.get("HEADSCOPE_GLUON_WS", "1") != "0" and cfg.block_m == BLOCK_M
     q_rows = WS_ROWS if ws else cfg.block_m
     args = (
-        _descriptor(qv, q_rows, head_dim), _descriptor(kv, cfg.block_n, head_dim),
-        _descriptor(vv, cfg.block_n, head_dim),
+        descriptor(qv, q_rows, head_dim), descriptor(kv, cfg.block_n, head_dim),
+        descriptor(vv, cfg.block_n, head_dim),
         out, lse, ent, dist, bias, hscale,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
         full_n, full_i, part_n, part_i,
@@ -286,7 +244,7 @@ def flash_forward_gluon(
                   CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
                   ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None)
     if ws:
-        from probe.kernels.gluon_k1_ws import _k1_ws_kernel
+        from probe.kernels.gluon.k1_ws import _k1_ws_kernel
 
         in_product = key_bias is not None and _ws_adds_bias_in_product(cfg)
         if in_product:
@@ -300,4 +258,4 @@ def flash_forward_gluon(
     else:
         _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
             *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)
-    return launch.K1Result(out, lse, ent if entropy else None, dist if distance else None)
+    return K1Result(out, lse, ent if entropy else None, dist if distance else None)

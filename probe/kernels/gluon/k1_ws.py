@@ -1,7 +1,7 @@
 """The Gluon K1 with warp specialisation (FA3's producer / two-consumer layout): the default K1 on Hopper.
 
 Context:
-    The Gluon K1 (:mod:`probe.kernels.gluon_k1`) keeps both warpgroups of a 128-row tile in
+    The Gluon K1 (:mod:`probe.kernels.gluon.k1`) keeps both warpgroups of a 128-row tile in
     lockstep: Gluon's ``mbarrier.arrive`` and ``mbarrier.expect`` each bring a CTA-wide barrier
     outside ``gl.warp_specialize``. Inside partitions they are scoped to the partition, so here
     one warp loads Q, K and V by TMA (the producer) and each warpgroup is its own consumer
@@ -51,7 +51,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-from probe.kernels.gluon_k1 import NEG, _block_start, _finish_rows, _issue_kv, _softmax_step, _table_row
+from probe.kernels.gluon.k1 import NEG, block_start, finish_rows, issue_kv, softmax_step, table_row
 
 ROWS = gl.constexpr(64)  # query rows per consumer warpgroup
 
@@ -77,7 +77,7 @@ def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_sm
         free_phase = ((t // STAGES) & 1) ^ 1  # the previous use of this stage was released
         mbarrier.wait(k_empty.index(stage), free_phase, pred=t >= STAGES)
         if HAS_BIAS:  # the step's key bias rides on K's barrier
-            start = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
+            start = block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
             bar = k_full.index(stage)
             mbarrier.expect(bar, k_desc.block_type.nbytes + bias_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [kv_row + start, kv_col], bar, k_smem.index(stage))
@@ -86,10 +86,10 @@ def _producer(q_desc, k_desc, v_desc, bias_desc, q_smem, k_smem, v_smem, bias_sm
             else:
                 tma.async_copy_global_to_shared(bias_desc, [bias_row + start], bar, bias_smem.index(stage))
         else:
-            _issue_kv(k_desc, k_smem.index(stage), k_full.index(stage), t, n_tot, n_full, full_base, part_base,
+            issue_kv(k_desc, k_smem.index(stage), k_full.index(stage), t, n_tot, n_full, full_base, part_base,
                       kv_row, kv_col, BLOCK_N, SUB)
         mbarrier.wait(v_empty.index(stage), free_phase, pred=t >= STAGES)
-        _issue_kv(v_desc, v_smem.index(stage), v_full.index(stage), t, n_tot, n_full, full_base, part_base,
+        issue_kv(v_desc, v_smem.index(stage), v_full.index(stage), t, n_tot, n_full, full_base, part_base,
                   v_row, v_col, BLOCK_N, SUB)
 
 
@@ -141,7 +141,7 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
         ones = gl.convert_layout(ones, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
     if n_tot > 0:
         mbarrier.wait(q_bar, 0)
-        start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
+        start_n = block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
         bias = 0.0
         mbarrier.wait(k_full.index(0), 0)
         s_tok = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
@@ -151,14 +151,14 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
         if SOFTMAX_BIAS:
             bias = bias_smem.index(0).load(gl.SliceLayout(0, s_layout))
         mbarrier.arrive(k_empty.index(0))
-        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+        p, alpha, m_i, l_i, u_i, w_i = softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
             n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY, DISTANCE, TC_DIST)
         p_op = gl.convert_layout(p.to(dtype), p_layout)
         for t in range(1, n_tot):
             stage = t % STAGES
             prev = (t - 1) % STAGES
-            start_n = _block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
+            start_n = block_start(t, n_full, full_base, part_base, True, BLOCK_N, SUB)
             mbarrier.wait(k_full.index(stage), (t // STAGES) & 1)
             s_tok = warpgroup_mma(q, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             if IN_PRODUCT:
@@ -171,7 +171,7 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
             if SOFTMAX_BIAS:  # the step's bias tile, read before the stage is released
                 bias = bias_smem.index(stage).load(gl.SliceLayout(0, s_layout))
             mbarrier.arrive(k_empty.index(stage))
-            p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+            p, alpha, m_i, l_i, u_i, w_i = softmax_step(
                 s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
                 kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, SOFTMAX_BIAS, ENTROPY,
                 DISTANCE, TC_DIST)
@@ -194,7 +194,7 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
             w_i += gl.convert_layout(gl.sum(w_acc, 1), row_s)
         else:
             acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
-    _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+    finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
                  stride_ob, stride_om, stride_oh, o_layout, ROWS, HEAD_DIM, ENTROPY, DISTANCE, HEAD_SCALE, 4)
 
 
@@ -256,7 +256,7 @@ def _k1_ws_kernel(
         mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
         mbarrier.init(v_empty.index(i), count=2)
 
-    n_full, n_tot, full_base, part_base = _table_row(
+    n_full, n_tot, full_base, part_base = table_row(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_m, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
 

@@ -25,13 +25,13 @@ Context:
     It walks the same :class:`~probe.kernels.blocks.BlockTable` lists as the Triton K1 (full
     blocks unmasked, then partial blocks through the token predicate) and writes the same
     outputs: O, the log-sum-exp and, when asked, entropy and mean distance, with the key bias
-    and per-head output scale (ACT runs as a pass after it, :mod:`probe.kernels.act_pass`).
+    and per-head output scale (ACT runs as a pass after it, :mod:`probe.kernels.act.row_pass`).
     The kernel takes head dims 64 and 128; dispatch (:func:`probe.kernels.launch.flash_forward`)
     sends it hd128 only, because the Triton K1 measured as fast at hd64 (notes/kernels.md).
 
     Measured on the lent H100 (bf16, hd128, 4k-32k): 0.78-0.91x cuDNN's throughput, against
     0.64-0.84x for the Triton K1 in the same runs. On Hopper the warp-specialised version of
-    this loop (:mod:`probe.kernels.gluon_k1_ws`, 0.95-1.11x) is the default; this kernel runs
+    this loop (:mod:`probe.kernels.gluon.k1_ws`, 0.95-1.11x) is the default; this kernel runs
     with ``HEADSCOPE_GLUON_WS=0`` or 64-row tiles, and its helpers serve both.
 
     Units and masking follow the Triton K1: base-2 logits, masked logits at ``NEG`` (finite).
@@ -61,7 +61,7 @@ LN2 = gl.constexpr(0.6931471805599453)
 
 @no_type_check
 @gluon.jit
-def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
+def token_allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
              CAUSAL: gl.constexpr, LOCAL: gl.constexpr):
     """Token predicate (same as the Triton K1's): key bound, causal, window with sinks."""
     ok = k_idx < n_kv
@@ -76,7 +76,7 @@ def _allowed(q_idx, k_idx, h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
 
 @no_type_check
 @gluon.jit
-def _block_start(u, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr, SUB: gl.constexpr):
+def block_start(u, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr, SUB: gl.constexpr):
     """First key of the ``u``-th visited step: table entry ``u // SUB`` (full entries first, then
     partial ones), sub-block ``u % SUB`` of it; 0 if not live."""
     t = u // SUB
@@ -86,11 +86,11 @@ def _block_start(u, n_full, full_base, part_base, live, BLOCK_N: gl.constexpr, S
 
 @no_type_check
 @gluon.jit
-def _issue_kv(desc, smem, bar, u, n_steps, n_full, full_base, part_base, row_base, col,
+def issue_kv(desc, smem, bar, u, n_steps, n_full, full_base, part_base, row_base, col,
               BLOCK_N: gl.constexpr, SUB: gl.constexpr):
     """TMA of the ``u``-th key (or value) tile into ``smem`` (skipped past the list's end)."""
     live = u < n_steps
-    start = _block_start(u, n_full, full_base, part_base, live, BLOCK_N, SUB)
+    start = block_start(u, n_full, full_base, part_base, live, BLOCK_N, SUB)
     mbarrier.expect(bar, desc.block_type.nbytes, pred=live)
     tma.async_copy_global_to_shared(desc, [row_base + start, col], bar, smem, pred=live)
 
@@ -105,7 +105,7 @@ def _load_bias(base, start_n, n_kv, s_layout: gl.constexpr, BLOCK_N: gl.constexp
 
 @no_type_check
 @gluon.jit
-def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, offs_m, h, diag,
+def softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, offs_m, h, diag,
                   kv_offset, n_kv, qk_scale, window_ptr, sink_ptr, s_layout: gl.constexpr,
                   BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, LOCAL: gl.constexpr,
                   HAS_BIAS: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr,
@@ -116,13 +116,13 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
     is ``0 .. BLOCK_N-1`` as float32, converted once before the loop: converting each key
     position every step put 32 int-to-float conversions per thread on the same slow pipe as
     the exponentials. With ``TC_DIST`` the caller's tensor cores add ``sum p c`` (P times a
-    column-index tile, :mod:`probe.kernels.gluon_k1_ws`) and this step only the block offsets.
+    column-index tile, :mod:`probe.kernels.gluon.k1_ws`) and this step only the block offsets.
     """
     if HAS_BIAS:
         s = s * qk_scale + bias[None, :]
         if masked:
             offs_n = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+            ok = token_allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
                           window_ptr, sink_ptr, CAUSAL, LOCAL)
             s = gl.where(ok, s, NEG)
         m_new = gl.maximum(m_i, gl.max(s, 1))
@@ -130,7 +130,7 @@ def _softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, of
     else:
         if masked:
             offs_n = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            ok = _allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
+            ok = token_allowed(offs_m[:, None], offs_n[None, :], h, diag, kv_offset, n_kv,
                           window_ptr, sink_ptr, CAUSAL, LOCAL)
             s = gl.where(ok, s * qk_scale, NEG)
             m_new = gl.maximum(m_i, gl.max(s, 1))
@@ -197,7 +197,7 @@ def _k1_gluon_kernel(
         mbarrier.init(k_bar.index(i), count=1)
         mbarrier.init(v_bar.index(i), count=1)
 
-    n_full, n_tot, full_base, part_base = _table_row(
+    n_full, n_tot, full_base, part_base = table_row(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m, SUB)
     kv_row = b * k_rb + kvh * k_rh
@@ -213,9 +213,9 @@ def _k1_gluon_kernel(
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [b * q_rb + h * q_rh + row0, h * q_ch], q_bar, q_smem)
     for i in gl.static_range(STAGES):
-        _issue_kv(k_desc, k_smem.index(i), k_bar.index(i), i, n_tot, n_full, full_base, part_base,
+        issue_kv(k_desc, k_smem.index(i), k_bar.index(i), i, n_tot, n_full, full_base, part_base,
                   kv_row, kv_col, BLOCK_N, SUB)
-        _issue_kv(v_desc, v_smem.index(i), v_bar.index(i), i, n_tot, n_full, full_base, part_base,
+        issue_kv(v_desc, v_smem.index(i), v_bar.index(i), i, n_tot, n_full, full_base, part_base,
                   v_row, v_col, BLOCK_N, SUB)
 
     m_i = gl.full([BLOCK_M], NEG, gl.float32, layout=row_s)
@@ -238,7 +238,7 @@ def _k1_gluon_kernel(
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+    finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
                  stride_ob, stride_om, stride_oh, o_layout, BLOCK_M, HEAD_DIM, ENTROPY, DISTANCE, HEAD_SCALE,
                  num_warps)
 
@@ -261,22 +261,22 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
     """
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     cols_f = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout)).to(gl.float32)
-    start_n = _block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
+    start_n = block_start(0, n_full, full_base, part_base, True, BLOCK_N, SUB)
     bias = 0.0
     if HAS_BIAS:
         bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
     mbarrier.wait(k_bar.index(0), 0)
     s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok, ))
-    p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+    p, alpha, m_i, l_i, u_i, w_i = softmax_step(
         s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, n_full == 0, offs_m, h, diag, kv_offset,
         n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
-    start_n = _block_start(1, n_full, full_base, part_base, n_tot > 1, BLOCK_N, SUB)
+    start_n = block_start(1, n_full, full_base, part_base, n_tot > 1, BLOCK_N, SUB)
     if HAS_BIAS:
         bias = _load_bias(bias_base, start_n, n_kv, s_layout, BLOCK_N)
     gl.thread_barrier()  # both warpgroups are done reading K[0]
-    _issue_kv(k_desc, k_smem.index(0), k_bar.index(0), STAGES, n_tot, n_full, full_base, part_base,
+    issue_kv(k_desc, k_smem.index(0), k_bar.index(0), STAGES, n_tot, n_full, full_base, part_base,
               kv_row, kv_col, BLOCK_N, SUB)
     for t in range(1, n_tot):
         stage = t % STAGES
@@ -285,11 +285,11 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
         s_tok = warpgroup_mma(q_smem, k_smem.index(stage).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         mbarrier.wait(v_bar.index(prev), ((t - 1) // STAGES) & 1)
         acc_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
-        start_next = _block_start(t + 1, n_full, full_base, part_base, t + 1 < n_tot, BLOCK_N, SUB)
+        start_next = block_start(t + 1, n_full, full_base, part_base, t + 1 < n_tot, BLOCK_N, SUB)
         if HAS_BIAS:
             bias_next = _load_bias(bias_base, start_next, n_kv, s_layout, BLOCK_N)
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
-        p, alpha, m_i, l_i, u_i, w_i = _softmax_step(
+        p, alpha, m_i, l_i, u_i, w_i = softmax_step(
             s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, t // SUB >= n_full, offs_m, h, diag,
             kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_N, CAUSAL, LOCAL, HAS_BIAS, ENTROPY, DISTANCE)
         acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, p_op))
@@ -299,9 +299,9 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
         if HAS_BIAS:
             bias = bias_next
         gl.thread_barrier()  # K[stage] and V[prev] are free in both warpgroups
-        _issue_kv(k_desc, k_smem.index(stage), k_bar.index(stage), t + STAGES, n_tot, n_full, full_base,
+        issue_kv(k_desc, k_smem.index(stage), k_bar.index(stage), t + STAGES, n_tot, n_full, full_base,
                   part_base, kv_row, kv_col, BLOCK_N, SUB)
-        _issue_kv(v_desc, v_smem.index(prev), v_bar.index(prev), t - 1 + STAGES, n_tot, n_full, full_base,
+        issue_kv(v_desc, v_smem.index(prev), v_bar.index(prev), t - 1 + STAGES, n_tot, n_full, full_base,
                   part_base, v_row, v_col, BLOCK_N, SUB)
     last = (n_tot - 1) % STAGES
     mbarrier.wait(v_bar.index(last), ((n_tot - 1) // STAGES) & 1)
@@ -312,7 +312,7 @@ def _loop_pv_behind(acc, m_i, l_i, u_i, w_i, s_zero, q_smem, k_smem, v_smem, k_d
 
 @no_type_check
 @gluon.jit
-def _table_row(FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b, stride_fn_h, stride_fi_b,
+def table_row(FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b, stride_fn_h, stride_fi_b,
                stride_fi_h, stride_fi_m, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_m,
                SUB: gl.constexpr):
     """Row ``t_row`` of (b, h)'s block table: full blocks, steps of BLOCK_N keys, both list bases."""
@@ -325,7 +325,7 @@ def _table_row(FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, t_row, stride_fn_b,
 
 @no_type_check
 @gluon.jit
-def _finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
+def finish_rows(acc, m_i, l_i, u_i, w_i, offs_m, row0, O, LSE, ENT, DIST, HSCALE, b, h, bh, n_q, diag,
                  stride_ob, stride_om, stride_oh, o_layout: gl.constexpr, ROWS: gl.constexpr,
                  HEAD_DIM: gl.constexpr, ENTROPY: gl.constexpr, DISTANCE: gl.constexpr,
                  HEAD_SCALE: gl.constexpr, num_warps: gl.constexpr):

@@ -8,7 +8,7 @@ Context:
     recomputing the logits in the transposed orientation ``S^T = K Q^T`` so that the per-key
     sums are row reductions.
 
-    The layout is the warp-specialised K1's (:mod:`probe.kernels.gluon_k1_ws`): one producer
+    The layout is the warp-specialised K1's (:mod:`probe.kernels.gluon.k1_ws`): one producer
     warp loads the key block once (one half per consumer) and then every visited query tile by
     TMA into a ring; each consumer warpgroup owns ``KEYS`` keys (64 or 128), waits for a query
     tile, computes its product, releases the tile and reduces, while the other consumer's
@@ -65,7 +65,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from probe.kernels.gluon_k1 import _allowed, _block_start, _table_row
+from probe.kernels.gluon.k1 import block_start, table_row, token_allowed
 
 
 @no_type_check
@@ -83,7 +83,7 @@ def _k2_producer(q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_bar, q_fu
     for t in range(n_tot):
         stage = t % STAGES
         mbarrier.wait(q_empty.index(stage), ((t // STAGES) & 1) ^ 1, pred=t >= STAGES)
-        start = _block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
+        start = block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
         bar = q_full.index(stage)
         mbarrier.expect(bar, q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [q_row + start, q_col], bar, q_smem.index(stage))
@@ -109,7 +109,7 @@ def _column_step(s, neg_lse, bias, start_q, masked, offs_k, col_sum, col_max, co
         st = s * qk_scale + neg_lse[None, :]
     if masked:
         offs_q = start_q + gl.arange(0, BLOCK_Q, layout=gl.SliceLayout(0, s_layout))
-        ok = _allowed(offs_q[None, :], offs_k[:, None], h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
+        ok = token_allowed(offs_q[None, :], offs_k[:, None], h, diag, kv_offset, n_kv, window_ptr, sink_ptr,
                       CAUSAL, LOCAL) & (neg_lse > float("-inf"))[None, :]
         p = gl.where(ok, gl.exp2(st), 0.0)
         count += gl.sum(ok.to(gl.float32), 1)
@@ -183,7 +183,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
         neg_lse = lse_smem.index(0).load(col)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
         mbarrier.arrive(q_empty.index(0))
-        start_q = _block_start(0, n_full, full_base, part_base, True, BLOCK_Q, 1)
+        start_q = block_start(0, n_full, full_base, part_base, True, BLOCK_Q, 1)
         for t in range(1, n_tot):
             stage = t % STAGES
             col_sum, col_max, count = _column_step(
@@ -196,7 +196,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
             neg_lse = lse_smem.index(stage).load(col)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(tok, ))
             mbarrier.arrive(q_empty.index(stage))
-            start_q = _block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
+            start_q = block_start(t, n_full, full_base, part_base, True, BLOCK_Q, 1)
         col_sum, col_max, count = _column_step(
             s, neg_lse, bias, start_q, n_tot - 1 >= n_full, offs_k, col_sum, col_max, count, bsum_ptr, bmax_ptr,
             stride_bp_q, h, diag, kv_offset, n_kv, qk_scale, WINDOW, SINK, s_layout, BLOCK_Q, CAUSAL, LOCAL,
@@ -259,7 +259,7 @@ def _k2_ws_kernel(
         mbarrier.init(q_full.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=2)  # one arrival per consumer warpgroup
 
-    n_full, n_tot, full_base, part_base = _table_row(
+    n_full, n_tot, full_base, part_base = table_row(
         FULL_NUM, FULL_IDX, PART_NUM, PART_IDX, b, h, pid_n, stride_fn_b, stride_fn_h, stride_fi_b, stride_fi_h,
         stride_fi_n, stride_pn_b, stride_pn_h, stride_pi_b, stride_pi_h, stride_pi_n, 1)
 

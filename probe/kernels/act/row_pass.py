@@ -21,7 +21,7 @@ Context:
     Rows with ``p_S`` within 1e-6 of 1 stay unedited, as in the reference. When asked, the
     same walk turns K1's entropy and distance rows into the edited attention's
     (:func:`_edit_row_stats`) and writes each row's two factors, which the column statistics
-    of the edited attention need (:mod:`probe.kernels.act_columns`).
+    of the edited attention need (:mod:`probe.kernels.act.columns`).
 
     Why not inside K1's epilogue: nothing is subtracted here, so bf16 rounding is never
     amplified (removing P_S V_S from a full accumulator multiplied it by
@@ -45,7 +45,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probe.kernels.blocks import selected_lists
-from probe.kernels.triton_kernels import LOG2E, _allowed
+from probe.kernels.triton_kernels import LOG2E, token_allowed
 
 SEL_BLOCK = 16  # selected keys gathered per step
 # Query rows per program, warps: 74-76 us at 16k x 16 heads on the lent H100, against 84 for
@@ -153,7 +153,7 @@ def _listed_probs(q, kp_base, bias_base, keys_base, mine_base, t, lse2, offs_m, 
     s = tl.dot(q, tl.trans(kk)) * qk_scale  # (BM, S), base 2
     if HAS_BIAS:
         s += tl.load(bias_base + idx, mask=valid, other=0.0)[None, :]
-    ok = _allowed(offs_m[:, None], idx[None, :], h, diag, kv_offset, n_kv,
+    ok = token_allowed(offs_m[:, None], idx[None, :], h, diag, kv_offset, n_kv,
                   window_ptr, sink_ptr, CAUSAL, LOCAL) & valid[None, :]
     return tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0), idx, mine
 
