@@ -40,11 +40,12 @@ def vivid(arch: str, seed: int = 7):
     return loaded
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+@pytest.fixture(scope="session", params=["llama", "qwen2", "gpt2"])
 def vivid_model(request):
-    return vivid(request.param)
+    return request.getfixturevalue("vivid_llama") if request.param == "llama" else vivid(request.param)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vivid_llama():
+    """One float64 Llama shared by the tests (they add hooks and edits only inside ``with`` blocks)."""
     return vivid("llama")
