@@ -163,7 +163,8 @@ def scaled_pattern_figure(pattern: Float[Tensor, "q k"], tokens: list[str], titl
     side = min(760, max(360, 14 * len(tokens) + 160))
     fig.update_layout(title=dict(text=title + (" (log10 attention)" if scale == "log" else ""), font=dict(size=14)),
                       height=side, margin=dict(l=90, r=20, t=40, b=90),
-                      xaxis=dict(title="key", tickangle=-60, **tick), yaxis=dict(title="query", autorange="reversed", **tick))
+                      xaxis=dict(title="key", tickangle=-60, **tick),
+                      yaxis=dict(title="query", autorange="reversed", **tick))
     return fig
 
 

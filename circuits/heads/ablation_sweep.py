@@ -115,7 +115,8 @@ def _ablated_chunk(model: LoadedModel, ids: Tensor, mask: Tensor, pair: TargetFo
     """Logit differences of ``len(chunk)`` copies of the prompt, copy ``c`` with ``chunk[c]`` ablated."""
     copies = len(chunk)
     if means is None:
-        knockouts = [ScaleHeads(0.0, layers=[layer], heads=[head], prompts=[c]) for c, (layer, head) in enumerate(chunk)]
+        knockouts = [ScaleHeads(0.0, layers=[layer], heads=[head], prompts=[c])
+                     for c, (layer, head) in enumerate(chunk)]
         hooks = contextlib.nullcontext()
     else:
         knockouts = []

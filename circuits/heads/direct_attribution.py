@@ -220,7 +220,8 @@ def _frozen_norm(x: Float[Tensor, " d_model"], norm: nn.Module, kind: str) -> _F
     mine = frozen.apply(x) + (frozen.norm_bias if frozen.norm_bias is not None else 0.0)
     if not torch.allclose(mine, actual, rtol=1e-3, atol=1e-4 * float(actual.abs().max()) + 1e-6):
         raise InputError(f"the final norm {type(norm).__name__} does not compute a plain {kind} norm here; "
-                         "direct logit attribution supports the families in circuits.heads.direct_attribution.FINAL_NORMS")
+                         "direct logit attribution supports the families in "
+                         "circuits.heads.direct_attribution.FINAL_NORMS")
     return frozen
 
 
