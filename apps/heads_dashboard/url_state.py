@@ -15,7 +15,7 @@ Context:
 
 Parameters (all optional):
     ``prompt``, ``record`` (index into the saved record), ``metric``, ``layer``, ``head``,
-    ``act`` (``1``), ``heads`` (``3.4,5.1``), ``factor``, ``target``, ``foil``, ``query``,
+    ``act`` (``1``), ``act_heads`` (the heads ACT calibrates, ``2.1,3.0``), ``heads`` (``3.4,5.1``), ``factor``, ``target``, ``foil``, ``query``,
     ``key`` (token positions, negative from the end), ``view`` (``pattern``, ``layer``,
     ``diff``), ``scale`` (``linear``, ``log``), ``hide_first`` (``1``).
 """
@@ -45,6 +45,7 @@ class PageState:
     layer: int | None = None
     head: int | None = None
     act: bool = False
+    act_heads: tuple[tuple[int, int], ...] = ()
     heads: tuple[tuple[int, int], ...] = ()
     factor: float = 0.0
     target: str | None = None
@@ -56,8 +57,10 @@ class PageState:
     hide_first: bool = False
 
     def edit_settings(self) -> EditSettings:
-        """The edits as the edits panel holds them."""
-        return EditSettings(act=self.act, scaled_heads=self.heads, factor=self.factor)
+        """The edits as the edits panel holds them (``act_heads`` passed only when set, so links
+        without it work with settings that predate it)."""
+        chosen = {"act_heads": self.act_heads} if self.act_heads else {}
+        return EditSettings(act=self.act, scaled_heads=self.heads, factor=self.factor, **chosen)
 
 
 DEFAULT = PageState()
@@ -115,7 +118,7 @@ def _choice(choices: tuple[str, ...]):
 
 READERS = {
     "prompt": _text, "record": _whole, "metric": _text, "layer": _whole, "head": _whole,
-    "act": _flag, "heads": _heads, "factor": _factor, "target": _text, "foil": _text,
+    "act": _flag, "act_heads": _heads, "heads": _heads, "factor": _factor, "target": _text, "foil": _text,
     "query": lambda n, v: _whole(n, v, signed=True), "key": lambda n, v: _whole(n, v, signed=True),
     "view": _choice(VIEWS), "scale": _choice(SCALES), "hide_first": _flag,
 }
@@ -125,7 +128,7 @@ READERS = {
 def _written(name: str, value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
-    if name == "heads":
+    if name in ("heads", "act_heads"):
         return ",".join(f"{layer}.{head}" for layer, head in value)
     if isinstance(value, float):
         return repr(value)

@@ -16,7 +16,7 @@ STATES = [
               layer=3, head=4, target=" Mary", foil=" John"),
     PageState(prompt="def f(x):\n    return x  # ü & = ? + %20", act=True, heads=((3, 4), (5, 1)), factor=0.25,
               query=-1, key=2, view="diff", scale="log", hide_first=True),
-    PageState(record=7, layer=0, head=0, view="layer", factor=-2.0),
+    PageState(record=7, layer=0, head=0, view="layer", factor=-2.0, act=True, act_heads=((2, 1), (3, 0))),
 ]
 
 
@@ -49,6 +49,7 @@ def test_edits_become_the_panels_settings():
     ("?view=table", "URL parameter 'view' must be one of pattern, layer, diff"),
     ("?scale=sqrt", "URL parameter 'scale' must be one of linear, log"),
     ("?colour=red", "unknown URL parameter 'colour'; known: prompt, record"),
+    ("?act_heads=2", "URL parameter 'act_heads': cannot read head '2'"),
     ("?layer=1&layer=2", "URL parameter 'layer' is given 2 times"),
     ("?layer", "the URL's query string 'layer' is malformed"),
     ("?prompt=a&record=1", "not both"),
