@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable
 
 from dash import Dash
@@ -17,12 +19,13 @@ from probe.capture.record import AttentionRecord
 from probe.models import LoadedModel, load_model
 
 from apps.heads_dashboard.callbacks import register_callbacks
+from apps.heads_dashboard.jobs import JobManager, new_job_folder
 from apps.heads_dashboard.layout import build_layout
 from apps.heads_dashboard.metrics import load_plugin_metrics
 from apps.heads_dashboard.panels import circuits, rhythm, vision
 from apps.heads_dashboard.panels.vision_bench import VisionModels
 from apps.heads_dashboard.settings import DashboardSettings
-from apps.heads_dashboard.state import ModelHolder
+from apps.heads_dashboard.state import ModelHolder, RecordStore
 from apps.heads_dashboard.workbench import Source, Workbench
 
 
@@ -32,6 +35,7 @@ def create_app(
     loader: Callable[[str], LoadedModel] | None = load_model,
     record: AttentionRecord | None = None,
     vision_loader: Callable[[str], LoadedModel] | None = load_model,
+    job_folder: str | os.PathLike | None = None,
 ) -> Dash:
     """A ready-to-run app; the model starts loading on a background thread at once.
 
@@ -43,13 +47,18 @@ def create_app(
         vision_loader: ``name -> LoadedModel`` for the vision panel's ``settings.vision_model``,
             called on the panel's first run (not at start-up, so ``--no-model`` pages start as
             fast); None leaves the panel without a model.
+        job_folder: where background jobs keep their state and captures (default: a new
+            temporary folder).
     """
     if record is None and settings.record is not None:
         record = AttentionRecord.load(settings.record)
     holder = ModelHolder(settings.model, loader).start() if loader is not None else None
-    workbench = Workbench(settings, holder, record)
+    folder = Path(job_folder) if job_folder is not None else new_job_folder()
+    jobs = JobManager(folder / "jobs")
+    workbench = Workbench(settings, holder, record, store=RecordStore(folder / "captures", settings.stored_captures),
+                          jobs=jobs)
     load_plugin_metrics()
-    app = Dash(__name__, title="headscope dashboard", update_title=None)
+    app = Dash(__name__, title="headscope dashboard", update_title=None, background_callback_manager=jobs)
     app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel(), circuits.panel(), vision.panel()])
     register_callbacks(app, workbench)
     rhythm.register_callbacks(app, workbench)
@@ -70,6 +79,7 @@ def _initial_source(record: AttentionRecord | None) -> dict:
 
 
 def serve(settings: DashboardSettings, **kwargs) -> None:
-    """Create the app and serve it (threaded, so one slow capture does not stall other requests)."""
+    """Create the app and serve it (threaded: polls and cached views of several pages at once; the
+    forwards run in background jobs, :mod:`.jobs`)."""
     app = create_app(settings, **kwargs)
     app.run(host=settings.host, port=settings.port, debug=False, threaded=True)

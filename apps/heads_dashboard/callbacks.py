@@ -1,18 +1,35 @@
-"""Dash callbacks: read the session's choices from the browser, ask the workbench, build figures.
+"""Dash callbacks: read the session's choices from the browser, check them, queue work, build figures.
 
 Every callback is a thin shell around a module-level function that takes the
 :class:`~.workbench.Workbench` and plain values, so the logic can be called without a server.
-Errors a user can fix (:class:`~probe.InputError`, :class:`~.state.ModelNotReady`) become a
-message next to the panel; anything else is logged and shown as an internal error, and the
-server keeps serving either way.
+
+The flow for a prompt (and the same for edits):
+
+1. ``submit_prompt`` (an ordinary callback, in the server) checks the request: empty, too many
+   tokens, model not loaded. A bad request is answered at once with one message in the
+   prompt panel and queues nothing. A request whose capture is cached (memory or the record
+   store) is committed at once (the fast path: no job). Otherwise it writes a capture request
+   with a fresh id, clearing the panel's message.
+2. ``capture_job`` is a Dash background callback (``background=True``): it runs in a process
+   forked for it (:mod:`.jobs`), reports progress per layer, can be cancelled, writes the
+   capture to the record store and commits the session's source.
+3. ``grid_view`` and ``head_view`` are ordinary callbacks that only read cached captures.
+
+Errors a user can fix (:class:`~probe.InputError`, :class:`~.state.ModelNotReady`) are shown
+once per panel: prompt problems in the prompt panel, head problems in the head panel, edit
+problems in the edits panel; figures carry only short placeholders. Anything else is logged and
+shown as an internal error, and the server keeps serving.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
+import uuid
 
-from dash import Dash, Input, Output, State, ctx
+from dash import Dash, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from probe.capture.inputs import InputError
@@ -20,16 +37,22 @@ from probe.capture.inputs import InputError
 from apps.heads_dashboard import figures
 from apps.heads_dashboard.layout import ID, token_spans
 from apps.heads_dashboard.metrics import get_metric, metric_grid
-from apps.heads_dashboard.settings import EditSettings
+from apps.heads_dashboard.settings import ACT_DEFAULT, EditSettings, act_search_heads
 from apps.heads_dashboard.state import ModelNotReady
-from apps.heads_dashboard.workbench import Source, Workbench, check_head
+from apps.heads_dashboard.workbench import NotCaptured, Source, Workbench, check_head
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (InputError, ModelNotReady)
+CANCELLED = "cancelled: the job was stopped; press Run (or Apply) to start again"
+BIG_MOVE = 0.5
+"""Warn when an edit moves the top token's probability by more than this (absolute) ..."""
+BIG_RATIO = 10.0
+"""... or divides it by more than this."""
 
 
 def shown_errors(n_figures: int, n_blank: int = 0):
-    """Turn an exception into ``n_figures`` message figures, ``n_blank`` empty outputs and the message."""
+    """Turn an exception into ``n_figures`` message figures, ``n_blank`` empty outputs and the message
+    (the analysis panels' callbacks)."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -39,13 +62,27 @@ def shown_errors(n_figures: int, n_blank: int = 0):
             except USER_ERRORS as err:
                 message = str(err)
             except Exception as err:  # noqa: BLE001 - the UI boundary: report, keep serving
-                log.exception("callback %s failed", fn.__name__)
-                message = f"internal error ({type(err).__name__}: {err}); details are in the server log"
+                message = internal_error(fn.__name__, err)
             return (*[figures.message_figure(message)] * n_figures, *[""] * n_blank, message)
 
         return wrapper
 
     return decorate
+
+
+def internal_error(where: str, err: Exception) -> str:
+    """Log ``err`` with its traceback; the line the page shows."""
+    log.exception("callback %s failed", where, exc_info=err)
+    return f"internal error ({type(err).__name__}: {err}); details are in the server log"
+
+
+def user_message(where: str, err: Exception) -> str:
+    return str(err) if isinstance(err, USER_ERRORS) else internal_error(where, err)
+
+
+def new_request(**fields) -> dict:
+    """A job request: ``fields`` and a fresh id (two identical requests are still two jobs)."""
+    return {**fields, "id": uuid.uuid4().hex}
 
 
 def model_status(workbench: Workbench) -> tuple[str, bool, bool]:
@@ -56,61 +93,185 @@ def model_status(workbench: Workbench) -> tuple[str, bool, bool]:
     return status.message, status.state != "loading", status.state == "ready"
 
 
-def commit_source(trigger: str | None, prompt: str | None, record_prompt: int | None) -> dict:
-    """The session's new source after Run (the typed prompt) or a pick in the record list."""
+# --- the prompt ------------------------------------------------------------------------------
+
+
+def submit_prompt(workbench: Workbench, trigger: str | None, prompt: str | None, record_prompt: int | None):
+    """(session source or no_update, capture request or no_update, prompt message) for Run or a record pick."""
     if trigger == ID.RECORD_PROMPT:
         if record_prompt is None:
             raise PreventUpdate
-        return Source(record_prompt=int(record_prompt)).to_store()
-    return Source(prompt=prompt or "").to_store()
-
-
-@shown_errors(n_figures=1, n_blank=1)
-def grid_view(workbench: Workbench, source: dict, metric: str, layer, head):
-    """(heatmap, info line, message) for the session's source and chosen metric."""
-    source = Source.from_store(source)
-    if source.is_empty:
-        return figures.message_figure("type a prompt and press Run"), "", ""
-    view = workbench.view(source)
-    chosen = get_metric(metric)
-    values = metric_grid(view.record, chosen.name, view.prompt)
+        return Source(record_prompt=int(record_prompt)).to_store(), no_update, ""
+    source = Source(prompt=prompt or "")
     try:
-        selected = check_head(view, layer, head)
-    except InputError:
-        selected = None
-    fig = figures.head_grid_figure(values, view.record.layers, chosen.label, colorscale=chosen.colorscale, selected=selected)
-    kind = "summary views (long input)" if view.is_summary else "full patterns"
-    return fig, f"{len(view.tokens)} tokens · {kind} · {view.record.model}", ""
+        plan = workbench.plan(source)
+    except Exception as err:  # noqa: BLE001 - shown in the prompt panel
+        return no_update, no_update, user_message("submit_prompt", err)
+    if workbench.is_cached(plan):
+        return source.to_store(), no_update, ""
+    return no_update, new_request(prompt=plan.prompt), ""
 
 
-@shown_errors(n_figures=1, n_blank=1)
-def head_view(workbench: Workbench, source: dict, layer, head):
-    """(head figure, coloured tokens, message) for the selected head."""
+def capture_job(workbench: Workbench, request: dict | None, progress=None):
+    """(session source, prompt message): capture the requested prompt (runs in a background job)."""
+    if not request:
+        raise PreventUpdate
+    source = Source(prompt=request["prompt"])
+    try:
+        workbench.compute(workbench.plan(source), progress)
+    except Exception as err:  # noqa: BLE001 - shown in the prompt panel
+        return no_update, user_message("capture_job", err)
+    return source.to_store(), ""
+
+
+def _cached(workbench: Workbench, source: dict | None, edits: EditSettings = EditSettings()):
+    """The view of ``source``, or a placeholder line saying why there is none."""
     source = Source.from_store(source)
     if source.is_empty:
-        return figures.message_figure("no prompt yet"), "", ""
-    view = workbench.view(source)
-    layer, head = check_head(view, layer, head)
-    fig = figures.head_figure(view.record, view.prompt, layer, head)
-    received, _ = figures.head_summary(view.record, view.prompt, layer, head)
-    return fig, token_spans(figures.token_colours(view.tokens, received)), ""
+        return None, "type a prompt and press Run"
+    try:
+        return workbench.cached_view(source, edits), ""
+    except NotCaptured as err:
+        return None, str(err)
+    except USER_ERRORS as err:
+        return None, str(err)  # the prompt panel says it too, when the user acts
 
 
-@shown_errors(n_figures=2)
-def edit_view(workbench: Workbench, source: dict, layer, head, act, heads_text, factor):
-    """(next-token bars, before/after figure, message) for the chosen edits."""
-    source = Source.from_store(source)
-    edits = EditSettings.from_ui(act, heads_text, factor)
-    if source.is_empty or edits.is_empty:
-        blank = figures.message_figure("choose an edit (ACT calibration or heads to scale)")
-        return blank, blank, ""
-    before = workbench.view(source)
-    after = workbench.view(source, edits)
-    label = edits.describe()
-    nexts = workbench.next_tokens(before, after)
-    next_fig = figures.next_token_figure(nexts.tokens, nexts.before, nexts.after, label)
-    layer, head = check_head(before, layer, head)
-    return next_fig, figures.comparison_figure(before.record, after.record, before.prompt, layer, head, label), ""
+def grid_view(workbench: Workbench, source: dict | None, metric: str, layer, head):
+    """(heatmap, its graph config, info line) for the session's source and chosen metric."""
+    try:
+        view, why = _cached(workbench, source)
+        if view is None:
+            fig, info = figures.message_figure(why), ""
+        else:
+            chosen = get_metric(metric)
+            values = metric_grid(view.record, chosen.name, view.prompt)
+            try:
+                selected = check_head(view, layer, head)
+            except InputError:
+                selected = None
+            fig = figures.head_grid_figure(values, view.record.layers, chosen.label, colorscale=chosen.colorscale,
+                                           selected=selected)
+            kind = "summary views (long input)" if view.is_summary else "full patterns"
+            info = f"{len(view.tokens)} tokens · {kind} · {view.record.model}"
+    except Exception as err:  # noqa: BLE001 - the UI boundary
+        fig, info = figures.message_figure(internal_error("grid_view", err)), ""
+    return fig, figures.graph_config(fig), info
+
+
+def head_view(workbench: Workbench, source: dict | None, layer, head):
+    """(head figure, its graph config, coloured tokens, head message) for the selected head."""
+    message, tokens = "", ""
+    try:
+        view, why = _cached(workbench, source)
+        if view is None:
+            fig = figures.message_figure("no prompt yet" if why.startswith("type a prompt") else why)
+        else:
+            try:
+                layer, head = check_head(view, layer, head)
+            except InputError as err:
+                fig, message = figures.message_figure("no head selected"), str(err)
+            else:
+                fig = figures.head_figure(view.record, view.prompt, layer, head)
+                received, _ = figures.head_summary(view.record, view.prompt, layer, head)
+                tokens = token_spans(figures.token_colours(view.tokens, received))
+    except Exception as err:  # noqa: BLE001 - the UI boundary
+        message = internal_error("head_view", err)
+        fig = figures.message_figure("internal error")
+    return fig, figures.graph_config(fig), tokens, message
+
+
+# --- edits -----------------------------------------------------------------------------------
+
+
+def submit_edits(workbench: Workbench, source: dict | None, act, heads_text, factor, act_heads_text):
+    """(edit session, edit request or no_update, edit message) for the edits panel's widgets.
+
+    The edit session is ``None`` (no edit), ``{"pending": label}`` while a job computes, or
+    ``{"source": ..., "edits": ...}`` when both captures are cached."""
+    try:
+        edits = EditSettings.from_ui(act, heads_text, factor, act_heads_text)
+        if edits.is_empty:
+            return None, no_update, ""
+        source = Source.from_store(source)
+        if source.is_empty:
+            return None, no_update, "run a prompt first: edits compare the model on it before and after"
+        plan = workbench.plan(source, edits)
+    except Exception as err:  # noqa: BLE001 - shown in the edits panel
+        return None, no_update, user_message("submit_edits", err)
+    session = {"source": source.to_store(), "edits": edits.to_store()}
+    if workbench.is_cached(plan):
+        return session, no_update, ""
+    return {"pending": edits.describe()}, new_request(**session), ""
+
+
+def edit_job(workbench: Workbench, request: dict | None, progress=None):
+    """(edit session, edit message): capture before and after the edits (runs in a background job)."""
+    if not request:
+        raise PreventUpdate
+    try:
+        edits = EditSettings.from_store(request["edits"])
+        workbench.compute(workbench.plan(Source.from_store(request["source"]), edits), progress)
+    except Exception as err:  # noqa: BLE001 - shown in the edits panel
+        return None, user_message("edit_job", err)
+    return {"source": request["source"], "edits": request["edits"]}, ""
+
+
+def edit_view(workbench: Workbench, session: dict | None, layer, head):
+    """(next-token bars, config, before/after figure, config, warning) for the committed edits."""
+    warning = ""
+    try:
+        if not session:
+            next_fig = compare = figures.message_figure("choose an edit")
+        elif "pending" in session:
+            next_fig = compare = figures.message_figure(f"computing {session['pending']}…")
+        else:
+            edits = EditSettings.from_store(session["edits"])
+            before, why = _cached(workbench, session["source"])
+            after, why_after = _cached(workbench, session["source"], edits)
+            if before is None or after is None:
+                next_fig = compare = figures.message_figure(why or why_after)
+            else:
+                label = edits.describe()
+                nexts = workbench.next_tokens(before, after)
+                next_fig = figures.next_token_figure(nexts.tokens, nexts.before, nexts.after, label)
+                warning = big_move_warning(nexts.tokens[0], nexts.before[0], nexts.after[0], edits)
+                try:
+                    layer, head = check_head(before, layer, head)
+                except InputError:
+                    compare = figures.message_figure("pick a head above to compare its pattern")
+                else:
+                    compare = figures.comparison_figure(before.record, after.record, before.prompt, layer, head, label)
+    except Exception as err:  # noqa: BLE001 - the UI boundary
+        next_fig = compare = figures.message_figure("internal error")
+        warning = internal_error("edit_view", err)
+    return next_fig, figures.graph_config(next_fig), compare, figures.graph_config(compare), warning
+
+
+def big_move_warning(token: str, before: float, after: float, edits: EditSettings) -> str:
+    """A warning when the edit moves the unedited model's top token a lot; "" otherwise."""
+    if abs(after - before) <= BIG_MOVE and after * BIG_RATIO >= before:
+        return ""
+    line = f"the edit moves the top token {token!r} from p = {before:.3g} to {after:.3g}"
+    if edits.act and not edits.act_heads:
+        line += (f"; ACT here calibrates {ACT_DEFAULT}: for a milder edit give it the heads "
+                 "`headscope act search` kept")
+    return line
+
+
+def act_file_heads(contents: str | None, filename: str | None):
+    """(ACT heads text, edit message) from an uploaded ``act search`` result."""
+    if not contents:
+        raise PreventUpdate
+    name = filename or "the file"
+    try:
+        text = base64.b64decode(contents.partition(",")[2], validate=True).decode("utf-8")
+        heads = act_search_heads(text, name)
+    except (binascii.Error, UnicodeDecodeError):
+        return no_update, f"{name} is not a text file: load the JSON-lines file `headscope act search --out FILE` wrote"
+    except InputError as err:
+        return no_update, str(err)
+    return ", ".join(f"{layer}.{head}" for layer, head in heads), ""
 
 
 def head_from_click(click: dict | None) -> tuple[int, int]:
@@ -121,8 +282,19 @@ def head_from_click(click: dict | None) -> tuple[int, int]:
     return int(point["y"]), int(point["x"])
 
 
+# --- wiring ----------------------------------------------------------------------------------
+
+
+def _job_options(workbench: Workbench, run: str, cancel: str, progress: str) -> dict:
+    """``app.callback`` keywords of a cancellable background callback with a progress line."""
+    return dict(background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True,
+                progress=[Output(progress, "children")], progress_default=[""],
+                cancel=[Input(cancel, "n_clicks")],
+                running=[(Output(run, "disabled"), True, False), (Output(cancel, "disabled"), False, True)])
+
+
 def register_callbacks(app: Dash, workbench: Workbench) -> None:
-    """Wire the layout's components to the functions above."""
+    """Wire the layout's components to the functions above (``app`` has a background callback manager)."""
 
     @app.callback(Output(ID.MODEL_STATUS, "children"), Output(ID.MODEL_POLL, "disabled"), Output(ID.MODEL_READY, "data"),
                   Input(ID.MODEL_POLL, "n_intervals"))
@@ -135,12 +307,19 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
             raise PreventUpdate
         return value
 
-    @app.callback(Output(ID.SESSION, "data"), Input(ID.RUN, "n_clicks"), Input(ID.RECORD_PROMPT, "value"),
-                  State(ID.PROMPT, "value"), prevent_initial_call=True)
-    def _commit(_, record_prompt, prompt):
-        return commit_source(ctx.triggered_id, prompt, record_prompt)
+    @app.callback(Output(ID.SESSION, "data"), Output(ID.CAPTURE_REQUEST, "data"), Output(ID.PROMPT_MESSAGE, "children"),
+                  Input(ID.RUN, "n_clicks"), Input(ID.RECORD_PROMPT, "value"), State(ID.PROMPT, "value"),
+                  prevent_initial_call=True)
+    def _submit(_, record_prompt, prompt):
+        return submit_prompt(workbench, ctx.triggered_id, prompt, record_prompt)
 
-    @app.callback(Output(ID.GRID, "figure"), Output(ID.PROMPT_INFO, "children"), Output(ID.PROMPT_MESSAGE, "children"),
+    @app.callback(Output(ID.SESSION, "data", allow_duplicate=True), Output(ID.PROMPT_MESSAGE, "children", allow_duplicate=True),
+                  Input(ID.CAPTURE_REQUEST, "data"), **_job_options(workbench, ID.RUN, ID.CANCEL, ID.PROGRESS))
+    def _capture(set_progress, request):
+        workbench.enter_job()
+        return capture_job(workbench, request, set_progress)
+
+    @app.callback(Output(ID.GRID, "figure"), Output(ID.GRID, "config"), Output(ID.PROMPT_INFO, "children"),
                   Input(ID.SESSION, "data"), Input(ID.METRIC, "value"), Input(ID.MODEL_READY, "data"),
                   Input(ID.LAYER, "value"), Input(ID.HEAD, "value"))
     def _grid(source, metric, _ready, layer, head):
@@ -150,15 +329,44 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
     def _click(click):
         return head_from_click(click)
 
-    @app.callback(Output(ID.HEAD_GRAPH, "figure"), Output(ID.HEAD_TOKENS, "children"), Output(ID.HEAD_MESSAGE, "children"),
+    @app.callback(Output(ID.HEAD_GRAPH, "figure"), Output(ID.HEAD_GRAPH, "config"), Output(ID.HEAD_TOKENS, "children"),
+                  Output(ID.HEAD_MESSAGE, "children"),
                   Input(ID.SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.MODEL_READY, "data"))
     def _head(source, layer, head, _ready):
         return head_view(workbench, source, layer, head)
 
-    @app.callback(Output(ID.EDIT_NEXT, "figure"), Output(ID.EDIT_COMPARE, "figure"), Output(ID.EDIT_MESSAGE, "children"),
+    @app.callback(Output(ID.EDIT_SESSION, "data"), Output(ID.EDIT_REQUEST, "data"), Output(ID.EDIT_MESSAGE, "children"),
                   Input(ID.EDIT_ACT, "value"), Input(ID.EDIT_APPLY, "n_clicks"), Input(ID.SESSION, "data"),
-                  Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.MODEL_READY, "data"),
+                  Input(ID.MODEL_READY, "data"), Input(ID.EDIT_ACT_HEADS, "value"),
                   State(ID.EDIT_HEADS, "value"), State(ID.EDIT_FACTOR, "value"))
-    def _edits(act, _apply, source, layer, head, _ready, heads_text, factor):
-        return edit_view(workbench, source, layer, head, act, heads_text, factor)
+    def _edits(act, _apply, source, _ready, act_heads_text, heads_text, factor):
+        return submit_edits(workbench, source, act, heads_text, factor, act_heads_text)
 
+    @app.callback(Output(ID.EDIT_SESSION, "data", allow_duplicate=True),
+                  Output(ID.EDIT_MESSAGE, "children", allow_duplicate=True),
+                  Input(ID.EDIT_REQUEST, "data"), **_job_options(workbench, ID.EDIT_APPLY, ID.EDIT_CANCEL, ID.EDIT_PROGRESS))
+    def _edit_job(set_progress, request):
+        workbench.enter_job()
+        return edit_job(workbench, request, set_progress)
+
+    @app.callback(Output(ID.EDIT_NEXT, "figure"), Output(ID.EDIT_NEXT, "config"), Output(ID.EDIT_COMPARE, "figure"),
+                  Output(ID.EDIT_COMPARE, "config"), Output(ID.EDIT_WARNING, "children"),
+                  Input(ID.EDIT_SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"))
+    def _edit_view(session, layer, head):
+        return edit_view(workbench, session, layer, head)
+
+    @app.callback(Output(ID.PROMPT_MESSAGE, "children", allow_duplicate=True), Input(ID.CANCEL, "n_clicks"),
+                  prevent_initial_call=True)
+    def _cancelled(_):
+        return CANCELLED
+
+    @app.callback(Output(ID.EDIT_SESSION, "data", allow_duplicate=True),
+                  Output(ID.EDIT_MESSAGE, "children", allow_duplicate=True), Input(ID.EDIT_CANCEL, "n_clicks"),
+                  prevent_initial_call=True)
+    def _edit_cancelled(_):
+        return None, CANCELLED
+
+    @app.callback(Output(ID.EDIT_ACT_HEADS, "value"), Output(ID.EDIT_MESSAGE, "children", allow_duplicate=True),
+                  Input(ID.EDIT_ACT_FILE, "contents"), State(ID.EDIT_ACT_FILE, "filename"), prevent_initial_call=True)
+    def _act_file(contents, filename):
+        return act_file_heads(contents, filename)

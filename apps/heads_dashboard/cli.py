@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--vision-model", default="synth-llava",
                    help="the vision panel's vision-language model, loaded on the panel's first run (default synth-llava)")
     p.add_argument("--long-input", type=positive_int, default=256, help="tokens above which heads are shown as summaries (default 256)")
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=4096,
+                   help="longest prompt the page captures, checked before any work is queued (default 4096)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from probe.capture.record import AttentionRecord
 
     settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
-                                 long_input_tokens=args.long_input, vision_model=args.vision_model)
+                                 long_input_tokens=args.long_input, vision_model=args.vision_model,
+                                 max_prompt_tokens=args.max_prompt_tokens)
     record = AttentionRecord.load(args.record) if args.record is not None else None  # a bad record fails here
     print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
     serve(settings, record=record, **({"loader": None} if args.no_model else {}))

@@ -37,12 +37,24 @@ def token_axis(tokens: list[str], max_labels: int = MAX_TICK_LABELS) -> dict:
     return dict(tickmode="array", tickvals=positions, ticktext=[display_token(tokens[i]) for i in positions])
 
 
+MESSAGE_META = "headscope-message"
+"""``layout.meta`` of a :func:`message_figure`, so a page can hide its toolbar (:func:`graph_config`)."""
+
+
 def message_figure(text: str) -> go.Figure:
-    """An empty figure carrying one line of text (loading, nothing selected, an error)."""
+    """An empty figure carrying one line of text (loading, nothing selected, a placeholder)."""
     fig = go.Figure()
     fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
-    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), height=260, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), height=260, margin=dict(l=10, r=10, t=10, b=10),
+                      meta=MESSAGE_META)
     return fig
+
+
+def graph_config(fig: go.Figure) -> dict:
+    """``dcc.Graph.config`` for ``fig``: no toolbar on a message figure, the usual one otherwise."""
+    if fig.layout.meta == MESSAGE_META:
+        return {"displayModeBar": False}
+    return {"displaylogo": False}
 
 
 def head_grid_figure(
@@ -66,7 +78,7 @@ def head_grid_figure(
         )
     )
     fig.update_layout(
-        xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", autorange="reversed", dtick=max(1, len(layers) // 15)),
+        xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", autorange="reversed", tickmode="array", tickvals=layers),
         height=max(320, 18 * len(layers) + 120), margin=dict(l=50, r=20, t=30, b=40), clickmode="event",
         title=dict(text=label, font=dict(size=14)),
     )
@@ -152,21 +164,41 @@ def head_summary(record: AttentionRecord, prompt: int, layer: int, head: int) ->
 def comparison_figure(
     before: AttentionRecord, after: AttentionRecord, prompt: int, layer: int, head: int, edit_label: str
 ) -> go.Figure:
-    """The selected head before and after an edit: two patterns side by side, or overlaid summaries."""
+    """The selected head before and after an edit, and what changed.
+
+    With patterns: before, after (shared 0..1 scale) and after minus before on a diverging scale
+    centred on 0, its largest absolute change in the title; an edit that leaves this head's
+    pattern as it was (scaling a head changes its output, not its own pattern) says so instead
+    of showing two identical pictures. Without patterns (long input): the summaries overlaid.
+    """
     tokens = before.tokens[prompt]
     title = f"layer {layer}, head {head}: before / after {edit_label}"
     if layer not in before.patterns or layer not in after.patterns:
         series = [("before", *head_summary(before, prompt, layer, head), BEFORE),
                   ("after", *head_summary(after, prompt, layer, head), AFTER)]
         return summary_comparison_figure(series, tokens, title)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("before", f"after: {edit_label}"), horizontal_spacing=0.12)
-    fig.add_trace(_pattern_trace(before.pattern(layer, prompt)[head], coloraxis="coloraxis"), row=1, col=1)
-    fig.add_trace(_pattern_trace(after.pattern(layer, prompt)[head], coloraxis="coloraxis"), row=1, col=2)
+    old, new = before.pattern(layer, prompt)[head].float(), after.pattern(layer, prompt)[head].float()
+    diff = new - old
+    largest = float(diff.abs().max()) if diff.numel() else 0.0
+    change = ("this head's pattern is unchanged (largest change < 1e-6): the edit acts on head outputs or later "
+              "layers; see the next-token bars" if largest < 1e-6 else f"largest change {largest:.3g}")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("before", f"after: {edit_label}", "after − before"),
+                        horizontal_spacing=0.07)
+    fig.add_trace(_pattern_trace(old, coloraxis="coloraxis"), row=1, col=1)
+    fig.add_trace(_pattern_trace(new, coloraxis="coloraxis"), row=1, col=2)
+    bound = max(largest, 1e-6)
+    fig.add_trace(go.Heatmap(z=_causal_blank(diff), x=list(range(len(tokens))), y=list(range(len(tokens))),
+                             coloraxis="coloraxis2",
+                             hovertemplate="query %{y} → key %{x}<br>change %{z:+.4f}<extra></extra>"), row=1, col=3)
     axis = token_axis(tokens, max_labels=32)
     fig.update_xaxes(tickangle=-60, **axis)
     fig.update_yaxes(autorange="reversed", **axis)
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=480, margin=dict(l=90, r=20, t=70, b=90),
-                      coloraxis=dict(colorscale=PATTERN_COLORSCALE, cmin=0.0, cmax=1.0, colorbar=dict(title="attention")))
+    fig.update_layout(title=dict(text=f"{title}<br><sup>{change}</sup>", font=dict(size=14)), height=500,
+                      margin=dict(l=90, r=20, t=80, b=90),
+                      coloraxis=dict(colorscale=PATTERN_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title="attention", x=1.0, len=0.45, y=0.78)),
+                      coloraxis2=dict(colorscale="RdBu", reversescale=True, cmin=-bound, cmax=bound,
+                                      colorbar=dict(title="change", x=1.0, len=0.45, y=0.22)))
     return fig
 
 

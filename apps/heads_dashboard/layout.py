@@ -8,13 +8,15 @@ from typing import Sequence
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from apps.heads_dashboard.figures import message_figure
+from apps.heads_dashboard.figures import graph_config, message_figure
 from apps.heads_dashboard.metrics import registered_metrics
-from apps.heads_dashboard.settings import EXAMPLE_PROMPTS
+from apps.heads_dashboard.settings import ACT_DEFAULT, EXAMPLE_PROMPTS
 
 PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "10px", "margin": "6px", "background": "#fff"}
 MESSAGE = {"color": "#b00020", "minHeight": "1.2em", "margin": "4px 0"}
 ROW = {"display": "flex", "flexWrap": "wrap", "alignItems": "flex-start"}
+PROGRESS = {"color": "#555", "minHeight": "1.2em", "margin": "4px 0", "fontStyle": "italic"}
+WARNING = {"color": "#8a5a00", "minHeight": "1.2em", "margin": "4px 0"}
 
 
 class ID:
@@ -28,6 +30,9 @@ class ID:
     EXAMPLES = "examples"
     RECORD_PROMPT = "record-prompt"
     RUN = "run"
+    CANCEL = "cancel"
+    PROGRESS = "progress"
+    CAPTURE_REQUEST = "capture-request"
     PROMPT_MESSAGE = "prompt-message"
     PROMPT_INFO = "prompt-info"
     METRIC = "metric"
@@ -38,10 +43,18 @@ class ID:
     HEAD_GRAPH = "head-graph"
     HEAD_TOKENS = "head-tokens"
     EDIT_ACT = "edit-act"
+    EDIT_ACT_HEADS = "edit-act-heads"
+    EDIT_ACT_FILE = "edit-act-file"
+    EDIT_ACT_NOTE = "edit-act-note"
     EDIT_HEADS = "edit-heads"
     EDIT_FACTOR = "edit-factor"
     EDIT_APPLY = "edit-apply"
     EDIT_MESSAGE = "edit-message"
+    EDIT_WARNING = "edit-warning"
+    EDIT_CANCEL = "edit-cancel"
+    EDIT_PROGRESS = "edit-progress"
+    EDIT_REQUEST = "edit-request"
+    EDIT_SESSION = "edit-session"
     EDIT_NEXT = "edit-next"
     EDIT_COMPARE = "edit-compare"
 
@@ -53,6 +66,9 @@ def build_layout(record_prompts: list[str], initial_source: dict, panels: Sequen
         [
             dcc.Store(id=ID.SESSION, storage_type="session", data=initial_source),
             dcc.Store(id=ID.MODEL_READY, data=False),
+            dcc.Store(id=ID.CAPTURE_REQUEST),
+            dcc.Store(id=ID.EDIT_REQUEST),
+            dcc.Store(id=ID.EDIT_SESSION),
             dcc.Interval(id=ID.MODEL_POLL, interval=500),
             html.H2("headscope · heads dashboard", style={"margin": "6px"}),
             html.Div(id=ID.MODEL_STATUS, style={"margin": "0 6px", "color": "#555"}),
@@ -72,7 +88,8 @@ def _prompt_panel(record_prompts: list[str]) -> html.Div:
             dcc.Textarea(id=ID.PROMPT, placeholder="Type a prompt…", style={"width": "100%", "height": "70px"}),
             html.Div(
                 [
-                    html.Button("Run", id=ID.RUN, n_clicks=0, style={"marginRight": "10px"}),
+                    html.Button("Run", id=ID.RUN, n_clicks=0, style={"marginRight": "6px"}),
+                    html.Button("Cancel", id=ID.CANCEL, n_clicks=0, disabled=True, style={"marginRight": "10px"}),
                     dcc.Dropdown(id=ID.EXAMPLES, options=list(EXAMPLE_PROMPTS), placeholder="example prompts",
                                  style={"width": "420px", "marginRight": "10px"}),
                     dcc.Dropdown(id=ID.RECORD_PROMPT, options=record_options, placeholder="saved record",
@@ -80,6 +97,7 @@ def _prompt_panel(record_prompts: list[str]) -> html.Div:
                 ],
                 style={**ROW, "alignItems": "center", "marginTop": "6px"},
             ),
+            html.Div(id=ID.PROGRESS, style=PROGRESS),
             html.Div(id=ID.PROMPT_MESSAGE, style=MESSAGE),
             html.Div(id=ID.PROMPT_INFO, style={"color": "#555"}),
         ],
@@ -92,7 +110,7 @@ def _grid_panel() -> html.Div:
     return html.Div(
         [
             dcc.Dropdown(id=ID.METRIC, options=metrics, value=metrics[0]["value"], clearable=False),
-            dcc.Loading(dcc.Graph(id=ID.GRID, figure=message_figure("type a prompt and press Run"))),
+            _graph(ID.GRID, "type a prompt and press Run"),
         ],
         style={**PANEL, "flex": "1 1 420px", "minWidth": "380px"},
     )
@@ -109,7 +127,7 @@ def _head_panel() -> html.Div:
                 style={**ROW, "alignItems": "center"},
             ),
             html.Div(id=ID.HEAD_MESSAGE, style=MESSAGE),
-            dcc.Loading(dcc.Graph(id=ID.HEAD_GRAPH, figure=message_figure("no head selected yet"))),
+            _graph(ID.HEAD_GRAPH, "no head selected yet"),
             html.Div("tokens coloured by attention received (this head):", style={"color": "#555", "marginTop": "6px"}),
             html.Div(id=ID.HEAD_TOKENS, style={"lineHeight": "1.9em", "fontFamily": "monospace", "maxHeight": "200px", "overflowY": "auto"}),
         ],
@@ -117,29 +135,44 @@ def _head_panel() -> html.Div:
     )
 
 
+def _graph(graph_id: str, placeholder: str) -> dcc.Graph:
+    """A graph showing ``placeholder`` (no toolbar) until a callback draws it."""
+    figure = message_figure(placeholder)
+    return dcc.Graph(id=graph_id, figure=figure, config=graph_config(figure))
+
+
 def _edits_panel() -> html.Div:
+    text = {"type": "text", "debounce": True}
     return html.Div(
         [
             html.H4("Edits", style={"margin": "2px 0 8px"}),
             html.Div(
                 [
-                    dcc.Checklist(id=ID.EDIT_ACT, options=[{"label": " ACT calibration (tau 0.1, beta 0.4, layers 2 and up, as in ACT)", "value": "act"}],
-                                  value=[], style={"marginRight": "20px"}),
+                    dcc.Checklist(id=ID.EDIT_ACT, options=[{"label": " ACT calibration (tau 0.1, beta 0.4) on heads", "value": "act"}],
+                                  value=[], style={"marginRight": "6px"}),
+                    dcc.Input(id=ID.EDIT_ACT_HEADS, placeholder="all of layers 2+", style={"width": "150px", "marginRight": "6px"}, **text),
+                    dcc.Upload(html.Button("load act search result"), id=ID.EDIT_ACT_FILE, multiple=False,
+                               style={"display": "inline-block", "marginRight": "20px"}),
                     html.Label("scale heads ", htmlFor=ID.EDIT_HEADS),
-                    dcc.Input(id=ID.EDIT_HEADS, type="text", placeholder="e.g. 3.4, 5.1", debounce=True,
-                              style={"width": "140px", "margin": "0 8px"}),
+                    dcc.Input(id=ID.EDIT_HEADS, placeholder="e.g. 3.4, 5.1", style={"width": "140px", "margin": "0 8px"}, **text),
                     html.Label("by ", htmlFor=ID.EDIT_FACTOR),
-                    dcc.Input(id=ID.EDIT_FACTOR, type="number", value=0.0, step=0.1, debounce=True,
-                              style={"width": "70px", "margin": "0 8px"}),
-                    html.Button("Apply", id=ID.EDIT_APPLY, n_clicks=0),
+                    dcc.Input(id=ID.EDIT_FACTOR, value="0", style={"width": "70px", "margin": "0 8px"}, **text),
+                    html.Button("Apply", id=ID.EDIT_APPLY, n_clicks=0, style={"marginRight": "6px"}),
+                    html.Button("Cancel", id=ID.EDIT_CANCEL, n_clicks=0, disabled=True),
                 ],
                 style={**ROW, "alignItems": "center"},
             ),
+            html.Div(id=ID.EDIT_ACT_NOTE, style={"color": "#555", "margin": "4px 0"},
+                     children=f"ACT heads: empty = {ACT_DEFAULT}, which can move a small model's prediction a lot; "
+                              "type heads as LAYER.HEAD or load the file `headscope act search --out FILE` wrote "
+                              "(its selected heads)."),
+            html.Div(id=ID.EDIT_PROGRESS, style=PROGRESS),
             html.Div(id=ID.EDIT_MESSAGE, style=MESSAGE),
+            html.Div(id=ID.EDIT_WARNING, style=WARNING),
             html.Div(
                 [
-                    html.Div(dcc.Loading(dcc.Graph(id=ID.EDIT_NEXT, figure=message_figure("choose an edit"))), style={"flex": "1 1 380px"}),
-                    html.Div(dcc.Loading(dcc.Graph(id=ID.EDIT_COMPARE, figure=message_figure("choose an edit"))), style={"flex": "2 1 640px"}),
+                    html.Div(_graph(ID.EDIT_NEXT, "choose an edit"), style={"flex": "1 1 380px"}),
+                    html.Div(_graph(ID.EDIT_COMPARE, "choose an edit"), style={"flex": "2 1 640px"}),
                 ],
                 style=ROW,
             ),

@@ -7,19 +7,29 @@ Context:
     captures keyed by everything that determines them.
 
     The model loads on a background thread so the page is served at once and callbacks answer
-    "loading" instead of waiting. Forwards are serialised with one lock: edits install
-    themselves on the model for the duration of a ``with`` block, so two requests running at
-    once would see each other's edits.
+    "loading" instead of waiting. The server process itself runs no forward: captures run in
+    background jobs (:mod:`.jobs`), each a process forked from the server with its own
+    copy-on-write copy of the model, so one job's edits are invisible to every other job and no
+    job waits for another. A job writes its capture to the :class:`RecordStore` (a folder of
+    safetensors records); the server reads it from there into its :class:`LRUCache`.
+
+    :attr:`ModelHolder.lock` still serialises forwards *within one process* (a job, or a script
+    that drives a :class:`~.workbench.Workbench` directly); no thread of the server takes it, so
+    a job never inherits it held.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Generic, Hashable, TypeVar
 
+from probe.capture.record import AttentionRecord
 from probe.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -47,7 +57,7 @@ class ModelHolder:
         self._model: LoadedModel | None = None
         self._error: str | None = None
         self._thread = threading.Thread(target=self._load, name=f"load-{name}", daemon=True)
-        self.lock = threading.Lock()  # one forward at a time (see module docstring)
+        self.lock = threading.Lock()  # one forward at a time within a process (see module docstring)
 
     def start(self) -> "ModelHolder":
         self._thread.start()
@@ -137,3 +147,49 @@ class LRUCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class RecordStore:
+    """Captures on disk, keyed by anything hashable with a stable ``repr``; shared by processes.
+
+    Background jobs write here and the server reads, so a capture crosses from a job to the
+    server as one safetensors file (no pickle). Writes are atomic (:meth:`AttentionRecord.save`
+    writes a temporary file and renames it): a reader sees a whole record or none. The folder
+    keeps the ``entries`` most recently written records.
+    """
+
+    def __init__(self, folder: str | os.PathLike, entries: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.entries = entries
+
+    def path(self, key: Hashable) -> Path:
+        return self.folder / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.safetensors"
+
+    def __contains__(self, key: Hashable) -> bool:
+        return self.path(key).exists()
+
+    def get(self, key: Hashable) -> AttentionRecord | None:
+        path = self.path(key)
+        try:
+            return AttentionRecord.load(path)
+        except ValueError:
+            if path.exists():
+                raise
+            return None  # not written yet, or pruned
+
+    def put(self, key: Hashable, record: AttentionRecord) -> None:
+        record.save(self.path(key))
+        self._prune()
+
+    def _prune(self) -> None:
+        files = sorted(self.folder.glob("*.safetensors"), key=_mtime, reverse=True)
+        for stale in files[self.entries:]:
+            stale.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

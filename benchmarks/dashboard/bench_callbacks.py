@@ -21,6 +21,7 @@ from typing import Callable
 
 import plotly.io
 import torch
+from dash import no_update
 
 from apps.heads_dashboard import callbacks
 from apps.heads_dashboard.settings import DashboardSettings, EditSettings
@@ -64,9 +65,18 @@ def bench_prompt(bench: Workbench, n_tokens: int, reps: int, warmup: int) -> dic
     text = prompt_of(model.tokenizer, n_tokens)
     store = Source(prompt=text).to_store()
     act = EditSettings(act=True)
-    grid = lambda: served(callbacks.grid_view(bench, store, "first_token_share", 3, 4))  # noqa: E731
+    def grid():  # Run: the capture (a background job in the app, in this process here), then the heatmap
+        if callbacks.submit_prompt(bench, "run", text, None)[1] is not no_update:
+            callbacks.capture_job(bench, {"prompt": text})
+        served(callbacks.grid_view(bench, store, "first_token_share", 3, 4))
+
+    def edit():  # tick ACT: the edited capture (a job in the app) if not cached, then the figures
+        session, request, _ = callbacks.submit_edits(bench, store, ["act"], "", "0", "")
+        if request is not no_update:
+            session, _ = callbacks.edit_job(bench, request)
+        served(callbacks.edit_view(bench, session, 3, 4))
+
     head = lambda: served(callbacks.head_view(bench, store, 3, 4))  # noqa: E731
-    edit = lambda: served(callbacks.edit_view(bench, store, 3, 4, ["act"], "", 0.0))  # noqa: E731
     clear = bench.cache.clear
     drop_edited = lambda: bench.cache.discard((model.name, text, _mode(bench, n_tokens), act))  # noqa: E731
     for _ in range(warmup):

@@ -11,9 +11,12 @@ them the module is skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.apps.browser import SCREENSHOTS, chromium, require_browser, served
@@ -36,12 +39,27 @@ MODEL = os.environ.get("HEADSCOPE_DASHBOARD_MODEL", "tiny")
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 LONG_TOKENS = 40  # summary views above this (small, so the long-input case stays cheap)
 TIMEOUT = 120 if MODEL != "tiny" else 45
+SLOW_TOKENS, SLOW_SECONDS = 150, 60.0
+"""Forwards of more than SLOW_TOKENS tokens sleep SLOW_SECONDS first: the deliberately long job."""
+SLOW_PROMPT = "Once upon a time the river ran backwards. " * 20
+
+
+def slow_on_long_inputs(model):
+    """``model`` whose forward sleeps first on inputs longer than SLOW_TOKENS (in the job process)."""
+    def pause(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[-1] > SLOW_TOKENS:
+            time.sleep(SLOW_SECONDS)
+
+    model.hf.register_forward_pre_hook(pause, with_kwargs=True)
+    return model
 
 
 @pytest.fixture(scope="module")
-def server_url():
-    loader = (lambda _: tiny_model()) if MODEL == "tiny" else load_model
-    app = create_app(DashboardSettings(model=MODEL, long_input_tokens=LONG_TOKENS), loader=loader)
+def server_url(tmp_path_factory):
+    loader = (lambda _: slow_on_long_inputs(tiny_model())) if MODEL == "tiny" else load_model
+    app = create_app(DashboardSettings(model=MODEL, long_input_tokens=LONG_TOKENS), loader=loader,
+                     job_folder=tmp_path_factory.mktemp("dashboard-jobs"))
     with served(app) as url:
         yield url
 
@@ -108,10 +126,23 @@ def _run_prompt(browser, text: str):
     _el(browser, ID.RUN).click()
 
 
-def _set_number(browser, element_id: str, value: int):
+def _set_number(browser, element_id: str, value):
+    """Replace a box's text with ``value`` ("" empties it) and commit it (Enter)."""
     box = _el(browser, element_id)
     box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
     box.send_keys(str(value), Keys.ENTER)
+
+
+def _job_processes() -> list[psutil.Process]:
+    """This test process's forked children (background jobs share its command line; chromium does not)."""
+    me = psutil.Process()
+    return [p for p in me.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            and p.cmdline() == me.cmdline()]
+
+
+def _occurrences(browser, text: str) -> int:
+    return browser.execute_script("return document.body.innerText.split(arguments[0]).length - 1;", text)
 
 
 def _click_cell(browser, layer: int, head: int, n_layers: int, n_heads: int):
@@ -151,9 +182,36 @@ def test_prompt_heatmap_head_pattern_and_edit_comparison(page):
     _wait_title(page, ID.EDIT_NEXT, "next-token probability")
     legend = [t.text for t in page.find_elements(By.CSS_SELECTOR, f"#{ID.EDIT_NEXT} .legendtext")]
     assert legend == ["before", "after: ACT calibration"]
-    assert len(page.find_elements(By.CSS_SELECTOR, f"#{ID.EDIT_COMPARE} .subplot.xy, #{ID.EDIT_COMPARE} .subplot.x2y2")) == 2
+    subplots = page.find_elements(By.CSS_SELECTOR, f"#{ID.EDIT_COMPARE} .subplot")
+    assert len(subplots) == 3, "before, after and their difference"
+    assert "every head of layers 2 and up" in _el(page, ID.EDIT_ACT_NOTE).text
     page.execute_script("document.getElementById(arguments[0]).scrollIntoView()", ID.EDIT_MESSAGE)
     _shoot(page, "3_edit_comparison")
+    page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT} input[type=checkbox]").click()  # edits off again
+    page.execute_script("window.scrollTo(0, 0)")
+
+
+def test_act_head_picker_typed_and_from_a_search_file(page, tmp_path):
+    n_layers, n_heads = _geometry(MODEL)
+    _run_prompt(page, PROMPT)
+    _wait_text(page, ID.PROMPT_INFO, "full patterns")
+    page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT} input[type=checkbox]").click()
+    _set_number(page, ID.EDIT_ACT_HEADS, f"{n_layers - 1}.{n_heads - 1}")
+    _wait_title(page, ID.EDIT_COMPARE, f"ACT on L{n_layers - 1}.H{n_heads - 1}")
+
+    result = tmp_path / "act_search.jsonl"  # the format `headscope act search --out` writes
+    result.write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "baseline", "accuracy": 0.5, "logprob": -1.0, "n": 8},
+        {"layer": 1, "head": 2, "accuracy": 0.75, "logprob": -0.9, "skipped": False},
+        {"kind": "selected", "heads": [[1, 2], [2, 0]], "seconds": 1.0, "resumed": 0}]) + "\n")
+    page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT_FILE} input[type=file]").send_keys(str(result))
+    _wait(page, lambda d: _el(d, ID.EDIT_ACT_HEADS).get_attribute("value") == "1.2, 2.0", "the file's heads in the box")
+    _wait_title(page, ID.EDIT_COMPARE, "ACT on L1.H2, L2.H0")
+    assert _el(page, ID.EDIT_MESSAGE).text == ""
+    page.execute_script("document.getElementById(arguments[0]).scrollIntoView()", ID.EDIT_ACT_NOTE)
+    _shoot(page, "7_act_heads_from_search")
+
+    _set_number(page, ID.EDIT_ACT_HEADS, "")
     page.find_element(By.CSS_SELECTOR, f"#{ID.EDIT_ACT} input[type=checkbox]").click()  # edits off again
     page.execute_script("window.scrollTo(0, 0)")
 
@@ -173,13 +231,54 @@ def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
     context = 300 if MODEL == "tiny" else 8192
     _run_prompt(page, "word " * (context + 10))
     _wait_text(page, ID.PROMPT_MESSAGE, "longer than the model's context window")
-    _wait_text(page, ID.HEAD_MESSAGE, "longer than the model's context window")  # every panel says so
+    assert _occurrences(page, "longer than the model's context window") == 1, "the error is shown once"
+    assert "context window" not in _el(page, ID.HEAD_MESSAGE).text
     _shoot(page, "5_prompt_too_long")
 
+    _set_number(page, ID.EDIT_HEADS, "1.2")
+    _set_number(page, ID.EDIT_FACTOR, "nan")
+    _el(page, ID.EDIT_APPLY).click()
+    _wait_text(page, ID.EDIT_MESSAGE, "the factor must be a finite number")
+    assert _occurrences(page, "the factor must be a finite number") == 1
+    _set_number(page, ID.EDIT_HEADS, "")
+    _set_number(page, ID.EDIT_FACTOR, "0")
+
     _set_number(page, ID.HEAD, 1)
-    _run_prompt(page, PROMPT)  # still serving: a good prompt works again
+    _run_prompt(page, PROMPT)  # still serving: a good prompt works again, and the stale message goes
     _wait_text(page, ID.PROMPT_INFO, "full patterns")
     _wait(page, lambda d: _el(d, ID.PROMPT_MESSAGE).text == "" and _el(d, ID.HEAD_MESSAGE).text == "", "messages cleared")
+
+
+def test_a_short_prompt_is_not_held_up_by_a_long_one_and_cancel_stops_it(page, browser):
+    """Two sessions (tabs): one runs a deliberately slow capture, the other a short prompt."""
+    if MODEL != "tiny":
+        pytest.skip("the slow job is the tiny model's deliberately slow forward")
+    long_tab = browser.current_window_handle
+    _run_prompt(page, SLOW_PROMPT)
+    _wait_text(page, ID.PROGRESS, "capturing")
+    assert not _el(page, ID.RUN).is_enabled() and _el(page, ID.CANCEL).is_enabled()
+    _shoot(page, "8_long_capture_running")
+    assert len(_job_processes()) == 1
+
+    url = browser.current_url
+    browser.switch_to.new_window("tab")
+    browser.get(url)
+    _wait_text(browser, ID.MODEL_STATUS, "layers x")
+    started = time.monotonic()
+    _run_prompt(browser, "a short prompt of a few words")
+    _wait_text(browser, ID.PROMPT_INFO, "tokens · full patterns")
+    short_s = time.monotonic() - started
+    assert short_s < SLOW_SECONDS / 3, f"the short prompt took {short_s:.1f} s beside a {SLOW_SECONDS:.0f} s job"
+    _shoot(browser, "9_short_prompt_beside_long")
+    browser.close()
+    browser.switch_to.window(long_tab)
+
+    assert "capturing" in _el(page, ID.PROGRESS).text, "the long job still runs"
+    _el(page, ID.CANCEL).click()
+    _wait_text(page, ID.PROMPT_MESSAGE, "cancelled")
+    _wait(page, lambda d: _el(d, ID.RUN).is_enabled() and _el(d, ID.PROGRESS).text == "", "Run enabled again")
+    _wait(page, lambda d: not _job_processes(), "the cancelled job's process gone")
+    _shoot(page, "10_cancelled")
 
 
 def test_long_inputs_show_summary_views(page):

@@ -70,6 +70,7 @@ def test_head_grid_is_layers_by_heads_and_frames_the_selection(pattern_record):
     assert list(heat.x) == list(range(N_HEADS)) and list(heat.y) == list(range(N_LAYERS))
     (frame,) = fig.layout.shapes
     assert (frame.x0, frame.x1, frame.y0, frame.y1) == (3.5, 4.5, 1.5, 2.5)
+    assert list(fig.layout.yaxis.tickvals) == list(pattern_record.layers)  # every layer labelled
     assert heat.z[2][4] == pytest.approx(float(values[2, 4]))
 
 
@@ -90,16 +91,31 @@ def test_head_figure_shows_the_pattern_for_pattern_records(pattern_record):
     assert fig.data[0].z[4][2] == pytest.approx(float(pattern_record.pattern(2, 0)[1, 4, 2]))
 
 
-def test_comparison_puts_before_and_after_side_by_side(pattern_record):
+def test_comparison_shows_before_after_and_their_difference(pattern_record):
     after = pattern_record.__class__(**{**pattern_record.__dict__, "patterns": {
         layer: torch.flip(p, dims=[-1]) for layer, p in pattern_record.patterns.items()}})
     fig = figures.comparison_figure(pattern_record, after, 0, layer=1, head=0, edit_label="flip")
-    left, right = fig.data
-    assert left.xaxis == "x" and right.xaxis == "x2"
-    assert left.coloraxis == right.coloraxis == "coloraxis"
-    assert left.z[3][0] == pytest.approx(float(pattern_record.pattern(1, 0)[0, 3, 0]))
-    assert right.z[3][0] != left.z[3][0]
-    assert "flip" in fig.layout.title.text
+    left, right, diff = fig.data
+    assert (left.xaxis, right.xaxis, diff.xaxis) == ("x", "x2", "x3")
+    assert left.coloraxis == right.coloraxis == "coloraxis" and diff.coloraxis == "coloraxis2"
+    before_p, after_p = pattern_record.pattern(1, 0)[0], after.pattern(1, 0)[0]
+    assert left.z[3][0] == pytest.approx(float(before_p[3, 0]))
+    assert right.z[3][0] == pytest.approx(float(after_p[3, 0]))
+    assert diff.z[3][0] == pytest.approx(float(after_p[3, 0] - before_p[3, 0]), abs=1e-6)
+    assert math.isnan(diff.z[0][2])  # future keys stay blank in the difference too
+    largest = float((after_p - before_p).abs().max())
+    assert fig.layout.coloraxis2.cmax == pytest.approx(largest) == -fig.layout.coloraxis2.cmin  # centred on 0
+    assert "flip" in fig.layout.title.text and f"largest change {largest:.3g}" in fig.layout.title.text
+
+
+def test_comparison_says_when_the_heads_pattern_is_unchanged(pattern_record):
+    fig = figures.comparison_figure(pattern_record, pattern_record, 0, layer=1, head=0, edit_label="scale")
+    assert "pattern is unchanged" in fig.layout.title.text
+
+
+def test_message_figures_have_no_toolbar_and_drawn_figures_do():
+    assert figures.graph_config(figures.message_figure("nothing yet")) == {"displayModeBar": False}
+    assert figures.graph_config(go.Figure(go.Bar(y=[1]))).get("displayModeBar", True) is not False
 
 
 def test_comparison_of_long_inputs_overlays_summaries(stats_record):

@@ -23,9 +23,9 @@ Context (issue 23, item 6):
 
     The computation is :func:`~circuits.discovery.circuit_run.circuit_run`, a plain function
     returning a :class:`~circuits.discovery.circuit_run.CircuitRun`; the callbacks only read
-    widgets, call it under the model lock
-    (cached, as the rhythm panel) and lay out the result. Every input is checked before the lock
-    is taken.
+    widgets, call it in a Dash background callback
+    (a forked job process with its own copy of the model, :mod:`apps.heads_dashboard.jobs`) and
+    lay out the result.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class CircuitRequest:
 
 
 class CircuitsBench:
-    """Discovery runs and ablations for the panel, under the app's one model lock, cached.
+    """Discovery runs and ablations for the panel, under the model holder's lock (per process: each job has its own), cached.
 
     Args:
         workbench: the app's workbench (its model holder and lock).
@@ -380,12 +380,14 @@ def register_callbacks(app: Dash, workbench: Workbench, options: DiscoveryOption
                   Output(CID.MESSAGE, "children"),
                   Input(CID.RUN, "n_clicks"), State(CID.TASK, "value"), State(CID.METHOD, "value"),
                   State(CID.ITEMS, "value"), State(CID.K, "value"), State(CID.SEED, "value"), State(CID.EDGES, "value"),
-                  running=busy, prevent_initial_call=True)
+                  running=busy, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _run(_clicks, task, method_name, n_items, k, seed, edges):
+        workbench.enter_job()
         return circuits_view(bench, task, method_name, n_items, k, seed, edges)
 
     @app.callback(Output(CID.ABLATION, "children"), Output(CID.ABLATION_MESSAGE, "children"),
                   Input(CID.ABLATE, "n_clicks"), State(CID.CIRCUIT, "data"), State(CID.SEED, "value"),
-                  running=busy, prevent_initial_call=True)
+                  running=busy, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _ablate(_clicks, circuit, seed):
+        workbench.enter_job()
         return ablation_view(bench, circuit, seed)

@@ -12,16 +12,14 @@ Context:
     :func:`~circuits.rhythm.report.anchor_tokens` (no HTML is injected).
 
 Long work:
-    The app has no background callbacks. Generation (up to :data:`MAX_NEW_TOKENS` tokens) and the
-    analysis's forwards run in the request's thread under the model lock
-    (:attr:`~apps.heads_dashboard.state.ModelHolder.lock`) like every capture of the app: while
-    a response is generated, other sessions' new captures wait (cached views do not). Both
-    buttons are disabled while it runs. Issue 20 reworks the app's concurrency. Every input is
-    checked before the lock is taken, so a bad input costs no wait.
+    The callback is a Dash background callback (:mod:`apps.heads_dashboard.jobs`): generation
+    (up to :data:`MAX_NEW_TOKENS` tokens) and the analysis's forwards run in a process forked for
+    the job, with its own copy of the model, so other sessions' captures do not wait for it. Both
+    buttons are disabled while it runs; pressing one again on the same page replaces the job.
 
 Caching:
-    Generated traces are cached per (model, question, max new tokens) and analyses per (model,
-    token ids, rhythm settings), so changing W or the band re-analyses without regenerating.
+    Within one job, the trace and the analysis are cached per (model, question, max new tokens)
+    and (model, token ids, rhythm settings); a job's caches end with it.
 """
 
 from __future__ import annotations
@@ -188,7 +186,7 @@ class RhythmRequest:
 
 
 class RhythmBench:
-    """Generation and analysis for the panel, under the app's one model lock, cached."""
+    """Generation and analysis for the panel, under the model holder's lock (per process: each job has its own), cached."""
 
     def __init__(self, workbench: Workbench, entries: int = 8):
         self.workbench = workbench
@@ -380,9 +378,10 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
                   State(RID.WINDOW, "value"), State(RID.BAND_LO, "value"), State(RID.BAND_HI, "value"),
                   State(RID.LOCAL, "value"), State(RID.GLOBAL, "value"), State(RID.RECEIVER, "value"),
                   running=[(Output(RID.GENERATE, "disabled"), True, False), (Output(RID.ANALYSE, "disabled"), True, False)],
-                  prevent_initial_call=True)
+                  background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _rhythm(_generate, _analyse, question, response, max_new_tokens, window, band_lo, band_hi, local, global_,
                 receiver):
+        workbench.enter_job()
         mode = "pasted" if ctx.triggered_id == RID.ANALYSE else "generate"
         return rhythm_view(bench, mode, question, response, max_new_tokens, window, band_lo, band_hi, local, global_,
                            receiver)
