@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import torch
 from dash import Dash
 
 from probe.capture.record import AttentionRecord
@@ -80,6 +81,12 @@ def _initial_source(record: AttentionRecord | None) -> dict:
 
 def serve(settings: DashboardSettings, **kwargs) -> None:
     """Create the app and serve it (threaded: polls and cached views of several pages at once; the
-    forwards run in background jobs, :mod:`.jobs`)."""
+    forwards run in background jobs, :mod:`.jobs`).
+
+    With ``settings.job_threads > 1`` the server itself runs torch on one thread from the start
+    (before the model loads): a job forked from a process that never ran a multi-threaded OpenMP
+    region may start its own threads; one forked after such a region hangs."""
+    if settings.job_threads > 1:
+        torch.set_num_threads(1)
     app = create_app(settings, **kwargs)
     app.run(host=settings.host, port=settings.port, debug=False, threaded=True)

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--long-input", type=positive_int, default=256, help="tokens above which heads are shown as summaries (default 256)")
     p.add_argument("--max-prompt-tokens", type=positive_int, default=4096,
                    help="longest prompt the page captures, checked before any work is queued (default 4096)")
+    p.add_argument("--job-threads", type=positive_int, default=1,
+                   help="torch threads of each background job (default 1: concurrent sessions do not slow each other; "
+                        "2 makes one user's long prompts faster, see notes/dashboard.md)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
                                  long_input_tokens=args.long_input, vision_model=args.vision_model,
-                                 max_prompt_tokens=args.max_prompt_tokens)
+                                 max_prompt_tokens=args.max_prompt_tokens, job_threads=args.job_threads)
     record = AttentionRecord.load(args.record) if args.record is not None else None  # a bad record fails here
     print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
     serve(settings, record=record, **({"loader": None} if args.no_model else {}))

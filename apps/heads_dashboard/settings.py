@@ -46,10 +46,12 @@ class DashboardSettings:
             itself (the page was closed or reloaded; Dash cancels on a new run and on Cancel,
             not on unload). Chrome slows timers of hidden tabs to about once a second (once a
             minute after five hidden minutes), so keep this well above that.
-        job_threads: torch threads of each background job. 1 because jobs are forked from the
-            server: GNU OpenMP hangs in a forked child when the parent has already run a
-            multi-threaded region (measured: a 300x300 matmul never returns), and jobs of
-            several sessions share the CPU anyway.
+        job_threads: torch threads of each background job. 1 by default: jobs of several
+            sessions then share the CPU without OpenMP oversubscription (SmolLM2, 2 cores: a
+            20-token job beside a 1,500-token one took 0.28 s with 1 thread each, 1.42 s with 2),
+            and a job forked from a server that already ran a multi-threaded OpenMP region hangs
+            unless it stays on one thread (:func:`.app.serve` keeps the server on one thread when
+            this is above 1).
         stored_captures: captures kept on disk for the server to read jobs' results from.
     """
 
