@@ -46,8 +46,16 @@ def message_figure(text: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
     fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False), height=260, margin=dict(l=10, r=10, t=10, b=10),
-                      meta=MESSAGE_META)
+                      meta=MESSAGE_META, modebar=_NO_MODEBAR)
     return fig
+
+
+_NO_MODEBAR = dict(remove=["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale",
+                           "toImage", "toimage", "sendDataToCloud", "hoverClosestCartesian", "hoverCompareCartesian",
+                           "toggleSpikelines"],
+                   bgcolor="rgba(0,0,0,0)", color="rgba(0,0,0,0)", activecolor="rgba(0,0,0,0)")
+"""A message figure's toolbar, for graphs whose ``config`` the page does not set (the analysis panels'):
+its buttons removed and the rest (the plotly logo) drawn transparent."""
 
 
 def graph_config(fig: go.Figure) -> dict:
