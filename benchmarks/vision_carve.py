@@ -2,6 +2,7 @@
 level, and the complexity/entropy correlations (methods.md section e).
 
     python benchmarks/vision_carve.py --heldout 40 --broken 24 --out benchmarks/vision_carve_results
+    python benchmarks/vision_carve.py --world-seed 1 --device cuda --out OUT   # another scene set, on a GPU
     python benchmarks/vision_carve.py --summarise benchmarks/vision_carve_results/items.jsonl
 
 Writes ``items.jsonl`` (one record per question, appended as it goes: a killed run keeps its items and
@@ -24,13 +25,14 @@ from circuits.evaluation.bootstrap import bootstrap_difference, bootstrap_mean
 def run(args) -> Path:
     from probe.models import load_model
     from circuits.vision.carve_study import study_scene
-    from circuits.vision.world import scenes
+    from circuits.vision.world import WorldConfig, scenes
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "items.jsonl"
     done = {json.loads(line)["scene"] for line in path.open()} if path.exists() else set()
-    model = load_model("synth-llava")
-    mixed = _interleaved(scenes("heldout", args.heldout), scenes("broken", args.broken))
+    model = load_model("synth-llava", device=args.device)
+    world = WorldConfig(seed=args.world_seed)
+    mixed = _interleaved(scenes("heldout", args.heldout, world), scenes("broken", args.broken, world))
     todo = [s for s in mixed if s.reference not in done]
     for scene in todo:
         start = time.process_time()
@@ -108,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heldout", type=int, default=40)
     parser.add_argument("--broken", type=int, default=24)
+    parser.add_argument("--world-seed", type=int, default=0, help="the scenes' seed (0: the first results' scenes)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/vision_carve_results"))
     parser.add_argument("--summarise", type=Path, default=None, help="only summarise this items.jsonl")
     args = parser.parse_args()
