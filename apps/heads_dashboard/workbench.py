@@ -21,6 +21,7 @@ Context:
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator
 
@@ -260,17 +261,29 @@ def check_head(view: View, layer: int | None, head: int | None) -> tuple[int, in
     return int(layer), int(head)
 
 
+PROGRESS_EVERY_S = 0.25
+"""Least time between two progress reports (each is a write to the job's disk cache, a few ms)."""
+
+
 @contextlib.contextmanager
 def _layer_progress(model: LoadedModel, what: str, progress: Progress | None) -> Iterator[None]:
-    """Report ``what: layer i of n`` as each decoder layer finishes (nothing if ``progress`` is None)."""
+    """Report ``what: layer i of n`` as decoder layers finish, at most every ``PROGRESS_EVERY_S``
+    (nothing if ``progress`` is None)."""
     if progress is None:
         yield
         return
     layers = family_of(model.hf).layers(model.hf)
     progress(f"{what}…")
+    last = [time.monotonic()]
 
     def hook(index: int):
-        return lambda module, args, output: progress(f"{what}: layer {index + 1} of {len(layers)}")
+        def report(module, args, output) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                progress(f"{what}: layer {index + 1} of {len(layers)}")
+
+        return report
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
