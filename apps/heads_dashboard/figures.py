@@ -188,8 +188,9 @@ def comparison_figure(
     old, new = before.pattern(layer, prompt)[head].float(), after.pattern(layer, prompt)[head].float()
     diff = new - old
     largest = float(diff.abs().max()) if diff.numel() else 0.0
-    change = ("this head's pattern is unchanged (largest change < 1e-6): the edit acts on head outputs or later "
-              "layers; see the next-token bars" if largest < 1e-6 else f"largest change {largest:.3g}")
+    change = ("this head's pattern is unchanged by the edit (largest change < 1e-6; scaling a head changes its "
+              "output, not its pattern): see the next-token bars, or a later layer's head" if largest < 1e-6
+              else f"largest change {largest:.3g}")
     fig = make_subplots(rows=1, cols=3, subplot_titles=("before", f"after: {edit_label}", "after − before"),
                         horizontal_spacing=0.07)
     fig.add_trace(_pattern_trace(old, coloraxis="coloraxis"), row=1, col=1)

@@ -215,7 +215,7 @@ def test_act_head_picker_typed_and_from_a_search_file(page, tmp_path):
     _wait(page, lambda d: _el(d, ID.EDIT_ACT_HEADS).get_attribute("value") == "1.2, 2.0", "the file's heads in the box")
     _wait_title(page, ID.EDIT_COMPARE, "ACT on L1.H2, L2.H0")
     assert _el(page, ID.EDIT_MESSAGE).text == ""
-    page.execute_script("document.getElementById(arguments[0]).scrollIntoView()", ID.EDIT_ACT_NOTE)
+    page.execute_script("document.getElementById(arguments[0]).scrollIntoView()", ID.EDIT_ACT)
     _shoot(page, "7_act_heads_from_search")
 
     _set_number(page, ID.EDIT_ACT_HEADS, "")
