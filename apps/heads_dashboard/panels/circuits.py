@@ -75,6 +75,7 @@ class CID:
     EDGES = "circuits-sae-edges"
     RUN = "circuits-run"
     ABLATE = "circuits-ablate"
+    CANCEL = "circuits-cancel"
     MESSAGE = "circuits-message"
     BEHAVIOUR = "circuits-behaviour"
     SCORES = "circuits-scores"
@@ -353,7 +354,8 @@ def panel() -> html.Div:
                                                         "value": EDGES_TICKED}], value=[],
                                 style={"marginRight": "14px"}),
                   html.Button("run", id=CID.RUN, n_clicks=0, style={"marginRight": "10px"}),
-                  html.Button("ablate circuit", id=CID.ABLATE, n_clicks=0)],
+                  html.Button("ablate circuit", id=CID.ABLATE, n_clicks=0, style={"marginRight": "10px"}),
+                  html.Button("cancel", id=CID.CANCEL, n_clicks=0, disabled=True)],
                  style={**ROW, "alignItems": "center", "marginTop": "6px"}),
         html.Div(id=CID.MESSAGE, style=MESSAGE),
         dcc.Store(id=CID.CIRCUIT),
@@ -373,21 +375,23 @@ def panel() -> html.Div:
 def register_callbacks(app: Dash, workbench: Workbench, options: DiscoveryOptions | None = None) -> None:
     """Wire the run button to :func:`circuits_view` and the ablate button to :func:`ablation_view`."""
     bench = CircuitsBench(workbench, options, workbench.settings.cache_entries)
-    busy = [(Output(CID.RUN, "disabled"), True, False), (Output(CID.ABLATE, "disabled"), True, False)]
+    busy = [(Output(CID.RUN, "disabled"), True, False), (Output(CID.ABLATE, "disabled"), True, False),
+            (Output(CID.CANCEL, "disabled"), False, True)]
+    cancel = [Input(CID.CANCEL, "n_clicks")]
 
     @app.callback(Output(CID.SCORES, "figure"), Output(CID.BEHAVIOUR, "children"), Output(CID.GRAPH_BOX, "children"),
                   Output(CID.EDGE_SOURCE, "children"), Output(CID.CIRCUIT_LINE, "children"), Output(CID.CIRCUIT, "data"),
                   Output(CID.MESSAGE, "children"),
                   Input(CID.RUN, "n_clicks"), State(CID.TASK, "value"), State(CID.METHOD, "value"),
                   State(CID.ITEMS, "value"), State(CID.K, "value"), State(CID.SEED, "value"), State(CID.EDGES, "value"),
-                  running=busy, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
+                  running=busy, cancel=cancel, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _run(_clicks, task, method_name, n_items, k, seed, edges):
         workbench.enter_job()
         return circuits_view(bench, task, method_name, n_items, k, seed, edges)
 
     @app.callback(Output(CID.ABLATION, "children"), Output(CID.ABLATION_MESSAGE, "children"),
                   Input(CID.ABLATE, "n_clicks"), State(CID.CIRCUIT, "data"), State(CID.SEED, "value"),
-                  running=busy, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
+                  running=busy, cancel=cancel, background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _ablate(_clicks, circuit, seed):
         workbench.enter_job()
         return ablation_view(bench, circuit, seed)

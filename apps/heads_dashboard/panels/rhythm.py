@@ -15,7 +15,7 @@ Long work:
     The callback is a Dash background callback (:mod:`apps.heads_dashboard.jobs`): generation
     (up to :data:`MAX_NEW_TOKENS` tokens) and the analysis's forwards run in a process forked for
     the job, with its own copy of the model, so other sessions' captures do not wait for it. Both
-    buttons are disabled while it runs; pressing one again on the same page replaces the job.
+    buttons are disabled while it runs and "cancel" kills the job.
 
 Caching:
     Within one job, the trace and the analysis are cached per (model, question, max new tokens)
@@ -73,6 +73,7 @@ class RID:
     MAX_NEW_TOKENS = "rhythm-max-new-tokens"
     GENERATE = "rhythm-generate"
     ANALYSE = "rhythm-analyse"
+    CANCEL = "rhythm-cancel"
     WINDOW = "rhythm-window"
     BAND_LO = "rhythm-band-lo"
     BAND_HI = "rhythm-band-hi"
@@ -343,7 +344,8 @@ def panel() -> html.Div:
                      style={"width": "100%", "height": "60px", "marginTop": "4px"}),
         html.Div([html.Button("generate + analyse", id=RID.GENERATE, n_clicks=0, style={"marginRight": "10px"}),
                   *_number(RID.MAX_NEW_TOKENS, "max new tokens", DEFAULT_NEW_TOKENS, min=1, max=MAX_NEW_TOKENS, step=1),
-                  html.Button("analyse my response", id=RID.ANALYSE, n_clicks=0)],
+                  html.Button("analyse my response", id=RID.ANALYSE, n_clicks=0, style={"marginRight": "10px"}),
+                  html.Button("cancel", id=RID.CANCEL, n_clicks=0, disabled=True)],
                  style={**ROW, "alignItems": "center", "marginTop": "6px"}),
         html.Div([*_number(RID.WINDOW, "W", 10, min=1, max=MAX_OFFSET, step=1),
                   *_number(RID.BAND_LO, "band H_lo", 10, min=0, max=MAX_OFFSET, step=1),
@@ -377,8 +379,9 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
                   State(RID.QUESTION, "value"), State(RID.RESPONSE, "value"), State(RID.MAX_NEW_TOKENS, "value"),
                   State(RID.WINDOW, "value"), State(RID.BAND_LO, "value"), State(RID.BAND_HI, "value"),
                   State(RID.LOCAL, "value"), State(RID.GLOBAL, "value"), State(RID.RECEIVER, "value"),
-                  running=[(Output(RID.GENERATE, "disabled"), True, False), (Output(RID.ANALYSE, "disabled"), True, False)],
-                  background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
+                  running=[(Output(RID.GENERATE, "disabled"), True, False), (Output(RID.ANALYSE, "disabled"), True, False),
+                           (Output(RID.CANCEL, "disabled"), False, True)],
+                  cancel=[Input(RID.CANCEL, "n_clicks")], background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True)
     def _rhythm(_generate, _analyse, question, response, max_new_tokens, window, band_lo, band_hi, local, global_,
                 receiver):
         workbench.enter_job()
