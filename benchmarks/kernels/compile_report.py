@@ -89,12 +89,12 @@ def main() -> None:
         for causal in (False, True):
             t = dense_table(n, causal=causal)
             tag = f"K1 cfg={cfg} causal={causal}"
-            report(f"{tag}", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5), "_k1_kernel")
+            report(f"{tag}", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5), "k1_kernel")
             if not causal:
                 report(f"{tag} ent+dist", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5, entropy=True,
-                                                                        distance=True), "_k1_kernel")
+                                                                        distance=True), "k1_kernel")
                 report(f"{tag} bias+hs", lambda: launch.flash_forward(q, k, v, t, scaling=d**-0.5, key_bias=bias,
-                                                                       head_scale=torch.ones(h)), "_k1_kernel")
+                                                                       head_scale=torch.ones(h)), "k1_kernel")
                 out = torch.empty(1, n, h, d, dtype=torch.bfloat16)
                 report("ACT pass (after K1)", lambda: act_pass.act_pass(
                     out, q, k, v, torch.zeros(1, h, n), act, t.rule, scaling=d**-0.5, bias=bias, bias_strides=(0, n),
@@ -103,7 +103,7 @@ def main() -> None:
     for bq in (64, 128):
         t = dense_table(n, causal=True, block_q=bq, block_kv=128)
         report(f"K2 block_q={bq}", lambda: launch.column_stats(q, k, lse, t, scaling=d**-0.5, block_stats=True),
-               "_k2_kernel")
+               "k2_kernel")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,8 @@ def one_call(calls: dict, name: str) -> None:
 def ncu_table(folder: Path) -> None:
     """Clock, cycles, and tensor / exponential-unit / ALU / FMA / issue activity of each call's
     main kernel, from ``ncu_<call>.txt`` (``--print-details all``)."""
-    kernels = {"sdpa": "cudnn", "k1": "_k1_ws_kernel", "k1s": "_k1_ws_kernel", "k2": "_k2_ws_kernel",
-               "k2b": "_k2_ws_kernel"}
+    kernels = {"sdpa": "cudnn", "k1": "k1_ws_kernel", "k1s": "k1_ws_kernel", "k2": "k2_ws_kernel",
+               "k2b": "k2_ws_kernel"}
     print("  call   GHz   Mcycles   ms  cyc/sdpa tensor%  XU%   sum   ALU%  FMA%  issue%")
     base = None
     for call, kernel in kernels.items():
@@ -120,7 +120,7 @@ def ncu_table(folder: Path) -> None:
               f"{metric('SM: Issue Active'):5.1f}")
 
 
-def stall_table(source_csv: Path, kernel: str = "_k2_ws_kernel") -> None:
+def stall_table(source_csv: Path, kernel: str = "k2_ws_kernel") -> None:
     """Warp-state samples of ``kernel`` summed by SASS opcode (ncu ``--page source --csv
     --print-source sass``), as a share of the consumer warps' samples: the producer warpgroup's
     idle warps (NOP at the final barrier) and its wait loop (BRA) are left out."""

@@ -32,7 +32,7 @@ from probe.kernels.blocks import BlockTable
 from probe.kernels.gluon.k1_launch import bias_as_the_product_adds_it, bias_in_product, flash_forward_gluon, gluon_eligible
 from probe.kernels.gluon.k2_launch import column_stats_gluon, gluon_k2_eligible
 from probe.kernels.operands import K1Result, expand_table, k1_outputs, key_bias_args
-from probe.kernels.triton_kernels import LOG2E, _k1_kernel, _k2_kernel
+from probe.kernels.triton_kernels import LOG2E, k1_kernel, k2_kernel
 
 MAX_HEAD_DIM = 256
 NO_BAND_HI = 2**30  # K2's upper look-ahead for a band without one (past any t - s)
@@ -258,7 +258,7 @@ def flash_forward(
     full_n, full_i = expand_table(table.full_kv_num_blocks, table.full_kv_indices, batch, heads)
     part_n, part_i = expand_table(table.kv_num_blocks, table.kv_indices, batch, heads)
     grid = (triton.cdiv(n_q, table.block_q), batch * heads)
-    _k1_kernel[grid](
+    k1_kernel[grid](
         *srcs, key, out, lse, ent, dist, look, bias, hscale, window, sink,
         full_n, full_i, part_n, part_i,
         *query.stride()[:3], *key.stride()[:3], *value.stride()[:3],
@@ -350,7 +350,7 @@ def column_stats(
     full_n, full_i = expand_table(table.full_q_num_blocks, table.full_q_indices, batch, heads)
     part_n, part_i = expand_table(table.q_num_blocks, table.q_indices, batch, heads)
     grid = (triton.cdiv(n_kv, table.block_kv), batch * heads)
-    _k2_kernel[grid](
+    k2_kernel[grid](
         *srcs, lse2, bias, col_sum, col_max, count, bsum, bmax, band_sum, band_row,
         table.rule.window_tensor(heads, dev), table.rule.sink_tensor(heads, dev),
         full_n, full_i, part_n, part_i,

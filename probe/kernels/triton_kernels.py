@@ -10,7 +10,7 @@ Context:
     Units: logits are kept in base 2 (``s2 = q.k * scale * log2(e) + bias * log2(e)``) so the
     softmax uses ``exp2``; the stored log-sum-exp is converted back to natural log.
 
-    K1 (``_k1_kernel``), one program per (query block, batch x head):
+    K1 (``k1_kernel``), one program per (query block, batch x head):
         online softmax over the listed key blocks, accumulating O, l, m and, when asked,
         ``u = sum p (s2 - m)`` (entropy), ``w = sum p (j - j0)`` (distance, converted to
         ``i - j`` in the epilogue) and ``c = sum p min(t - s, W)`` (``lookback``, the
@@ -19,7 +19,7 @@ Context:
         output scale comes last. V may have its own head count (``v_group``), for callers whose
         values carry their own heads.
 
-    K2 (``_k2_kernel``), one program per (key block, batch x head):
+    K2 (``k2_kernel``), one program per (key block, batch x head):
         the transposed orientation ``S^T = K Q^T`` (keys on the accumulator's rows), so the
         per-key reductions are row reductions. ``p = exp2(s2 - lse2)`` is exact, no rescaling.
         Produces column sum, column max, the count of queries that see each key,
@@ -173,7 +173,7 @@ def _k1_block(acc, acc2, l_i, m_i, u_i, w_i, c_i, q, q2, k_src, k_src2, v_src, v
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k1_kernel(
+def k1_kernel(
     Q, K, V, Q2, K2, V2, KP, O, LSE, ENT, DIST, LOOK, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,
@@ -322,7 +322,7 @@ def _k2_block(col_sum, col_max, count, band_sum, k, k2, q_src, q_src2, lse_base,
 
 @no_type_check  # keep jaxtyping's import hook from wrapping the JIT function
 @triton.jit
-def _k2_kernel(
+def k2_kernel(
     Q, K, Q2, K2, LSE2, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, BAND_SUM, BAND_ROW, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     stride_qb, stride_qh, stride_qm,

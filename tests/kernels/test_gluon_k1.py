@@ -62,7 +62,7 @@ def _sm90_ptx(entropy: bool, causal: bool, bias: bool, head_dim: int, gqa_values
 
     from probe.kernels.gluon import k1, k1_ws
 
-    module, name = (k1_ws, "_k1_ws_kernel") if ws else (k1, "_k1_gluon_kernel")
+    module, name = (k1_ws, "k1_ws_kernel") if ws else (k1, "k1_gluon_kernel")
     n = 1024
     q = torch.empty(1, 2, n, head_dim, dtype=torch.bfloat16)
     table = dense_table(n, causal=causal, block_q=128, block_kv=128)

@@ -65,7 +65,7 @@ def _k2_ptx(causal: bool, bias: bool, block_stats: bool, keys: int, block_q: int
     cols = tuple(torch.empty(1, 2, n) for _ in range(3))
     os.environ["HEADSCOPE_K2_KEYS"] = str(keys)
     try:
-        return build_for_sm90(k2_ws, "_k2_ws_kernel", lambda: column_stats_gluon(
+        return build_for_sm90(k2_ws, "k2_ws_kernel", lambda: column_stats_gluon(
             q, q, torch.zeros(1, 2, n), table, qk_scale=0.1, bias=bias_t, bias_strides=strides, has_bias=bias,
             block_stats=block_stats, outputs=cols))
     finally:

@@ -24,8 +24,8 @@ def _kernel_block(name: str, ghz: float, cycles: int, tensor: float, xu: float) 
 
 
 def test_ncu_table_reads_each_calls_main_kernel(pipes, tmp_path, capsys):
-    main = {"sdpa": "cudnn_generated_fprop", "k1": "_k1_ws_kernel", "k1s": "_k1_ws_kernel",
-            "k2": "_k2_ws_kernel", "k2b": "_k2_ws_kernel"}
+    main = {"sdpa": "cudnn_generated_fprop", "k1": "k1_ws_kernel", "k1s": "k1_ws_kernel",
+            "k2": "k2_ws_kernel", "k2b": "k2_ws_kernel"}
     for i, (call, kernel) in enumerate(main.items()):
         small = _kernel_block("_k2_prep_kernel", 1.95, 7000, 0.0, 1.0)  # launched first, must be skipped
         text = "==PROF== Connected\n" + small + _kernel_block(kernel, 1.7, 1000 * (i + 2), 50.0 + i, 40.0 - i)
@@ -40,7 +40,7 @@ def test_stall_table_counts_one_kernel_by_opcode(pipes, tmp_path, capsys):
     header = '"Address","Source","Warp Stall Sampling (All Samples)","stall_wait","stall_barrier","stall_wait (Not Issued)"'
     rows = [
         '"Kernel Name","_k2_prep_kernel",', header, '"0x1","MUFU.EX2 R1, R1","500","500","0","0"',
-        '"Kernel Name","_k2_ws_kernel",', header,
+        '"Kernel Name","k2_ws_kernel",', header,
         '"0x10","MUFU.EX2 R1, R1","30","27","3","0"',
         '"0x20","@!P0 MUFU.EX2 R2, R2","30","30","0","0"',
         '"0x30","WARPGROUP.DEPBAR.LE gsb0, 0x0","40","0","40","0"',

@@ -2,7 +2,7 @@
 
     PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_kernels.py --section k1-distance --out $OUT
 
-Variants (:func:`probe.kernels.gluon_launch.tc_distance`): ``tc`` sums ``p x column`` on the
+Variants (:func:`probe.kernels.gluon.k1_launch.tc_distance`): ``tc`` sums ``p x column`` on the
 tensor cores (the default), ``fma`` in float32 on the FMA pipe (``HEADSCOPE_K1_TC_DISTANCE=0``).
 Checks each against a float32 materialised reference (odd lengths, GQA, causal and not, key
 bias), then times them: interleaved rounds for ratios to SDPA, and ``paired`` ratios (the two

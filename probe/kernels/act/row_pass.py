@@ -49,7 +49,7 @@ from probe.kernels.triton_kernels import LOG2E, token_allowed
 
 SEL_BLOCK = 16  # selected keys gathered per step
 # Query rows per program, warps: 74-76 us at 16k x 16 heads on the lent H100, against 84 for
-# (128, 8), 101-103 for (32, 4), 109-114 for (64, 8) (benchmarks/kernels/profile_calls.py).
+# (128, 8), 101-103 for (32, 4), 109-114 for (64, 8) (bench_kernels.py --section profile-act).
 ROWS_AND_WARPS = (64, 4)
 
 

@@ -154,7 +154,7 @@ def softmax_step(s, m_i, l_i, u_i, w_i, start_n, bias, cols_f, row0, masked, off
 
 @no_type_check
 @gluon.jit
-def _k1_gluon_kernel(
+def k1_gluon_kernel(
     q_desc, k_desc, v_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch,

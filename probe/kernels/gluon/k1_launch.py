@@ -210,7 +210,7 @@ def flash_forward_gluon(
 
     ``value`` may have its own head count and memory layout.
     """
-    from probe.kernels.gluon.k1 import _k1_gluon_kernel
+    from probe.kernels.gluon.k1 import k1_gluon_kernel
 
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
@@ -244,7 +244,7 @@ def flash_forward_gluon(
                   CAUSAL=table.rule.causal, LOCAL=table.rule.local, HAS_BIAS=key_bias is not None,
                   ENTROPY=entropy, DISTANCE=distance, HEAD_SCALE=head_scale is not None)
     if ws:
-        from probe.kernels.gluon.k1_ws import _k1_ws_kernel
+        from probe.kernels.gluon.k1_ws import k1_ws_kernel
 
         in_product = key_bias is not None and _ws_adds_bias_in_product(cfg)
         if in_product:
@@ -252,10 +252,10 @@ def flash_forward_gluon(
         else:
             bias_desc, bias_row_len = _bias_rows(bias if key_bias is not None else None, batch, heads, n_kv,
                                                  cfg.block_n, dev)
-        _k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
+        k1_ws_kernel[(triton.cdiv(n_q, BLOCK_M), batch * heads)](*args[:3], bias_desc, *args[3:], bias_row_len,
                                                                   **consts, BIAS_IN_PRODUCT=in_product, num_warps=4,
                                                                   TC_DISTANCE=distance and tc_distance())
     else:
-        _k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
+        k1_gluon_kernel[(triton.cdiv(n_q, cfg.block_m), batch * heads)](
             *args, **consts, BLOCK_M=cfg.block_m, TABLE_BQ=BLOCK_M, V_MAP=v_map, num_warps=cfg.num_warps)
     return K1Result(out, lse, ent if entropy else None, dist if distance else None)

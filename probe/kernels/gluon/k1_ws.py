@@ -38,7 +38,7 @@ Context:
 
     Measured on the lent H100 (bf16, hd128, interleaved rounds): 0.95-1.11x cuDNN's throughput
     at 4k-32k, against 0.78-0.89x for the single-partition Gluon K1 in the same run
-    (notes/kernels.md; benchmarks/kernels/bench_gluon_ws.py compares the two directly).
+    (notes/kernels.md; its "Dead ends" section has the two compared directly).
     ``HEADSCOPE_GLUON_WS=0`` turns it off.
 """
 
@@ -105,7 +105,7 @@ def _consumer(q, k_smem, v_smem, bias_smem, cols_smem, q_bar, k_full, v_full, k_
     STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.shape[2]
-    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see _k1_ws_kernel)
+    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see k1_ws_kernel)
     CAUSAL: gl.constexpr = (CODE & 1) != 0
     LOCAL: gl.constexpr = (CODE & 2) != 0
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
@@ -214,7 +214,7 @@ def _column_tile(dtype: gl.constexpr, BLOCK_N: gl.constexpr):
 
 @no_type_check
 @gluon.jit
-def _k1_ws_kernel(
+def k1_ws_kernel(
     q_desc, k_desc, v_desc, bias_desc, O, LSE, ENT, DIST, BIAS, HSCALE, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     q_rb, q_rh, q_ch, k_rb, k_rh, k_ch, v_rb, v_rh, v_ch,

@@ -116,7 +116,7 @@ def column_stats_gluon(
     128-key tiles."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    from probe.kernels.gluon.k2_ws import _k2_ws_kernel
+    from probe.kernels.gluon.k2_ws import k2_ws_kernel
 
     batch, heads, n_q, head_dim = query.shape
     n_kv = key.shape[2]
@@ -136,9 +136,9 @@ def column_stats_gluon(
     part_n, part_i = expand_table(walk.q_num_blocks, walk.q_indices, batch, heads)
     # Heads-inner grid order (heavy causal key blocks of every head first): 0.94x the time at 16k
     # causal, 1.01x at 32k (L2 reuse of each head's queries drops), equal at 4k on the lent H100
-    # (benchmarks/kernels/profile_calls.py --parts k2order); not the default, HEADSCOPE_K2_HEADS_INNER=1.
+    # (notes/kernels.md, "Dead ends": the K2's grid heads-inner); not the default, HEADSCOPE_K2_HEADS_INNER=1.
     heads_inner = table.rule.causal and os.environ.get("HEADSCOPE_K2_HEADS_INNER", "0") == "1"
-    _k2_ws_kernel[(batch * heads, programs) if heads_inner else (programs, batch * heads)](
+    k2_ws_kernel[(batch * heads, programs) if heads_inner else (programs, batch * heads)](
         descriptor(qv, table.block_q, head_dim), descriptor(kv, keys, head_dim), lse_desc, seen,
         bias, col_sum, col_max, count, bsum, bmax,
         table.rule.window_tensor(heads, query.device), table.rule.sink_tensor(heads, query.device),

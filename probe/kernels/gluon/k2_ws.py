@@ -154,7 +154,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
     STAGES: gl.constexpr = q_smem.shape[0]
     BLOCK_Q: gl.constexpr = q_smem.shape[1]
     KEYS: gl.constexpr = k.shape[0]
-    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see _k2_ws_kernel)
+    CODE: gl.constexpr = cfg_smem.shape[0] - 1  # the switches, bit by bit (see k2_ws_kernel)
     CAUSAL: gl.constexpr = (CODE & 1) != 0
     LOCAL: gl.constexpr = (CODE & 2) != 0
     HAS_BIAS: gl.constexpr = (CODE & 4) != 0
@@ -211,7 +211,7 @@ def _k2_consumer(k, q_smem, lse_smem, k_bar, q_full, q_empty, cfg_smem, COL_SUM,
 
 @no_type_check
 @gluon.jit
-def _k2_ws_kernel(
+def k2_ws_kernel(
     q_desc, k_desc, lse_desc, SEEN, BIAS, COL_SUM, COL_MAX, COUNT, BSUM, BMAX, WINDOW, SINK,
     FULL_NUM, FULL_IDX, PART_NUM, PART_IDX,
     q_rb, q_rh, q_ch, k_rb, k_rh, k_ch,
