@@ -8,6 +8,7 @@
 # again after a kill finishes what is missing.
 #
 #   bash benchmarks/vision_acceptance.sh OUT_DIR            # DEVICE=cuda, 100 scenes a set
+#   DEVICE=cuda SCENES=60 DEADLINE=400 bash benchmarks/vision_acceptance.sh OUT   # what one call allows
 #   DEVICE=cpu SCENES=10 CARVE_LIMIT=8 bash benchmarks/vision_acceptance.sh /tmp/va   # a small CPU trial
 set -euo pipefail
 out=${1:?usage: vision_acceptance.sh OUT_DIR}
@@ -17,9 +18,12 @@ carve_limit=${CARVE_LIMIT:-100}
 batch=${BATCH_SIZE:-64}
 sets=${SETS:-"broken:0 broken:1 broken:2 heldout:0"}
 study_seeds=${STUDY_SEEDS-"1"}   # CARVE's map study (benchmarks/vision_carve.py); seed 0 ran on the CPU
+study_scenes=${STUDY_SCENES:-"40 24"}   # held-out and broken scenes of each study seed
+deadline=${DEADLINE:-0}   # seconds each process may run (0: no limit); a cut run keeps what it answered
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # a dozen processes share the host's cores
 headscope=(python3 -m probe.cli)
 mkdir -p "$out"
+bounded() { if [ "$deadline" -gt 0 ]; then timeout -s TERM "$deadline" "$@"; else "$@"; fi; }
 
 # the model is converted and cached once, before the parallel processes would race to build it
 python3 -c "from probe.models import load_model; load_model('synth-llava')" > "$out/load.log" 2>&1
@@ -28,18 +32,20 @@ for set in $sets; do
   split=${set%%:*}; seed=${set##*:}; name=$split$seed; items="$out/sets/$name"
   "${headscope[@]}" vlm world --split "$split" --count "$scenes" --world-seed "$seed" --out "$items" > /dev/null
   pope=()
-  for p in random popular adversarial; do pope+=(--pope "$items/world-${split}_pope_$p.json"); done
-  "${headscope[@]}" vlm eval --model synth-llava --device "$device" --batch-size "$batch" --no-progress \
+  for p in adversarial popular random; do pope+=(--pope "$items/world-${split}_pope_$p.json"); done
+  bounded "${headscope[@]}" vlm eval --model synth-llava --device "$device" --batch-size "$batch" --no-progress \
     "${pope[@]}" --chair-captions --annotations "$items/world-${split}_annotations.jsonl" \
     --chair-vocabulary "$items/world_chair_vocabulary.json" --caption-prompt "Describe this image." \
     --edit vhr --edit vhr-random --edit paint --edit paint-random \
     --out "$out/eval-$name" > "$out/eval-$name.log" 2>&1 &
-  "${headscope[@]}" vlm eval --model synth-llava --device "$device" --answerer carve --no-progress \
+  bounded "${headscope[@]}" vlm eval --model synth-llava --device "$device" --answerer carve --no-progress \
     --pope "$items/world-${split}_pope_adversarial.json" --limit "$carve_limit" \
     --out "$out/carve-$name" > "$out/carve-$name.log" 2>&1 &
 done
 for seed in $study_seeds; do
-  python3 benchmarks/vision_carve.py --world-seed "$seed" --device "$device" --heldout 40 --broken 24 \
+  read -r study_heldout study_broken <<< "$study_scenes"
+  bounded python3 benchmarks/vision_carve.py --world-seed "$seed" --device "$device" \
+    --heldout "$study_heldout" --broken "$study_broken" \
     --out "$out/carve-study-$seed" > "$out/carve-study-$seed.log" 2>&1 &
 done
 wait
