@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from dash import Dash
 from probe.capture.record import AttentionRecord
 from probe.models import LoadedModel, load_model
 
-from apps.heads_dashboard.callbacks import register_callbacks
+from apps.heads_dashboard.callbacks import cached_or_why, register_callbacks, submit_prompt
 from apps.heads_dashboard.jobs import JobManager, new_job_folder
 from apps.heads_dashboard.layout import build_layout
 from apps.heads_dashboard.metrics import load_plugin_metrics
@@ -27,6 +28,7 @@ from apps.heads_dashboard.panels import circuits, rhythm, vision
 from apps.heads_dashboard.panels.vision_bench import VisionModels
 from apps.heads_dashboard.settings import DashboardSettings
 from apps.heads_dashboard.state import ModelHolder, RecordStore
+from apps.heads_dashboard.views import dataset, scores, tokens, url, window
 from apps.heads_dashboard.workbench import Source, Workbench
 
 
@@ -62,10 +64,21 @@ def create_app(
     app = Dash(__name__, title="headscope dashboard", update_title=None, background_callback_manager=jobs)
     app.layout = build_layout(_record_labels(record), _initial_source(record), panels=[rhythm.panel(), circuits.panel(), vision.panel()])
     register_callbacks(app, workbench)
+    register_views(app, workbench, folder)
     rhythm.register_callbacks(app, workbench)
     circuits.register_callbacks(app, workbench)
     vision.register_callbacks(app, workbench, VisionModels(settings.vision_model, vision_loader))
     return app
+
+
+def register_views(app: Dash, workbench: Workbench, folder: Path) -> None:
+    """Wire the feature views (:mod:`.views`); their results live under ``folder`` beside the captures."""
+    cached = functools.partial(cached_or_why, workbench)
+    tokens.register_callbacks(app, cached)
+    scores.register_callbacks(app, workbench, scores.ScoreStore(folder / "scores"))
+    window.register_callbacks(app, workbench, window.WindowStore(folder / "windows"))
+    dataset.register_callbacks(app, workbench, dataset.SetFolder(folder / "sets"))
+    url.register_callbacks(app, functools.partial(submit_prompt, workbench))
 
 
 def _record_labels(record: AttentionRecord | None) -> list[str]:

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import logging
-import uuid
 
 from dash import Dash, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
@@ -35,54 +32,19 @@ from dash.exceptions import PreventUpdate
 from probe.capture.inputs import InputError
 
 from apps.heads_dashboard import figures
-from apps.heads_dashboard.layout import ID, token_spans
+from apps.heads_dashboard.figures_grid import signed_head_grid_figure
+from apps.heads_dashboard.layout import ID
 from apps.heads_dashboard.metrics import get_metric, metric_grid
 from apps.heads_dashboard.settings import ACT_DEFAULT, EditSettings, act_search_heads
-from apps.heads_dashboard.state import ModelNotReady
+from apps.heads_dashboard.views.display import Display, Shown, display_figure
+from apps.heads_dashboard.views.grid_metrics import GRID_METRICS, session_grid
+from apps.heads_dashboard.views.scores import session_edits
 from apps.heads_dashboard.workbench import NotCaptured, Source, Workbench, check_head
 
-log = logging.getLogger(__name__)
-USER_ERRORS = (InputError, ModelNotReady)
-CANCELLED = "cancelled: the job was stopped; press Run (or Apply) to start again"
-BIG_MOVE = 0.5
-"""Warn when an edit moves the top token's probability by more than this (absolute) ..."""
-BIG_RATIO = 10.0
-"""... or divides it by more than this."""
+from apps.heads_dashboard.callback_tools import (  # noqa: F401 - re-exported for the panels
+    BIG_MOVE, BIG_RATIO, CANCELLED, USER_ERRORS, internal_error, job_options, new_request, shown_errors, user_message)
 
-
-def shown_errors(n_figures: int, n_blank: int = 0):
-    """Turn an exception into ``n_figures`` message figures, ``n_blank`` empty outputs and the message
-    (the analysis panels' callbacks)."""
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except USER_ERRORS as err:
-                message = str(err)
-            except Exception as err:  # noqa: BLE001 - the UI boundary: report, keep serving
-                message = internal_error(fn.__name__, err)
-            return (*[figures.message_figure(message)] * n_figures, *[""] * n_blank, message)
-
-        return wrapper
-
-    return decorate
-
-
-def internal_error(where: str, err: Exception) -> str:
-    """Log ``err`` with its traceback; the line the page shows."""
-    log.exception("callback %s failed", where, exc_info=err)
-    return f"internal error ({type(err).__name__}: {err}); details are in the server log"
-
-
-def user_message(where: str, err: Exception) -> str:
-    return str(err) if isinstance(err, USER_ERRORS) else internal_error(where, err)
-
-
-def new_request(**fields) -> dict:
-    """A job request: ``fields`` and a fresh id (two identical requests are still two jobs)."""
-    return {**fields, "id": uuid.uuid4().hex}
+_job_options = job_options
 
 
 def model_status(workbench: Workbench) -> tuple[str, bool, bool]:
@@ -109,7 +71,19 @@ def submit_prompt(workbench: Workbench, trigger: str | None, prompt: str | None,
         return no_update, no_update, user_message("submit_prompt", err)
     if workbench.is_cached(plan):
         return source.to_store(), no_update, ""
+    if workbench.runs_here(plan):
+        return _here(workbench, plan, "submit_prompt", lambda: (source.to_store(), no_update, ""))
     return no_update, new_request(prompt=plan.prompt), ""
+
+
+def _here(workbench: Workbench, plan, where: str, done):
+    """Capture a short plan in the server (:meth:`Workbench.compute_here`); ``done()`` on success,
+    else the error in the panel's message (the last output)."""
+    try:
+        workbench.compute_here(plan)
+    except Exception as err:  # noqa: BLE001 - shown in the panel
+        return None if where == "submit_edits" else no_update, no_update, user_message(where, err)
+    return done()
 
 
 def capture_job(workbench: Workbench, request: dict | None, progress=None):
@@ -137,21 +111,26 @@ def _cached(workbench: Workbench, source: dict | None, edits: EditSettings = Edi
         return None, str(err)  # the prompt panel says it too, when the user acts
 
 
-def grid_view(workbench: Workbench, source: dict | None, metric: str, layer, head):
-    """(heatmap, its graph config, info line) for the session's source and chosen metric."""
+def cached_or_why(workbench: Workbench, source: dict | None):
+    """(view or None, why not): the session's capture for the feature views."""
+    return _cached(workbench, source)
+
+
+def grid_view(workbench: Workbench, source: dict | None, metric: str, layer, head, qk: dict | None = None,
+              scores: dict | None = None):
+    """(heatmap, its graph config, info line) for the session's source and chosen metric: a registered
+    metric, or a session metric (:data:`.views.grid_metrics.GRID_METRICS`: attention query → key from
+    the clicked tokens, the target/foil head scores) whose problems the placeholder says."""
     try:
         view, why = _cached(workbench, source)
         if view is None:
             fig, info = figures.message_figure(why), ""
         else:
-            chosen = get_metric(metric)
-            values = metric_grid(view.record, chosen.name, view.prompt)
             try:
                 selected = check_head(view, layer, head)
             except InputError:
                 selected = None
-            fig = figures.head_grid_figure(values, view.record.layers, chosen.label, colorscale=chosen.colorscale,
-                                           selected=selected)
+            fig = _grid_figure(view, Source.from_store(source).prompt, metric, selected, qk, scores)
             kind = "summary views (long input)" if view.is_summary else "full patterns"
             info = f"{len(view.tokens)} tokens · {kind} · {view.record.model}"
     except Exception as err:  # noqa: BLE001 - the UI boundary
@@ -159,9 +138,25 @@ def grid_view(workbench: Workbench, source: dict | None, metric: str, layer, hea
     return fig, figures.graph_config(fig), info
 
 
-def head_view(workbench: Workbench, source: dict | None, layer, head):
-    """(head figure, its graph config, coloured tokens, head message) for the selected head."""
-    message, tokens = "", ""
+def _grid_figure(view, prompt, metric, selected, qk, scores):
+    if metric in GRID_METRICS:
+        try:
+            grid = session_grid(metric, view, prompt, qk, scores)
+        except InputError as err:
+            return figures.message_figure(str(err))
+        draw = signed_head_grid_figure if grid.signed else figures.head_grid_figure
+        return draw(grid.values, view.record.layers, grid.label, selected=selected)
+    chosen = get_metric(metric)
+    values = metric_grid(view.record, chosen.name, view.prompt)
+    return figures.head_grid_figure(values, view.record.layers, chosen.label, colorscale=chosen.colorscale,
+                                    selected=selected)
+
+
+def head_view(workbench: Workbench, source: dict | None, layer, head, display: Display = Display(),
+              edit_session: dict | None = None):
+    """(head figure, its graph config, head message) for the selected head drawn as ``display`` says
+    (:mod:`.views.display`; the diff view compares with the session's committed edits)."""
+    message = ""
     try:
         view, why = _cached(workbench, source)
         if view is None:
@@ -172,13 +167,31 @@ def head_view(workbench: Workbench, source: dict | None, layer, head):
             except InputError as err:
                 fig, message = figures.message_figure("no head selected"), str(err)
             else:
-                fig = figures.head_figure(view.record, view.prompt, layer, head)
-                received, _ = figures.head_summary(view.record, view.prompt, layer, head)
-                tokens = token_spans(figures.token_colours(view.tokens, received))
+                fig, message = _display(workbench, view, layer, head, display, source, edit_session)
     except Exception as err:  # noqa: BLE001 - the UI boundary
         message = internal_error("head_view", err)
         fig = figures.message_figure("internal error")
-    return fig, figures.graph_config(fig), tokens, message
+    return fig, figures.graph_config(fig), message
+
+
+def _display(workbench: Workbench, view, layer: int, head: int, display: Display, source, edit_session):
+    """(figure, message) of the selected head; a view that cannot be drawn says why in the message."""
+    after = _edited(workbench, source, edit_session) if display.view == "diff" else None
+    try:
+        return display_figure(Shown(view.record, view.prompt, layer, head, display, after)), ""
+    except InputError as err:
+        return figures.message_figure(f"no {display.view} view"), str(err)
+
+
+def _edited(workbench: Workbench, source: dict | None, edit_session: dict | None):
+    """The committed edited capture of ``source``, or None (no edit, pending, or another source)."""
+    edits = session_edits(edit_session, source)
+    if edits.is_empty:
+        return None
+    try:
+        return workbench.cached_view(Source.from_store(source), edits).record
+    except NotCaptured:
+        return None
 
 
 # --- edits -----------------------------------------------------------------------------------
@@ -202,6 +215,8 @@ def submit_edits(workbench: Workbench, source: dict | None, act, heads_text, fac
     session = {"source": source.to_store(), "edits": edits.to_store()}
     if workbench.is_cached(plan):
         return session, no_update, ""
+    if workbench.runs_here(plan):
+        return _here(workbench, plan, "submit_edits", lambda: (session, no_update, ""))
     return {"pending": edits.describe()}, new_request(**session), ""
 
 
@@ -285,14 +300,6 @@ def head_from_click(click: dict | None) -> tuple[int, int]:
 # --- wiring ----------------------------------------------------------------------------------
 
 
-def _job_options(workbench: Workbench, run: str, cancel: str, progress: str) -> dict:
-    """``app.callback`` keywords of a cancellable background callback with a progress line."""
-    return dict(background=True, interval=workbench.settings.job_poll_ms, prevent_initial_call=True,
-                progress=[Output(progress, "children")], progress_default=[""],
-                cancel=[Input(cancel, "n_clicks")],
-                running=[(Output(run, "disabled"), True, False), (Output(cancel, "disabled"), False, True)])
-
-
 def register_callbacks(app: Dash, workbench: Workbench) -> None:
     """Wire the layout's components to the functions above (``app`` has a background callback manager)."""
 
@@ -321,19 +328,20 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
 
     @app.callback(Output(ID.GRID, "figure"), Output(ID.GRID, "config"), Output(ID.PROMPT_INFO, "children"),
                   Input(ID.SESSION, "data"), Input(ID.METRIC, "value"), Input(ID.MODEL_READY, "data"),
-                  Input(ID.LAYER, "value"), Input(ID.HEAD, "value"))
-    def _grid(source, metric, _ready, layer, head):
-        return grid_view(workbench, source, metric, layer, head)
+                  Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.QK, "data"), Input(ID.SCORES, "data"))
+    def _grid(source, metric, _ready, layer, head, qk, scores):
+        return grid_view(workbench, source, metric, layer, head, qk, scores)
 
     @app.callback(Output(ID.LAYER, "value"), Output(ID.HEAD, "value"), Input(ID.GRID, "clickData"), prevent_initial_call=True)
     def _click(click):
         return head_from_click(click)
 
-    @app.callback(Output(ID.HEAD_GRAPH, "figure"), Output(ID.HEAD_GRAPH, "config"), Output(ID.HEAD_TOKENS, "children"),
-                  Output(ID.HEAD_MESSAGE, "children"),
-                  Input(ID.SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.MODEL_READY, "data"))
-    def _head(source, layer, head, _ready):
-        return head_view(workbench, source, layer, head)
+    @app.callback(Output(ID.HEAD_GRAPH, "figure"), Output(ID.HEAD_GRAPH, "config"), Output(ID.HEAD_MESSAGE, "children"),
+                  Input(ID.SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.MODEL_READY, "data"),
+                  Input(ID.VIEW, "value"), Input(ID.SCALE, "value"), Input(ID.HIDE_FIRST, "value"),
+                  Input(ID.EDIT_SESSION, "data"))
+    def _head(source, layer, head, _ready, view, scale, hide_first, edit_session):
+        return head_view(workbench, source, layer, head, Display.from_ui(view, scale, hide_first), edit_session)
 
     @app.callback(Output(ID.EDIT_SESSION, "data"), Output(ID.EDIT_REQUEST, "data"), Output(ID.EDIT_MESSAGE, "children"),
                   Input(ID.EDIT_ACT, "value"), Input(ID.EDIT_APPLY, "n_clicks"), Input(ID.SESSION, "data"),

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--job-threads", type=positive_int, default=1,
                    help="torch threads of each background job (default 1: concurrent sessions do not slow each other; "
                         "2 makes one user's long prompts faster, see notes/dashboard.md)")
+    p.add_argument("--sync-tokens", type=int, default=128,
+                   help="prompts of at most this many tokens are captured in the server, one at a time, without a "
+                        "background job (faster first draw; default 128, 0: always a job)")
     p.set_defaults(func=run)
 
 
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = DashboardSettings(model=args.model, host=args.host, port=args.port, record=args.record,
                                  long_input_tokens=args.long_input, vision_model=args.vision_model,
-                                 max_prompt_tokens=args.max_prompt_tokens, job_threads=args.job_threads)
+                                 max_prompt_tokens=args.max_prompt_tokens, job_threads=args.job_threads,
+                                 sync_tokens=args.sync_tokens)
     record = AttentionRecord.load(args.record) if args.record is not None else None  # a bad record fails here
     print(f"headscope dashboard on http://{args.host}:{args.port}/ (model {args.model}, loading in the background)")
     serve(settings, record=record, **({"loader": None} if args.no_model else {}))

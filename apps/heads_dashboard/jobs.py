@@ -46,10 +46,15 @@ class JobManager(DiskcacheManager):
 
     def __init__(self, folder: str | os.PathLike, expire: float = 3600.0):
         self.folder = Path(folder)
+        self.fork_lock = threading.Lock()
+        """Held while a job is forked; the server's short in-process captures hold it too
+        (:meth:`.workbench.Workbench.compute_here`), so no job is forked in the middle of one
+        (it would inherit the model with that capture's hooks or edits installed)."""
         super().__init__(diskcache.Cache(str(self.folder)), expire=expire)
 
     def call_job_fn(self, key, job_fn, args, context):
-        pid = super().call_job_fn(key, job_fn, args, context)
+        with self.fork_lock:
+            pid = super().call_job_fn(key, job_fn, args, context)
         self.note_poll(pid)
         return pid
 

@@ -1,5 +1,6 @@
-"""The page: prompt row, metric heatmap, selected head, edits panel, then the analysis panels
-(:mod:`.panels`). Component ids live in :class:`ID`."""
+"""The page: prompt row, metric heatmap, selected head, edits panel, target/foil and data-set panels,
+then the analysis panels (:mod:`.panels`). Component ids live in :class:`ID` (:mod:`.ids`); the
+feature views' widgets come from their modules (:mod:`.views`)."""
 
 from __future__ import annotations
 
@@ -10,53 +11,11 @@ from dash.development.base_component import Component
 
 from apps.heads_dashboard.figures import graph_config, message_figure
 from apps.heads_dashboard.metrics import registered_metrics
+from apps.heads_dashboard.views.grid_metrics import GRID_METRICS
 from apps.heads_dashboard.settings import ACT_DEFAULT, EXAMPLE_PROMPTS
+from apps.heads_dashboard.views import dataset, display, scores, tokens, url, window
 
-PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "10px", "margin": "6px", "background": "#fff"}
-MESSAGE = {"color": "#b00020", "minHeight": "1.2em", "margin": "4px 0"}
-ROW = {"display": "flex", "flexWrap": "wrap", "alignItems": "flex-start"}
-PROGRESS = {"color": "#555", "minHeight": "1.2em", "margin": "4px 0", "fontStyle": "italic"}
-WARNING = {"color": "#8a5a00", "minHeight": "1.2em", "margin": "4px 0"}
-
-
-class ID:
-    """Component ids (one place, so callbacks and browser tests agree)."""
-
-    SESSION = "session"
-    MODEL_READY = "model-ready"
-    MODEL_STATUS = "model-status"
-    MODEL_POLL = "model-poll"
-    PROMPT = "prompt"
-    EXAMPLES = "examples"
-    RECORD_PROMPT = "record-prompt"
-    RUN = "run"
-    CANCEL = "cancel"
-    PROGRESS = "progress"
-    CAPTURE_REQUEST = "capture-request"
-    PROMPT_MESSAGE = "prompt-message"
-    PROMPT_INFO = "prompt-info"
-    METRIC = "metric"
-    GRID = "grid"
-    LAYER = "layer"
-    HEAD = "head"
-    HEAD_MESSAGE = "head-message"
-    HEAD_GRAPH = "head-graph"
-    HEAD_TOKENS = "head-tokens"
-    EDIT_ACT = "edit-act"
-    EDIT_ACT_HEADS = "edit-act-heads"
-    EDIT_ACT_FILE = "edit-act-file"
-    EDIT_ACT_NOTE = "edit-act-note"
-    EDIT_HEADS = "edit-heads"
-    EDIT_FACTOR = "edit-factor"
-    EDIT_APPLY = "edit-apply"
-    EDIT_MESSAGE = "edit-message"
-    EDIT_WARNING = "edit-warning"
-    EDIT_CANCEL = "edit-cancel"
-    EDIT_PROGRESS = "edit-progress"
-    EDIT_REQUEST = "edit-request"
-    EDIT_SESSION = "edit-session"
-    EDIT_NEXT = "edit-next"
-    EDIT_COMPARE = "edit-compare"
+from apps.heads_dashboard.ids import ID, MESSAGE, PANEL, PROGRESS, ROW, WARNING  # noqa: F401 - ID re-exported
 
 
 def build_layout(record_prompts: list[str], initial_source: dict, panels: Sequence[Component] = ()) -> html.Div:
@@ -70,11 +29,13 @@ def build_layout(record_prompts: list[str], initial_source: dict, panels: Sequen
             dcc.Store(id=ID.EDIT_REQUEST),
             dcc.Store(id=ID.EDIT_SESSION),
             dcc.Interval(id=ID.MODEL_POLL, interval=500),
+            *url.location(),
             html.H2("headscope · heads dashboard", style={"margin": "6px"}),
             html.Div(id=ID.MODEL_STATUS, style={"margin": "0 6px", "color": "#555"}),
             _prompt_panel(record_prompts),
             html.Div([_grid_panel(), _head_panel()], style=ROW),
             _edits_panel(),
+            html.Div([scores.panel(), dataset.panel()], style=ROW),
             *panels,
         ],
         style={"fontFamily": "system-ui, sans-serif", "background": "#f6f6f6", "padding": "6px"},
@@ -107,6 +68,7 @@ def _prompt_panel(record_prompts: list[str]) -> html.Div:
 
 def _grid_panel() -> html.Div:
     metrics = [{"label": m.label, "value": m.name} for m in registered_metrics()]
+    metrics += [{"label": label, "value": name} for name, (label, _) in GRID_METRICS.items()]
     return html.Div(
         [
             dcc.Dropdown(id=ID.METRIC, options=metrics, value=metrics[0]["value"], clearable=False),
@@ -126,10 +88,13 @@ def _head_panel() -> html.Div:
                  html.Span("(or click a cell of the heatmap)", style={"color": "#777"})],
                 style={**ROW, "alignItems": "center"},
             ),
+            display.controls(),
             html.Div(id=ID.HEAD_MESSAGE, style=MESSAGE),
             _graph(ID.HEAD_GRAPH, "no head selected yet"),
-            html.Div("tokens coloured by attention received (this head):", style={"color": "#555", "marginTop": "6px"}),
+            tokens.controls(),
+            html.Div(id=ID.QK_INFO, style={"color": "#555", "margin": "2px 0"}),
             html.Div(id=ID.HEAD_TOKENS, style={"lineHeight": "1.9em", "fontFamily": "monospace", "maxHeight": "200px", "overflowY": "auto"}),
+            window.controls(),
         ],
         style={**PANEL, "flex": "1 1 560px", "minWidth": "420px"},
     )
@@ -179,12 +144,3 @@ def _edits_panel() -> html.Div:
         ],
         style=PANEL,
     )
-
-
-def token_spans(coloured: list[tuple[str, str, float]]) -> list[html.Span]:
-    """Render :func:`~.figures.token_colours` output as inline spans with the value on hover."""
-    return [
-        html.Span(token, title=f"{value:.3f}", style={"background": colour, "padding": "1px 2px", "margin": "1px", "display": "inline-block",
-                                                      "whiteSpace": "pre", "borderRadius": "3px"})
-        for token, colour, value in coloured
-    ]

@@ -143,6 +143,18 @@ class Workbench:
             self.compute(plan)
         return self.cached_view(source, edits)
 
+    def runs_here(self, plan: Plan) -> bool:
+        """Whether ``plan`` is short enough to capture in the server (``settings.sync_tokens``)
+        rather than in a job; only in the app (with a job manager, whose fork lock it takes)."""
+        return self.jobs is not None and plan.n_tokens <= self.settings.sync_tokens
+
+    def compute_here(self, plan: Plan) -> None:
+        """Capture a short ``plan`` in this process under the job manager's fork lock: short
+        requests run one at a time (each waits for at most one other short forward) and no job is
+        forked while the model carries this capture's hooks or edits."""
+        with self.jobs.fork_lock, self.holder.lock:
+            self.compute(plan)
+
     def enter_job(self) -> None:
         """Call first in every background callback (it runs in a forked process; see :mod:`.jobs`)."""
         if self.jobs is None:
@@ -199,6 +211,16 @@ class Workbench:
             self.cache.put(key, record)
             if self.store is not None:
                 self.store.put(key, record)
+
+    def keep(self, key: Hashable, record: AttentionRecord) -> None:
+        """Store a record computed elsewhere (a data set's capture) in memory and the record store."""
+        self.cache.put(key, record)
+        if self.store is not None:
+            self.store.put(key, record)
+
+    def cached_record(self, key: Hashable) -> AttentionRecord | None:
+        """The record stored under ``key`` (memory, then the record store), or None."""
+        return self._cached_record(key)
 
     def _cached_record(self, key: Hashable) -> AttentionRecord | None:
         record = self.cache.get(key)

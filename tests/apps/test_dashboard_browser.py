@@ -299,7 +299,8 @@ def test_long_inputs_show_summary_views(page):
     _set_number(page, ID.LAYER, 1)
     _set_number(page, ID.HEAD, 2)
     _wait_title(page, ID.HEAD_GRAPH, "(summary: long input)")
-    wanted = {"mean attention received per key", "entropy per query (nats)"}
+    wanted = ("mean attention received per key (keys seen by < 4 queries blank: 3)", "entropy per query (nats)")
     # Fails with a TimeoutException naming what was missing.
-    _wait(page, lambda d: wanted <= set(_texts(d, f"#{ID.HEAD_GRAPH} .annotation-text")), "the summary subplot titles")
+    _wait(page, lambda d: set(wanted) <= set(_texts(d, f"#{ID.HEAD_GRAPH} .annotation-text")),
+          "the summary subplot titles, with the few-query guard's count")
     _shoot(page, "6_long_input_summary")

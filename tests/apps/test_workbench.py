@@ -137,7 +137,7 @@ def test_bad_prompts_are_refused_before_any_job(tiny, prompt, settings, expected
 def test_bad_heads_are_shown_once_in_the_head_panel(tiny, layer, head, expected):
     bench = _bench(tiny)
     bench.view(Source(prompt=PROMPT))
-    fig, config, _, message = callbacks.head_view(bench, _store(PROMPT), layer, head)
+    fig, config, message = callbacks.head_view(bench, _store(PROMPT), layer, head)
     assert expected in message
     assert expected not in fig.layout.annotations[0].text and config == {"displayModeBar": False}
 
