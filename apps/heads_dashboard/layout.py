@@ -33,9 +33,10 @@ def build_layout(record_prompts: list[str], initial_source: dict, panels: Sequen
             html.H2("headscope · heads dashboard", style={"margin": "6px"}),
             html.Div(id=ID.MODEL_STATUS, style={"margin": "0 6px", "color": "#555"}),
             _prompt_panel(record_prompts),
-            html.Div([_grid_panel(), _head_panel()], style=ROW),
+            html.Div([html.Div([_grid_panel(), scores.panel()], style={"flex": "1 1 420px", "minWidth": "380px"}),
+                      _head_panel()], style=ROW),
             _edits_panel(),
-            html.Div([scores.panel(), dataset.panel()], style=ROW),
+            dataset.panel(),
             *panels,
         ],
         style={"fontFamily": "system-ui, sans-serif", "background": "#f6f6f6", "padding": "6px"},
@@ -74,7 +75,7 @@ def _grid_panel() -> html.Div:
             dcc.Dropdown(id=ID.METRIC, options=metrics, value=metrics[0]["value"], clearable=False),
             _graph(ID.GRID, "type a prompt and press Run"),
         ],
-        style={**PANEL, "flex": "1 1 420px", "minWidth": "380px"},
+        style=PANEL,
     )
 
 

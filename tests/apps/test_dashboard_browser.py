@@ -304,3 +304,128 @@ def test_long_inputs_show_summary_views(page):
     _wait(page, lambda d: set(wanted) <= set(_texts(d, f"#{ID.HEAD_GRAPH} .annotation-text")),
           "the summary subplot titles, with the few-query guard's count")
     _shoot(page, "6_long_input_summary")
+
+
+def _pick(browser, dropdown_id: str, label: str):
+    """Choose ``label`` in a dcc.Dropdown (Dash 4: a button that opens a list of role=option items)."""
+    _el(browser, dropdown_id).click()
+    option = _wait(browser, lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]")
+                                       if o.text == label and o.is_displayed()], f"option {label!r}")[0]
+    browser.execute_script("arguments[0].click();", option)  # the list's search box may lie over it while it opens
+    _wait(browser, lambda d: label in _el(d, dropdown_id).text, f"{label!r} chosen")
+    browser.find_element(By.TAG_NAME, "h2").click()  # close the list
+
+
+def _radio(browser, radio_id: str, label: str):
+    for item in browser.find_elements(By.CSS_SELECTOR, f"#{radio_id} label"):
+        if item.text.strip() == label:
+            item.click()
+            return
+    raise AssertionError(f"no {label!r} in #{radio_id}")
+
+
+def _tick(browser, checklist_id: str):
+    browser.find_element(By.CSS_SELECTOR, f"#{checklist_id} input[type=checkbox]").click()
+
+
+def _scroll_to(browser, element_id: str):
+    browser.execute_script("document.getElementById(arguments[0]).scrollIntoView()", element_id)
+
+
+def test_researcher_features_end_to_end(page, server_url):
+    """Issue 20's features in one page, in sequence (screenshots 11-17)."""
+    n_layers, n_heads = _geometry(MODEL)
+    _run_prompt(page, PROMPT)
+    _wait_text(page, ID.PROMPT_INFO, "tokens · full patterns")
+
+    # 1. target and foil: the logit difference before/after an edit, DLA and ablation as heatmap metrics
+    _set_number(page, ID.TARGET, " Mary")
+    _set_number(page, ID.FOIL, " John")
+    _wait_title(page, ID.LOGIT_DIFF, "logit(' Mary') − logit(' John')")
+    _tick(page, ID.EDIT_ACT)
+    _wait_title(page, ID.LOGIT_DIFF, "→")  # before → after the edit
+    _el(page, ID.SCORES_RUN).click()
+    _wait(page, lambda d: _el(d, ID.SCORES_RUN).is_enabled() and _el(d, ID.SCORES_PROGRESS).text == "", "scores done")
+    _pick(page, ID.METRIC, "direct logit attribution (target − foil)")
+    _wait_title(page, ID.GRID, "direct logit attribution: logit(' Mary') − logit(' John') under ACT")
+    assert _el(page, ID.SCORES_MESSAGE).text == ""
+    _shoot(page, "11_target_foil_dla")
+    _pick(page, ID.METRIC, "ablation effect (zero, target − foil)")
+    _wait_title(page, ID.GRID, "zero-ablation effect")
+    _tick(page, ID.EDIT_ACT)  # edits off
+    page.execute_script("window.scrollTo(0, 0)")
+
+    # 2. token-conditioned: click a key token -> attention query -> key per head; shade from the hovered query
+    spans = _el(page, ID.HEAD_TOKENS).find_elements(By.TAG_NAME, "span")
+    mary = next(i for i, s in enumerate(spans) if s.text.strip() == "Mary")
+    spans[mary].click()
+    _wait_title(page, ID.GRID, f"({mary})")
+    assert "attention" in _graph_title(page, ID.GRID) and f"key ' Mary' ({mary})" in _el(page, ID.QK_INFO).text
+    _radio(page, ID.SHADE, "attention from a token")
+    area = page.find_element(By.CSS_SELECTOR, f"#{ID.HEAD_GRAPH} .nsewdrag")
+    n_tokens = len(spans)
+    query = 4  # hover over query row 4: later tokens cannot be attended to
+    dy = (query + 0.5) / n_tokens * area.size["height"] - area.size["height"] / 2
+    ActionChains(page).move_to_element_with_offset(area, 0, int(dy)).perform()
+    _wait(page, lambda d: "transparent" in (_el(d, ID.HEAD_TOKENS).find_elements(By.TAG_NAME, "span")[query + 1]
+                                            .get_attribute("style")), "tokens after the hovered query unshaded")
+    _shoot(page, "12_token_conditioned")
+    _radio(page, ID.SHADE, "attention received")
+
+    # 3. all heads of the layer (log scale), and after minus before
+    _radio(page, ID.VIEW, "all heads of the layer")
+    _radio(page, ID.SCALE, "log")
+    _wait_title(page, ID.HEAD_GRAPH, "all heads (log scale)")
+    assert len(page.find_elements(By.CSS_SELECTOR, f"#{ID.HEAD_GRAPH} .subplot")) >= n_heads
+    _shoot(page, "13_layer_grid_log")
+    _radio(page, ID.SCALE, "linear")
+    _tick(page, ID.EDIT_ACT)
+    _radio(page, ID.VIEW, "after − before (edit)")
+    _wait_title(page, ID.HEAD_GRAPH, "after − before")
+    _shoot(page, "14_diff_view")
+    _tick(page, ID.EDIT_ACT)
+    _radio(page, ID.VIEW, "this head")
+    _pick(page, ID.METRIC, "first-token share")
+
+    # 5. long inputs: guarded summary, hide the first token, a windowed full pattern
+    _run_prompt(page, "The old lighthouse keeper watched the storm roll in over the grey sea. " * 5)
+    _wait_text(page, ID.PROMPT_INFO, "summary views (long input)")
+    _tick(page, ID.HIDE_FIRST)
+    _set_number(page, ID.WINDOW_RANGE, "-8:")
+    _el(page, ID.WINDOW_RUN).click()
+    _wait_title(page, ID.WINDOW_GRAPH, "(window): queries")
+    _wait(page, lambda d: any("blank:" in t for t in _texts(d, f"#{ID.HEAD_GRAPH} .annotation-text")), "the guard")
+    _scroll_to(page, ID.HEAD_GRAPH)
+    _shoot(page, "15_long_input_window")
+    _tick(page, ID.HIDE_FIRST)
+    page.execute_script("window.scrollTo(0, 0)")
+
+    # 4. a data set: the 48 IOI prompts, attention END -> IO averaged over prompts
+    _el(page, ID.DATASET_EXAMPLE).click()
+    _wait_text(page, ID.DATASET_INFO, "48 prompts")
+    _el(page, ID.DATASET_RUN).click()
+    _wait_title(page, ID.DATASET_GRAPH, "mean attention END → IO over 48 prompts")
+    _scroll_to(page, ID.DATASET_INFO)
+    _shoot(page, "16_dataset_ioi")
+    page.execute_script("window.scrollTo(0, 0)")
+
+    # 6. the page state in the URL: reload restores prompt, metric, head, edits, target/foil
+    _run_prompt(page, PROMPT)
+    _wait_text(page, ID.PROMPT_INFO, "full patterns")
+    _set_number(page, ID.LAYER, n_layers - 1)
+    _set_number(page, ID.HEAD, 1)
+    _pick(page, ID.METRIC, "mean entropy (nats)")
+    _set_number(page, ID.EDIT_ACT_HEADS, "1.2")
+    _tick(page, ID.EDIT_ACT)
+    _wait_title(page, ID.EDIT_COMPARE, "ACT on L1.H2")
+    _wait(page, lambda d: "act_heads=1.2" in d.current_url and "metric=mean_entropy" in d.current_url, "state in the URL")
+    link = page.current_url
+    page.get(link)
+    _wait_text(page, ID.PROMPT_INFO, "full patterns")
+    _wait_title(page, ID.EDIT_COMPARE, f"layer {n_layers - 1}, head 1: before / after ACT on L1.H2")
+    assert _el(page, ID.PROMPT).get_attribute("value") == PROMPT
+    assert _el(page, ID.TARGET).get_attribute("value") == " Mary" and _el(page, ID.FOIL).get_attribute("value") == " John"
+    assert "mean entropy" in _graph_title(page, ID.GRID)
+    _shoot(page, "17_url_restored")
+    _tick(page, ID.EDIT_ACT)
+    _set_number(page, ID.EDIT_ACT_HEADS, "")

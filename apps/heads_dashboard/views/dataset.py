@@ -211,7 +211,7 @@ def panel() -> html.Div:
             dcc.Graph(id=ID.DATASET_GRAPH, figure=figures.message_figure("no data set yet"),
                       config=figures.graph_config(figures.message_figure(""))),
         ],
-        style={**PANEL, "flex": "1 1 520px"},
+        style=PANEL,
     )
 
 

@@ -117,7 +117,9 @@ def _logit_diff_figure(workbench, source, edit_session, target, foil):
     change = logit_diff_change(before.record, after.record, pair, before.prompt)
     fig = logit_diff_figure(pair.target, pair.foil, change.before, change.after, edits.describe())
     fig.update_layout(title_text=f"logit({pair.target!r}) − logit({pair.foil!r}): {change.before:+.2f} → "
-                                 f"{change.after:+.2f} (p target {change.p_target[0]:.3g} → {change.p_target[1]:.3g})")
+                                 f"{change.after:+.2f}<br><sup>p({pair.target!r}) {change.p_target[0]:.3g} → "
+                                 f"{change.p_target[1]:.3g}, p({pair.foil!r}) {change.p_foil[0]:.3g} → "
+                                 f"{change.p_foil[1]:.3g}</sup>", margin=dict(t=60))
     return fig
 
 
@@ -219,7 +221,7 @@ def panel() -> html.Div:
             dcc.Graph(id=ID.LOGIT_DIFF, figure=figures.message_figure(NO_PAIR),
                       config=figures.graph_config(figures.message_figure(""))),
         ],
-        style={**PANEL, "flex": "1 1 420px"},
+        style=PANEL,
     )
 
 
