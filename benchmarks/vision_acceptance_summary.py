@@ -50,13 +50,15 @@ def read_results(folder: Path) -> list[dict]:
 
 
 def over_seeds(values: list[float]) -> dict:
-    """Mean of per-seed values and its t-interval (None for one seed)."""
+    """Mean of per-seed values and its t-interval, clipped to [0, 1] where every value here lies (None for one
+    seed)."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     mean = float(np.mean(values)) if values else None
     if len(values) < 2:
         return {"seeds": len(values), "mean": mean, "low": None, "high": None, "values": values}
     half = T_975[len(values) - 1] * float(np.std(values, ddof=1)) / np.sqrt(len(values))
-    return {"seeds": len(values), "mean": mean, "low": mean - half, "high": mean + half, "values": values}
+    return {"seeds": len(values), "mean": mean, "low": max(0.0, mean - half), "high": min(1.0, mean + half),
+            "values": values}
 
 
 def pope_table(records: list[dict]) -> dict:
@@ -166,19 +168,48 @@ def summarise(run_dir: Path, studies: list[Path]) -> dict:
     return summary
 
 
+def _cell(stat: dict) -> str:
+    if stat["low"] is None:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+
+
+def markdown(summary: dict) -> str:
+    """The POPE, partner and CHAIR tables of the notes (means over seeds, t-intervals)."""
+    lines = []
+    for split in ("broken", "heldout"):
+        part = summary[split]
+        lines += [f"{split} ({len(part['sets'])} scene sets)", "",
+                  "| condition | POPE split | items | accuracy | F1 | yes ratio | yes to the absent partner (pooled) |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, cell in sorted(part["pope"].items()):
+            condition, pope_split = key.split("|")
+            partner = part["partner_yes"].get(condition) if pope_split == "adversarial" else None
+            shown = (f"{partner['pooled']['value']:.3f} [{partner['pooled']['low']:.3f}, {partner['pooled']['high']:.3f}]"
+                     f" (n={partner['n']})" if partner else "")
+            lines.append(f"| {condition} | {pope_split} | {cell['n']} | {_cell(cell['accuracy'])} | {_cell(cell['f1'])} "
+                         f"| {_cell(cell['yes_ratio'])} | {shown} |")
+        for condition, cell in sorted(part["chair"].items()):
+            lines.append(f"| {condition} | CHAIR | {cell['n']} captions | CHAIR_S {_cell(cell['chair_s'])} | "
+                         f"CHAIR_I {_cell(cell['chair_i'])} | recall {_cell(cell['recall'])} | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--study", type=Path, action="append", default=[],
                         help="more CARVE study items.jsonl (e.g. the CPU run of seed 0)")
     parser.add_argument("--out", type=Path, default=None, help="write the summary JSON here (atomically)")
+    parser.add_argument("--markdown", action="store_true", help="print the notes' tables instead of the JSON")
     args = parser.parse_args()
     summary = summarise(args.run_dir, args.study)
     text = json.dumps(summary, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out, text + "\n")
-    print(text)
+    print(markdown(summary) if args.markdown else text)
 
 
 if __name__ == "__main__":
