@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layer indices (default: all)")
     p.add_argument("--block-size", type=positive_int, default=None, help="also record block summaries over BxB tiles")
     p.add_argument("--head-positions", type=int_list, default=(), help="positions whose per-head outputs to keep")
-    p.add_argument("--backend", default="reference", help="attention backend for recorded layers")
+    p.add_argument("--backend", default="fast",
+                   help="attention backend for recorded layers (fast, reference, triton)")
     p.add_argument("--engine", choices=("hf", "lens"), default="hf")
     p.add_argument("--top", type=non_negative_int, default=3, help="non-initial sinks to list per layer")
     p.add_argument("--out", type=Path, default=Path("attention_record"), help="output path stem of the saved record (default attention_record)")

@@ -9,7 +9,9 @@ Context:
     ``chunk_size`` (query rows per block) is passed only when a capture sets it; backends that do
     not work in blocks of rows accept and ignore it.
 
-    ``"reference"`` (plain torch, exact, any device) is always registered; ``"sdpa"`` runs
+    ``"reference"`` (plain torch, exact, any device) is always registered, and so is ``"fast"``
+    (:mod:`probe.attention.fast`: the same results with fewer passes over memory on CPU, the
+    reference elsewhere); ``"sdpa"`` runs
     layers that need neither statistics nor edits through PyTorch's fused kernel. GPU kernels
     register themselves under their own names when their module is imported; ``OPTIONAL_BACKENDS``
     names those modules, and :func:`get_backend` imports them by name on first use (see
@@ -25,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from probe.attention.fast import fast_attention
 from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention
 from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest
@@ -121,3 +124,4 @@ def _load_optional_backends() -> None:
 
 register_backend("reference", reference_attention)
 register_backend("sdpa", sdpa_attention)
+register_backend("fast", fast_attention)

@@ -45,10 +45,12 @@ class CaptureConfig:
         head_output_positions: token positions (per prompt, negative counts from the end) at
             which to keep each head's output before the output projection. Empty by default:
             it is ``layers x positions x heads x head_dim`` floats.
-        backend: attention backend for recorded layers (``"reference"`` on CPU; GPU kernels
-            register other names).
+        backend: attention backend for recorded layers: ``"fast"`` (the default: the
+            reference's results with fewer passes over memory on CPU, the reference itself
+            elsewhere, :mod:`probe.attention.fast`), ``"reference"`` (the plain definition) or
+            a name GPU kernels register (``"triton"``).
         chunk_size: query rows per block of the reference backend (memory is ``chunk_size x keys``
-            per head).
+            per head); the fast backend uses at most this many (32 by default).
         pattern_bytes_limit: pattern mode refuses inputs whose patterns would exceed this.
     """
 
@@ -65,7 +67,7 @@ class CaptureConfig:
     band_first_rows: tuple[int, ...] | None = None
     image_span: bool = False
     head_output_positions: tuple[int, ...] = ()
-    backend: str = "reference"
+    backend: str = "fast"
     chunk_size: int = 256
     pattern_bytes_limit: int = PATTERN_BYTES_LIMIT
 

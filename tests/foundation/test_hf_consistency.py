@@ -27,29 +27,36 @@ def captured_forward(model, ids, mask, config):
     return out, recorder
 
 
+BACKENDS = ["reference", "fast"]  # the definition, and the CPU fast path held to the same answers
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["pattern", "stats"])
-def test_logits_equal_eager(tiny_model, mode):
+def test_logits_equal_eager(tiny_model, mode, backend):
     ids, mask = random_batch()
     ref = eager_forward(tiny_model, ids, mask)
-    out, _ = captured_forward(tiny_model, ids, mask, CaptureConfig(mode=mode, chunk_size=5))
+    out, _ = captured_forward(tiny_model, ids, mask, CaptureConfig(mode=mode, chunk_size=5, backend=backend))
     valid = mask.bool()
     torch.testing.assert_close(out.logits[valid], ref.logits[valid], atol=1e-5, rtol=0)
     assert tiny_model.config._attn_implementation == "eager"
     assert active_sessions() == ()
 
 
-def test_pattern_mode_equals_output_attentions(tiny_model):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pattern_mode_equals_output_attentions(tiny_model, backend):
     ids, mask = random_batch()
     ref = eager_forward(tiny_model, ids, mask)
-    _, recorder = captured_forward(tiny_model, ids, mask, CaptureConfig(mode="pattern"))
+    _, recorder = captured_forward(tiny_model, ids, mask, CaptureConfig(mode="pattern", backend=backend))
     for layer, expected in enumerate(ref.attentions):
         torch.testing.assert_close(recorder.prefill(layer)["pattern"], expected, atol=1e-6, rtol=0)
 
 
-def test_statistics_equal_reductions_of_eager_patterns(tiny_model):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_statistics_equal_reductions_of_eager_patterns(tiny_model, backend):
     ids, mask = random_batch()
     ref = eager_forward(tiny_model, ids, mask)
-    _, recorder = captured_forward(tiny_model, ids, mask, CaptureConfig(mode="stats", chunk_size=4, block_size=3))
+    config = CaptureConfig(mode="stats", chunk_size=4, block_size=3, backend=backend)
+    _, recorder = captured_forward(tiny_model, ids, mask, config)
     for layer, pattern in enumerate(ref.attentions):
         expected = reductions(pattern.double(), mask, block=3, window=sliding_window(tiny_model, layer))
         got = recorder.prefill(layer)["stats"]
