@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from dash import Dash, Input, Output, State, ctx, no_update
+from dash import Dash, Input, Output, Patch, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from probe.capture.inputs import InputError
@@ -136,6 +136,19 @@ def grid_view(workbench: Workbench, source: dict | None, metric: str, layer, hea
     except Exception as err:  # noqa: BLE001 - the UI boundary
         fig, info = figures.message_figure(internal_error("grid_view", err)), ""
     return fig, figures.graph_config(fig), info
+
+
+def grid_selection(workbench: Workbench, source: dict | None, layer, head) -> Patch:
+    """The heatmap's change when only the selected head moves: its red frame (a ``Patch``, so the
+    browser restyles the drawn heatmap instead of receiving and drawing a new one)."""
+    patch = Patch()
+    view, _ = _cached(workbench, source)
+    try:
+        selected = check_head(view, layer, head) if view is not None else None
+    except InputError:
+        selected = None
+    patch["layout"]["shapes"] = [figures.selection_frame(*selected)] if selected is not None else []
+    return patch
 
 
 def _grid_figure(view, prompt, metric, selected, qk, scores):
@@ -289,6 +302,14 @@ def act_file_heads(contents: str | None, filename: str | None):
     return ", ".join(f"{layer}.{head}" for layer, head in heads), ""
 
 
+CLICK_TO_HEAD = """function(click) {
+    if (!click || !click.points || !click.points.length) { throw window.dash_clientside.PreventUpdate; }
+    const point = click.points[0];
+    return [Math.round(point.y), Math.round(point.x)];
+}"""
+""":func:`head_from_click` as a clientside callback (the heatmap's click, in the browser)."""
+
+
 def head_from_click(click: dict | None) -> tuple[int, int]:
     """(layer, head) of a heatmap click (x is the head, y the layer)."""
     if not click or not click.get("points"):
@@ -330,11 +351,13 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
                   Input(ID.SESSION, "data"), Input(ID.METRIC, "value"), Input(ID.MODEL_READY, "data"),
                   Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.QK, "data"), Input(ID.SCORES, "data"))
     def _grid(source, metric, _ready, layer, head, qk, scores):
+        if ctx.triggered_id in (ID.LAYER, ID.HEAD) and len(ctx.triggered) == 1:
+            return grid_selection(workbench, source, layer, head), no_update, no_update
         return grid_view(workbench, source, metric, layer, head, qk, scores)
 
-    @app.callback(Output(ID.LAYER, "value"), Output(ID.HEAD, "value"), Input(ID.GRID, "clickData"), prevent_initial_call=True)
-    def _click(click):
-        return head_from_click(click)
+    # head_from_click in the browser: a head click reaches the views without a server round trip first
+    app.clientside_callback(CLICK_TO_HEAD, Output(ID.LAYER, "value"), Output(ID.HEAD, "value"),
+                            Input(ID.GRID, "clickData"), prevent_initial_call=True)
 
     @app.callback(Output(ID.HEAD_GRAPH, "figure"), Output(ID.HEAD_GRAPH, "config"), Output(ID.HEAD_MESSAGE, "children"),
                   Input(ID.SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"), Input(ID.MODEL_READY, "data"),
@@ -361,6 +384,8 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
                   Output(ID.EDIT_COMPARE, "config"), Output(ID.EDIT_WARNING, "children"),
                   Input(ID.EDIT_SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"))
     def _edit_view(session, layer, head):
+        if not session and ctx.triggered_id in (ID.LAYER, ID.HEAD):
+            raise PreventUpdate  # no edit: the placeholder stays, nothing to redraw
         return edit_view(workbench, session, layer, head)
 
     @app.callback(Output(ID.PROMPT_MESSAGE, "children", allow_duplicate=True), Input(ID.CANCEL, "n_clicks"),

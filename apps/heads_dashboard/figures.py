@@ -91,9 +91,13 @@ def head_grid_figure(
         title=dict(text=label, font=dict(size=14)),
     )
     if selected is not None:
-        layer, head = selected
-        fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5, line=dict(color="red", width=3))
+        fig.add_shape(**selection_frame(*selected))
     return fig
+
+
+def selection_frame(layer: int, head: int) -> dict:
+    """The red frame around the selected (layer, head) cell of a heads heatmap (a layout shape)."""
+    return dict(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5, line=dict(color="red", width=3))
 
 
 def _causal_blank(pattern: Float[Tensor, "q k"]) -> list[list[float | None]]:

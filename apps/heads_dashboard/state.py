@@ -7,15 +7,16 @@ Context:
     captures keyed by everything that determines them.
 
     The model loads on a background thread so the page is served at once and callbacks answer
-    "loading" instead of waiting. The server process itself runs no forward: captures run in
-    background jobs (:mod:`.jobs`), each a process forked from the server with its own
+    "loading" instead of waiting. The server process runs only short forwards (at most
+    ``settings.sync_tokens`` tokens, one at a time, :meth:`.workbench.Workbench.compute_here`);
+    other captures run in background jobs (:mod:`.jobs`), each a process forked from the server with its own
     copy-on-write copy of the model, so one job's edits are invisible to every other job and no
     job waits for another. A job writes its capture to the :class:`RecordStore` (a folder of
     safetensors records); the server reads it from there into its :class:`LRUCache`.
 
     :attr:`ModelHolder.lock` still serialises forwards *within one process* (a job, or a script
-    that drives a :class:`~.workbench.Workbench` directly); no thread of the server takes it, so
-    a job never inherits it held.
+    that drives a :class:`~.workbench.Workbench` directly); a server thread takes it only while
+    holding the job manager's fork lock, so a job never inherits it held.
 """
 
 from __future__ import annotations

@@ -151,7 +151,13 @@ class Workbench:
     def compute_here(self, plan: Plan) -> None:
         """Capture a short ``plan`` in this process under the job manager's fork lock: short
         requests run one at a time (each waits for at most one other short forward) and no job is
-        forked while the model carries this capture's hooks or edits."""
+        forked while the model carries this capture's hooks or edits.
+
+        The forward runs on one torch thread, as jobs do: on this 2-core box with another process busy,
+        a 69-token SmolLM2 capture took 6 to 11 s on two OpenMP threads and 0.3 s on one (and a
+        server that ran multi-threaded OpenMP regions would hang jobs forked later with more
+        than one thread, :mod:`.jobs`)."""
+        torch.set_num_threads(1)  # this request thread's OpenMP setting
         with self.jobs.fork_lock, self.holder.lock:
             self.compute(plan)
 

@@ -54,23 +54,27 @@ def _pattern(bench, layer: int, edits: EditSettings = EditSettings()) -> torch.T
 def test_logit_difference_before_and_after_an_edit_equals_the_captures_logits(bench):
     edits = EditSettings(scaled_heads=((2, 1),), factor=0.0)
     bench.view(Source(prompt=PROMPT), edits)
-    fig, _ = scores.logit_diff_view(bench, _source(), None, " Mary", " John")
+    fig, _, message = scores.logit_diff_view(bench, _source(), None, " Mary", " John")
+    assert message == ""
     before = bench.cached_view(Source(prompt=PROMPT)).record.last_logits[0].double()
     assert fig.data[0].y[0] == pytest.approx(float(before[5335] - before[1757]))
     session = {"source": _source(), "edits": edits.to_store()}
-    fig, _ = scores.logit_diff_view(bench, _source(), session, " Mary", " John")
+    fig, _, _ = scores.logit_diff_view(bench, _source(), session, " Mary", " John")
     after = bench.cached_view(Source(prompt=PROMPT), edits).record.last_logits[0].double()
     assert list(fig.data[0].y) == pytest.approx([float(before[5335] - before[1757]), float(after[5335] - after[1757])])
 
 
 @pytest.mark.parametrize(("target", "foil", "expected"), [
-    ("", "", "type a target and a foil"), (" Mary", "", "the foil token is empty"),
+    ("", "", "type a target and a foil"), (" Mary", "", "the foil token is empty"), ("", " John", "target token is empty"),
     (" Mary Jane", " John", "is 2 tokens"), (" Mary", " Mary", "the same token"),
 ])
 def test_bad_target_foil_pairs_get_one_line(bench, target, foil, expected):
     bench.view(Source(prompt=PROMPT))
     stores = scores.ScoreStore(bench.store.folder.parent / "scores")
     assert expected in scores.submit_scores(bench, stores, _source(), None, target, foil)[2]
+    fig, _, message = scores.logit_diff_view(bench, _source(), None, target, foil)
+    if target or foil:  # the line is in the panel's message, the figure says only that there is none
+        assert expected in message and expected not in fig.layout.annotations[0].text
 
 
 def test_head_scores_job_feeds_the_heatmap_and_is_cached(bench, tiny):

@@ -89,14 +89,16 @@ def session_edits(edit_session: dict | None, source: dict | None) -> EditSetting
 
 
 def logit_diff_view(workbench: Workbench, source: dict | None, edit_session: dict | None, target, foil):
-    """(bars, config): the logit difference before (and after) the committed edits."""
+    """(bars, config, panel message): the logit difference before (and after) the committed edits;
+    a bad pair or a missing capture is one line in the panel, the figure a short placeholder."""
+    message = ""
     try:
         fig = _logit_diff_figure(workbench, source, edit_session, target, foil)
     except (InputError, NotCaptured) as err:
-        fig = figures.message_figure(str(err))
+        fig, message = figures.message_figure("no logit difference"), str(err)
     except Exception as err:  # noqa: BLE001 - the UI boundary
-        fig = figures.message_figure(internal_error("logit_diff_view", err))
-    return fig, figures.graph_config(fig)
+        fig, message = figures.message_figure("internal error"), internal_error("logit_diff_view", err)
+    return fig, figures.graph_config(fig), message
 
 
 def _logit_diff_figure(workbench, source, edit_session, target, foil):
@@ -227,8 +229,9 @@ def panel() -> html.Div:
 
 def register_callbacks(app: Dash, workbench: Workbench, stores: ScoreStore) -> None:
     @app.callback(Output(ID.LOGIT_DIFF, "figure"), Output(ID.LOGIT_DIFF, "config"),
+                  Output(ID.SCORES_MESSAGE, "children", allow_duplicate=True),
                   Input(ID.SESSION, "data"), Input(ID.EDIT_SESSION, "data"), Input(ID.TARGET, "value"),
-                  Input(ID.FOIL, "value"), Input(ID.MODEL_READY, "data"))
+                  Input(ID.FOIL, "value"), Input(ID.MODEL_READY, "data"), prevent_initial_call="initial_duplicate")
     def _logit_diff(source, edit_session, target, foil, _ready):
         return logit_diff_view(workbench, source, edit_session, target, foil)
 

@@ -22,6 +22,7 @@ from apps.heads_dashboard import figures
 from apps.heads_dashboard.head_metrics import hover_shading, resolve_position
 from apps.heads_dashboard.ids import ID, ROW
 from apps.heads_dashboard.workbench import View, check_head
+from probe.errors import InputError
 
 QK_METRIC = "attention_qk"
 DEFAULT_QK = {"query": -1, "key": None}
@@ -78,7 +79,7 @@ def qk_line(qk: dict, tokens: list[str]) -> str:
     query, key = qk.get("query", -1), qk.get("key")
     try:
         q = resolve_position(query, n, "query")
-    except Exception:  # noqa: BLE001 - a position from another prompt: say so
+    except InputError:  # a position from another prompt
         return f"query {query} is outside this prompt; click a token"
     head = f"query {figures.display_token(tokens[q])!r} ({q})"
     if key is None:

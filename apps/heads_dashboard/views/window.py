@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from safetensors.torch import load_file, save_file
 
@@ -182,6 +182,8 @@ def register_callbacks(app: Dash, workbench: Workbench, windows: WindowStore) ->
                   Input(ID.WINDOW, "data"), Input(ID.HEAD, "value"), Input(ID.SCALE, "value"),
                   Input(ID.HIDE_FIRST, "value"), State(ID.SESSION, "data"))
     def _view(window, head, scale, hide_first, source):
+        if not window and ctx.triggered_id != ID.WINDOW:
+            raise PreventUpdate  # no window yet: the placeholder stays, nothing to redraw
         return window_view(workbench, windows, window, source, head, scale, hide_first)
 
     @app.callback(Output(ID.WINDOW_MESSAGE, "children", allow_duplicate=True), Input(ID.WINDOW_CANCEL, "n_clicks"),
