@@ -54,7 +54,7 @@ class ID:
     SCALE = "scale"
     HIDE_FIRST = "hide-first"
     # token strip (views.tokens)
-    TOKEN = "token"  # pattern-matching id type of the strip's spans: {"type": TOKEN, "index": i}
+    TOKEN_PICK = "token-pick"  # written by assets/token_strip.js: {"index": i, "at": ms} of a clicked token
     TOKEN_CLICK = "token-click"
     SHADE = "shade"
     QK = "qk"

@@ -120,6 +120,7 @@ def test_the_strip_shades_by_attention_from_the_hovered_query(bench):
     row = _pattern(bench, 1)[2, 6]
     shown = [float(s.title.split(": ")[1]) for s in spans[:7]]
     assert shown == pytest.approx(row[:7].tolist(), abs=1e-3)
+    assert [s.to_plotly_json()["props"]["data-index"] for s in spans] == list(range(14))  # what the click listener reads
     assert spans[13].style["outline"] == tokens.QUERY_OUTLINE and spans[4].style["outline"] == tokens.KEY_OUTLINE
     assert "→ key" in line
 

@@ -1,7 +1,9 @@
 """The token strip under the head's figure: click tokens to pick a query and a key; shading.
 
 Context:
-    Each token is a clickable span (pattern-matching id ``{"type": ID.TOKEN, "index": i}``).
+    Each token is a span with ``data-index``; one page-wide listener (``assets/token_strip.js``)
+    writes a click to the :data:`ID.TOKEN_PICK` store (spans with pattern-matching ids cost the
+    page about 0.13 s per head click: Dash re-registers each on every redraw of the strip).
     A click sets the key (or, with "clicks set: query", the query) of the session's
     :data:`ID.QK` store (``{"query": -1, "key": None}`` by default: the last token as query) and
     switches the heatmap to the "attention query → key" metric, which shows, per head, the
@@ -15,7 +17,7 @@ Context:
 
 from __future__ import annotations
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from apps.heads_dashboard import figures
@@ -67,7 +69,7 @@ def token_strip(coloured: list[tuple[str, str, float]], query: int | None, key: 
     for i, (token, colour, value) in enumerate(coloured):
         outline = QUERY_OUTLINE if i == query else KEY_OUTLINE if i == key else "none"
         spans.append(html.Span(
-            token, id={"type": ID.TOKEN, "index": i}, n_clicks=0, title=f"{i}: {value:.3f}",
+            token, **{"data-index": i}, title=f"{i}: {value:.3f}",
             style={"background": colour, "padding": "1px 2px", "margin": "1px", "display": "inline-block",
                    "whiteSpace": "pre", "borderRadius": "3px", "cursor": "pointer", "outline": outline}))
     return spans
@@ -102,6 +104,7 @@ def controls() -> html.Div:
     return html.Div(
         [
             dcc.Store(id=ID.QK, data=DEFAULT_QK),
+            dcc.Store(id=ID.TOKEN_PICK),
             html.Span("clicks set: ", style={"color": "#555"}),
             dcc.RadioItems(id=ID.TOKEN_CLICK, value="key", options=[{"label": "key", "value": "key"},
                                                                   {"label": "query", "value": "query"}], **radio),
@@ -117,12 +120,12 @@ def register_callbacks(app: Dash, cached_view) -> None:
     """Wire the strip; ``cached_view(source) -> (View | None, why)`` reads the session's capture."""
 
     @app.callback(Output(ID.QK, "data"), Output(ID.METRIC, "value", allow_duplicate=True),
-                  Input({"type": ID.TOKEN, "index": ALL}, "n_clicks"), State(ID.TOKEN_CLICK, "value"),
-                  State(ID.QK, "data"), prevent_initial_call=True)
-    def _click(n_clicks, mode, qk):
-        if not ctx.triggered_id or not any(n_clicks) or not ctx.triggered[0].get("value"):
-            raise PreventUpdate  # the strip was redrawn, nothing clicked
-        return clicked(qk, ctx.triggered_id["index"], mode), QK_METRIC
+                  Input(ID.TOKEN_PICK, "data"), State(ID.TOKEN_CLICK, "value"), State(ID.QK, "data"),
+                  prevent_initial_call=True)
+    def _click(pick, mode, qk):
+        if not pick or not isinstance(pick.get("index"), int):
+            raise PreventUpdate
+        return clicked(qk, pick["index"], mode), QK_METRIC
 
     @app.callback(Output(ID.HEAD_TOKENS, "children"), Output(ID.QK_INFO, "children"),
                   Input(ID.SESSION, "data"), Input(ID.LAYER, "value"), Input(ID.HEAD, "value"),
