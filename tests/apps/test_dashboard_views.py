@@ -98,6 +98,11 @@ def test_head_scores_job_feeds_the_heatmap_and_is_cached(bench, tiny):
     assert "for another prompt: press 'head scores' again" in fig.layout.annotations[0].text
 
 
+@pytest.mark.parametrize(("n_tokens", "expected"), [(14, 32), (256, 32), (512, 8), (1024, 2), (1500, 1), (8000, 1)])
+def test_ablation_batches_shrink_with_long_prompts(n_tokens, expected):
+    assert scores.heads_per_forward(n_tokens) == expected
+
+
 # --- 2. token-conditioned views -------------------------------------------------------------------
 
 

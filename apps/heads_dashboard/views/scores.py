@@ -41,6 +41,16 @@ from circuits.heads.target_foil import TargetFoil, logit_diff_change, logit_diff
 from probe.errors import InputError
 
 HEADS_PER_FORWARD = 32
+"""Prompt copies per ablation forward for prompts up to :data:`FULL_BATCH_TOKENS` tokens ..."""
+FULL_BATCH_TOKENS = 256
+"""... beyond which the copies shrink with the square of the length (attention memory), down to 1."""
+
+
+def heads_per_forward(n_tokens: int) -> int:
+    """Copies per ablation forward for an ``n_tokens`` prompt: 32 up to 256 tokens, then
+    ``32 * (256 / n)^2`` (8 at 512 tokens, 1 from about 1,450), so a forward's attention
+    scores stay near those of 32 copies of 256 tokens."""
+    return max(1, min(HEADS_PER_FORWARD, int(HEADS_PER_FORWARD * (FULL_BATCH_TOKENS / max(n_tokens, 1)) ** 2)))
 NO_PAIR = "type a target and a foil token (e.g. ' Mary' and ' John', with their leading spaces)"
 
 
@@ -169,9 +179,10 @@ def compute_scores(model, prompt: str, pair: TargetFoil, edits: EditSettings, pr
     listed = edits.to_edits(model.geometry.n_layers)
     dla = direct_logit_attribution(model, prompt, pair, listed)
     geometry = model.geometry
-    total = sweep_forwards(geometry.n_layers * geometry.n_heads, HEADS_PER_FORWARD)
+    per_forward = heads_per_forward(len(model.tokenizer(prompt)["input_ids"]))
+    total = sweep_forwards(geometry.n_layers * geometry.n_heads, per_forward)
     with _count_forwards(model, lambda i: report(f"ablation sweep: forward {i} of {total}")):
-        sweep = ablation_sweep(model, prompt, pair, listed, mode="zero", heads_per_forward=HEADS_PER_FORWARD)
+        sweep = ablation_sweep(model, prompt, pair, listed, mode="zero", heads_per_forward=per_forward)
     return {"prompt": prompt, "target": pair.target, "foil": pair.foil,
             "edits_label": "" if edits.is_empty else edits.describe(),
             "dla": dla.heads.tolist(), "ablation": sweep.effect.tolist(), "base": sweep.base,
