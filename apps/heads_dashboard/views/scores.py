@@ -221,14 +221,15 @@ def panel() -> html.Div:
                 [
                     html.Label("target ", htmlFor=ID.TARGET), dcc.Input(id=ID.TARGET, placeholder="' Mary'", **text),
                     html.Label("foil ", htmlFor=ID.FOIL), dcc.Input(id=ID.FOIL, placeholder="' John'", **text),
-                    html.Button("head scores (DLA + ablation sweep)", id=ID.SCORES_RUN, n_clicks=0,
+                    html.Button("head scores", id=ID.SCORES_RUN, n_clicks=0,
                                 style={"marginRight": "6px"}),
                     html.Button("Cancel", id=ID.SCORES_CANCEL, n_clicks=0, disabled=True),
                 ],
                 style={**ROW, "alignItems": "center"},
             ),
-            html.Div("type the tokens with their leading space; the head scores then appear as heatmap metrics "
-                     "'direct logit attribution' and 'ablation effect'", style={"color": "#555", "margin": "4px 0"}),
+            html.Div("type the tokens with their leading space; 'head scores' computes each head's direct logit "
+                     "attribution and zero-ablation effect (a job), shown as the heatmap metrics of those names",
+                     style={"color": "#555", "margin": "4px 0"}),
             html.Div(id=ID.SCORES_PROGRESS, style=PROGRESS),
             html.Div(id=ID.SCORES_MESSAGE, style=MESSAGE),
             dcc.Graph(id=ID.LOGIT_DIFF, figure=figures.message_figure(NO_PAIR),
