@@ -25,9 +25,10 @@ Context:
 
     Rows that may see nothing (left-padding queries) spread their attention evenly over every
     key, as HF's eager attention and the reference's pattern mode do; their output is never
-    read and their statistics are NaN. Blocks are ``min(chunk_size, FAST_ROWS)`` query rows, so
-    memory is ``O(rows x keys)`` per head as in the reference (two blocks alive, against about
-    four there, of at most 32 rows by default, against 256).
+    read and their statistics are NaN. Blocks are :func:`block_rows` query rows (at most the
+    call's ``chunk_size``: 128 at 1k tokens, 64 at 2k, 32 from 4k on SmolLM2), so memory is
+    ``O(rows x keys)`` per head as in the reference (two blocks alive, against about four of
+    256 rows there).
 
     Why not PyTorch's fused CPU attention for the output (it returns each row's log-sum-exp
     too) and a statistics-only pass beside it: measured on SmolLM2's geometry, the fused call
@@ -51,9 +52,13 @@ from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest, head_v
 from probe.attention.stats import StatAccumulator
 
 FAST_DTYPES = (torch.float32, torch.float64)
-# Query rows per block: at most the call's chunk_size. Smaller blocks stay closer to the cache;
-# measured on SmolLM2's geometry at 2k-8k tokens, 32 rows beat 64, 128 and 256 (notes/capture_cpu.md).
-FAST_ROWS = 32
+# Query rows per block: about BLOCK_ELEMENTS logits per block (heads x rows x keys), between
+# MIN_ROWS and the call's chunk_size. Smaller blocks stay closer to the cache, larger ones cost
+# fewer calls (each a synchronisation of the intra-op threads, slow on a loaded machine).
+# Measured on SmolLM2's geometry (notes/capture_cpu.md): 1 thread, 32 rows beat 64-256 at 2k
+# and 4k, 64 and 128 tie at 8k; 2 threads on a loaded machine favour larger blocks.
+BLOCK_ELEMENTS = 9 * 64 * 2048
+MIN_ROWS = 32
 PLAN_CACHE_SIZE = 4  # masks whose plans are kept (a forward uses one or two: full and sliding)
 PLAN_BYTES_LIMIT = 64 * 2**20  # plans whose partial-column masks exceed this are not kept
 
@@ -80,10 +85,19 @@ def fast_attention(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    output, pattern, stats = tile_pass(query, key, value, mask, scaling, want, min(chunk_size, FAST_ROWS))
+    rows = block_rows(query.shape[0] * query.shape[1], key.shape[2], chunk_size)
+    output, pattern, stats = tile_pass(query, key, value, mask, scaling, want, rows)
     if edit is not None and edit.head_scale is not None:
         output = output * head_view(edit.head_scale.to(output))
     return AttentionOutput(output=output, pattern=pattern, stats=stats)
+
+
+def block_rows(heads: int, k_len: int, chunk_size: int) -> int:
+    """Query rows per block: a power of two near ``BLOCK_ELEMENTS / (heads x keys)``, at least
+    ``MIN_ROWS``, at most ``chunk_size``."""
+    target = max(BLOCK_ELEMENTS // max(heads * k_len, 1), 1)
+    rows = max(MIN_ROWS, 1 << (target.bit_length() - 1))
+    return min(rows, chunk_size)
 
 
 def fast_path_applies(query: Tensor, softcap: float | None, edit: LayerEdit | None) -> bool:

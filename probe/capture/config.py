@@ -50,7 +50,7 @@ class CaptureConfig:
             elsewhere, :mod:`probe.attention.fast`), ``"reference"`` (the plain definition) or
             a name GPU kernels register (``"triton"``).
         chunk_size: query rows per block of the reference backend (memory is ``chunk_size x keys``
-            per head); the fast backend uses at most this many (32 by default).
+            per head); the fast backend uses at most this many (fewer on long inputs).
         pattern_bytes_limit: pattern mode refuses inputs whose patterns would exceed this.
     """
 

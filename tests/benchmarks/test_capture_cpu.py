@@ -99,3 +99,19 @@ def test_statistics_memory_grows_with_the_keys_and_with_chunk_size():
     short, long_, small_chunk = _attn_peak_mib(1024, 256), _attn_peak_mib(4096, 256), _attn_peak_mib(4096, 64)
     assert long_ - short >= block_mib(256, 4096 - 1024), (short, long_)
     assert long_ - small_chunk >= block_mib(256, 4096) - block_mib(64, 4096), (long_, small_chunk)
+
+
+def test_peer_table_takes_ratios_to_the_same_rounds_plain_forward_and_medians():
+    """A slow round slows plain and tool alike: the ratio uses the plain forward of its own round."""
+    rows = []
+    for round_index, (plain, tool) in enumerate([(1.0, 1.5), (4.0, 6.0), (2.0, 2.4)]):
+        rows.append(_row("plain", 511, 100.0, chunk=None, seconds=plain, round=round_index))
+        rows.append(_row("stats", 511, 10.0 * (round_index + 1), seconds=tool, round=round_index))
+        rows.append({"mode": "eager", "length": 4096, "chunk": None, "round": round_index,
+                     "refused": "not run: holds every pattern"})
+    table = {(r["length"], r["mode"]): r for r in bench.peer_table(rows)}
+    stats = table[(511, "stats")]
+    assert stats["ratio"] == pytest.approx(1.5)  # ratios 1.5, 1.5, 1.2: median 1.5 (not 2.4 / 2.0 of medians)
+    assert stats["seconds"] == pytest.approx(2.4) and stats["extra_mib"] == pytest.approx(20.0)
+    assert table[(511, "plain")]["ratio"] == pytest.approx(1.0)
+    assert "seconds" not in table[(4096, "eager")] and "not run" in table[(4096, "eager")]["note"]
