@@ -39,6 +39,7 @@ Context:
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ def fast_attention(
     """Same contract and results as :func:`reference_attention` (to float rounding), faster on CPU."""
     edit = edit if edit is not None and not edit.is_empty else None
     shapes_ok = (query.shape[1] % key.shape[1] == 0 and key.shape[2] == value.shape[2] == mask.kv_length
-                 and query.shape[2] == mask.q_length)
+                 and query.shape[2] == mask.q_length > 0)
     if not (shapes_ok and fast_path_applies(query, softcap, edit)):
         return reference_attention(query, key, value, mask, scaling=scaling, softcap=softcap, want=want, edit=edit,
                                    chunk_size=chunk_size)  # which also names what is wrong with the shapes
@@ -178,6 +179,7 @@ def column_runs(flags: Bool[Tensor, " w"]) -> list[tuple[int, int]]:
 
 
 _PLANS: OrderedDict[tuple, tuple[LazyMask, Tensor | None, MaskPlan]] = OrderedDict()
+_PLANS_LOCK = threading.Lock()  # captures may run in threads (the dashboard's jobs)
 
 
 def cached_plan(mask: LazyMask, chunk_size: int, from_zero: bool = False) -> MaskPlan:
@@ -187,18 +189,19 @@ def cached_plan(mask: LazyMask, chunk_size: int, from_zero: bool = False) -> Mas
     padding objects (kept alive here, so their ids cannot be reused) with unchanged padding."""
     key = (mask.batch_size, mask.q_length, mask.kv_length, mask.q_offset, mask.kv_offset, id(mask.mask_function),
            id(mask.padding), mask.use_vmap, str(mask.device), chunk_size, from_zero)
-    hit = _PLANS.get(key)
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
     if hit is not None:
         kept, padding, plan = hit
         same_padding = padding is None or torch.equal(padding, mask.padding)
         if kept.mask_function is mask.mask_function and kept.padding is mask.padding and same_padding:
-            _PLANS.move_to_end(key)
             return plan
     plan = plan_mask(mask, chunk_size, from_zero)
     if plan.nbytes <= PLAN_BYTES_LIMIT:
-        _PLANS[key] = (mask, None if mask.padding is None else mask.padding.clone(), plan)
-        while len(_PLANS) > PLAN_CACHE_SIZE:
-            _PLANS.popitem(last=False)
+        with _PLANS_LOCK:
+            _PLANS[key] = (mask, None if mask.padding is None else mask.padding.clone(), plan)
+            while len(_PLANS) > PLAN_CACHE_SIZE:
+                _PLANS.popitem(last=False)
     return plan
 
 
