@@ -26,7 +26,7 @@ Context:
     Rows that may see nothing (left-padding queries) spread their attention evenly over every
     key, as HF's eager attention and the reference's pattern mode do; their output is never
     read and their statistics are NaN. Blocks are :func:`block_rows` query rows (at most the
-    call's ``chunk_size``: 128 at 1k tokens, 64 at 2k, 32 from 4k on SmolLM2), so memory is
+    call's ``chunk_size``: 256 at 1k tokens, 128 at 2k, 64 at 4k, 32 at 8k on SmolLM2), so memory is
     ``O(rows x keys)`` per head as in the reference (two blocks alive, against about four of
     256 rows there).
 
@@ -53,12 +53,14 @@ from probe.attention.spec import AttentionOutput, LayerEdit, StatRequest, head_v
 from probe.attention.stats import StatAccumulator
 
 FAST_DTYPES = (torch.float32, torch.float64)
-# Query rows per block: about BLOCK_ELEMENTS logits per block (heads x rows x keys), between
-# MIN_ROWS and the call's chunk_size. Smaller blocks stay closer to the cache, larger ones cost
-# fewer calls (each a synchronisation of the intra-op threads, slow on a loaded machine).
-# Measured on SmolLM2's geometry (notes/capture_cpu.md): 1 thread, 32 rows beat 64-256 at 2k
-# and 4k, 64 and 128 tie at 8k; 2 threads on a loaded machine favour larger blocks.
-BLOCK_ELEMENTS = 9 * 64 * 2048
+# Statistics mode: query rows per block of about BLOCK_ELEMENTS logits (heads x rows x keys),
+# between MIN_ROWS and the call's chunk_size. Smaller blocks stay closer to the cache, larger
+# ones cost fewer calls, each a synchronisation of the intra-op threads: on an oversubscribed
+# machine that costs milliseconds per call (2 threads, load 4-5: one layer at 1k tokens took
+# 2025 ms in 64-row blocks, 308 ms in 512-row blocks, 77 ms with 1 thread). Measured on
+# SmolLM2's geometry (notes/capture_cpu.md): 1 thread, 32 rows were up to 20% faster than 128
+# at 2k and 4k, and tied at 8k. Pattern mode, quadratic in memory anyway, uses chunk_size rows.
+BLOCK_ELEMENTS = 9 * 128 * 2048
 MIN_ROWS = 32
 PLAN_CACHE_SIZE = 4  # masks whose plans are kept (a forward uses one or two: full and sliding)
 PLAN_BYTES_LIMIT = 64 * 2**20  # plans whose partial-column masks exceed this are not kept
@@ -86,7 +88,7 @@ def fast_attention(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    rows = block_rows(query.shape[0] * query.shape[1], key.shape[2], chunk_size)
+    rows = chunk_size if want.pattern else block_rows(query.shape[0] * query.shape[1], key.shape[2], chunk_size)
     output, pattern, stats = tile_pass(query, key, value, mask, scaling, want, rows)
     if edit is not None and edit.head_scale is not None:
         output = output * head_view(edit.head_scale.to(output))
