@@ -56,6 +56,7 @@ class ID:
     # token strip (views.tokens)
     TOKEN_PICK = "token-pick"  # written by assets/token_strip.js: {"index": i, "at": ms} of a clicked token
     TOKEN_CLICK = "token-click"
+    STRIP_HOVER = "strip-hover"  # the selected head's rows/columns for hover shading (views.tokens.hover_values)
     SHADE = "shade"
     QK = "qk"
     QK_INFO = "qk-info"

@@ -370,6 +370,19 @@ def test_researcher_features_end_to_end(page, server_url):
     _wait(page, lambda d: "transparent" in (_el(d, ID.HEAD_TOKENS).find_elements(By.TAG_NAME, "span")[query + 1]
                                             .get_attribute("style")), "tokens after the hovered query unshaded")
     _shoot(page, "12_token_conditioned")
+    # hover on the strip itself (shaded in the browser): attention from token 2, so token 3 goes blank
+    strip = lambda d: _el(d, ID.HEAD_TOKENS).find_elements(By.TAG_NAME, "span")  # noqa: E731
+    served_colour = strip(page)[3].get_attribute("style")
+    assert "transparent" not in served_colour  # row 4 shades token 3
+
+    def hovered_token_2(d):  # re-hover each poll: a late strip redraw from the figure's hover may land first
+        ActionChains(d).move_to_element(strip(d)[1]).move_to_element(strip(d)[2]).perform()
+        return "transparent" in strip(d)[3].get_attribute("style")
+
+    _wait(page, hovered_token_2, "tokens after the hovered strip token unshaded")
+    _shoot(page, "12b_strip_hover")
+    ActionChains(page).move_to_element(_el(page, ID.QK_INFO)).perform()
+    _wait(page, lambda d: "transparent" not in strip(d)[3].get_attribute("style"), "the server's shading back")
     _radio(page, ID.SHADE, "attention received")
 
     # 3. all heads of the layer (log scale), and after minus before

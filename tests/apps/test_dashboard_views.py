@@ -11,7 +11,7 @@ import torch
 from dash import no_update
 from dash.exceptions import PreventUpdate
 
-from apps.heads_dashboard import callbacks
+from apps.heads_dashboard import callbacks, head_metrics
 from apps.heads_dashboard.jobs import JobManager
 from apps.heads_dashboard.layout import ID
 from apps.heads_dashboard.settings import DashboardSettings, EditSettings
@@ -128,6 +128,24 @@ def test_the_strip_shades_by_attention_from_the_hovered_query(bench):
     assert [s.to_plotly_json()["props"]["data-index"] for s in spans] == list(range(14))  # what the click listener reads
     assert spans[13].style["outline"] == tokens.QUERY_OUTLINE and spans[4].style["outline"] == tokens.KEY_OUTLINE
     assert "→ key" in line
+
+
+@pytest.mark.parametrize("shade", ["from", "to"])
+def test_the_strip_hover_store_holds_the_heads_rows_or_columns(bench, shade):
+    bench.view(Source(prompt=PROMPT))
+    view = lambda source: callbacks.cached_or_why(bench, source)  # noqa: E731
+    held = tokens.hover_view(view, _source(), 1, 2, shade)
+    record = bench.cached_view(Source(prompt=PROMPT)).record
+    direct = head_metrics.attention_from if shade == "from" else head_metrics.attention_to
+    assert held["shade"] == shade and len(held["values"]) == 14
+    for t, values in enumerate(held["values"]):
+        expected = direct(record, 0, 1, 2, t)
+        assert [v is None for v in values] == torch.isnan(expected).tolist()
+        assert [v for v in values if v is not None] == pytest.approx(expected[~torch.isnan(expected)].tolist(),
+                                                                      abs=1e-4)
+    assert tokens.hover_view(view, _source(), 1, 2, "received") is None  # nothing to shade on hover
+    assert tokens.hover_view(view, _source(), 1, 9, shade) is None  # a bad head: the head panel says so
+    assert json.dumps(held)  # what the page receives
 
 
 # --- 3. all heads of a layer, diff ----------------------------------------------------------------

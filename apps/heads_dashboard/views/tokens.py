@@ -13,11 +13,19 @@ Context:
     selected head's attention *from* a token (its row: where it looks) or *to* a token (its
     column: who looks at it). The token is the one under the mouse in the head's figure (its
     hover: query row for "from", key column for "to"), else the selected query / key.
+
+    Hovering the strip itself shades it in the browser, with no server round trip: on a head,
+    shading or prompt change the server fills the :data:`ID.STRIP_HOVER` store with the head's
+    rows ("from") or columns ("to") (:func:`hover_values`, prompts up to :data:`HOVER_TOKENS`
+    tokens); a clientside callback hands them to ``assets/token_strip.js``, whose page-wide
+    mouse listener colours the spans from them and puts the server's colours back when the mouse
+    leaves the strip.
 """
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html
+import torch
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from apps.heads_dashboard import figures
@@ -30,6 +38,9 @@ QK_METRIC = "attention_qk"
 DEFAULT_QK = {"query": -1, "key": None}
 SHADINGS = {"received": "attention received", "from": "attention from a token", "to": "attention to a token"}
 QUERY_OUTLINE, KEY_OUTLINE = "2px solid #e07b00", "2px solid #2a9d2a"
+HOVER_TOKENS = 128
+"""Prompts up to this many tokens (the in-server capture limit's default) carry the selected head's
+pattern in the page for hover shading on the strip (128 x 128 values, about 0.1 MB of JSON)."""
 
 
 def hovered_position(hover: dict | None, axis: str, hide_first: bool) -> int | None:
@@ -52,6 +63,36 @@ def shading(view: View, layer: int, head: int, shade: str, qk: dict, hovered: di
     else:
         token = hovered["key"] if hovered["key"] is not None else (qk.get("key") if qk.get("key") is not None else -1)
     return hover_shading(view.record, view.prompt, layer, head, int(token), shade)
+
+
+def hover_values(view: View, layer: int, head: int, shade: str) -> dict | None:
+    """What hovering token ``t`` of the strip shades it with, for the browser (:data:`ID.STRIP_HOVER`).
+
+    ``{"shade": shade, "values": values}`` where ``values[t]`` is the head's attention from token
+    ``t`` (its row; keys after it ``None``) for ``"from"``, or to token ``t`` (its column; queries
+    before it ``None``) for ``"to"``, rounded to 4 decimals. None (no hover shading) for
+    "received", a statistics-only record or a prompt over :data:`HOVER_TOKENS` tokens."""
+    if shade not in ("from", "to") or not view.record.patterns or len(view.tokens) > HOVER_TOKENS:
+        return None
+    pattern = view.record.pattern(layer, view.prompt)[head].float()
+    per_token = pattern if shade == "from" else pattern.T  # [t, other]: row t, or column t
+    seen = torch.ones_like(per_token, dtype=torch.bool)
+    seen = seen.tril() if shade == "from" else seen.triu()  # from t: keys <= t; to t: queries >= t
+    values = [[round(v, 4) if ok else None for v, ok in zip(row, mask)]
+              for row, mask in zip(per_token.tolist(), seen.tolist())]
+    return {"shade": shade, "values": values}
+
+
+def hover_view(cached_view, source, layer, head, shade) -> dict | None:
+    """The :data:`ID.STRIP_HOVER` store for the session's capture (None when there is nothing to shade)."""
+    view, _ = cached_view(source)
+    if view is None:
+        return None
+    try:
+        layer, head = check_head(view, layer, head)
+    except InputError:  # the head panel reports a bad head
+        return None
+    return hover_values(view, layer, head, shade or "received")
 
 
 def selected_positions(qk: dict, n_tokens: int) -> tuple[int | None, int | None]:
@@ -105,6 +146,7 @@ def controls() -> html.Div:
         [
             dcc.Store(id=ID.QK, data=DEFAULT_QK),
             dcc.Store(id=ID.TOKEN_PICK),
+            dcc.Store(id=ID.STRIP_HOVER),
             html.Span("clicks set: ", style={"color": "#555"}),
             dcc.RadioItems(id=ID.TOKEN_CLICK, value="key", options=[{"label": "key", "value": "key"},
                                                                   {"label": "query", "value": "query"}], **radio),
@@ -133,6 +175,14 @@ def register_callbacks(app: Dash, cached_view) -> None:
                   Input(ID.MODEL_READY, "data"), State(ID.HIDE_FIRST, "value"))
     def _strip(source, layer, head, shade, qk, hover, _ready, hide_first):
         return strip_view(cached_view, source, layer, head, shade, qk, hover, bool(hide_first))
+
+    @app.callback(Output(ID.STRIP_HOVER, "data"), Input(ID.SESSION, "data"), Input(ID.LAYER, "value"),
+                  Input(ID.HEAD, "value"), Input(ID.SHADE, "value"), Input(ID.MODEL_READY, "data"))
+    def _hover_values(source, layer, head, shade, _ready):
+        return hover_view(cached_view, source, layer, head, shade)
+
+    # hands the store to assets/token_strip.js (no output: the listener keeps it)
+    app.clientside_callback(ClientsideFunction("headscope", "keep_strip_hover"), Input(ID.STRIP_HOVER, "data"))
 
 
 def strip_view(cached_view, source, layer, head, shade, qk, hover, hide_first: bool):
