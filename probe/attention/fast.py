@@ -88,7 +88,9 @@ def fast_attention(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    rows = chunk_size if want.pattern else block_rows(query.shape[0] * query.shape[1], key.shape[2], chunk_size)
+    # Rows per block depend on the heads and keys, not on the batch: a prompt alone and in a
+    # padded batch are then computed in the same blocks (same numbers, to the last bit).
+    rows = chunk_size if want.pattern else block_rows(query.shape[1], key.shape[2], chunk_size)
     output, pattern, stats = tile_pass(query, key, value, mask, scaling, want, rows)
     if edit is not None and edit.head_scale is not None:
         output = output * head_view(edit.head_scale.to(output))
@@ -114,8 +116,8 @@ class BlockPlan:
     """What one block of query rows ``start:stop`` needs from the mask.
 
     Attributes:
-        lo, hi: the keys computed (every key some row of the block may see; all keys when a
-            row may see none, so that it can spread over every key).
+        lo, hi: the keys computed: every key some row of the block may see (the same for a
+            prompt alone and in a padded batch, so that both give the same numbers).
         partial: ``(a, b, allowed)`` runs of key columns ``a:b`` that some row of the block may
             not see, with ``allowed`` ``Bool[batch, 1, rows, b - a]`` (True = may attend).
         blind: ``Bool[batch, rows]``, rows that may see no key; None when there are none.
@@ -154,7 +156,7 @@ def plan_mask(mask: LazyMask, chunk_size: int, from_zero: bool = False) -> MaskP
         sees = rows.any(-1)  # [batch, rows]
         blind = ~sees
         any_blind = bool(blind.any())
-        lo, hi = (0, mask.kv_length) if any_blind else visible_span(rows)
+        lo, hi = visible_span(rows)
         lo = 0 if from_zero else lo
         hidden = ~rows[..., lo:hi] & sees[..., None]  # keys a row that sees something may not see
         runs = tuple((lo + a, lo + b, rows[:, None, :, lo + a:lo + b].clone())
@@ -314,8 +316,8 @@ def tile_pass(
             scores[..., a - lo:b - lo].masked_fill_(~allowed, lowest)
         p = work.view("probs", *scores.shape)
         torch.ops.aten._softmax.out(scores, -1, False, out=p)
-        if block.blind is not None:  # eager attention spreads a blind row evenly over every key
-            p.masked_fill_(block.blind[:, None, :, None], 1.0 / k_len)
+        if block.blind is not None:  # spread evenly over the computed keys, as the reference does
+            p.masked_fill_(block.blind[:, None, :, None], 1.0 / (hi - lo))
             scores.masked_fill_(block.blind[:, None, :, None], 0.0)
         if pattern is not None:
             rows = pattern[:, :, start:stop]
@@ -323,6 +325,11 @@ def tile_pass(
             rows[..., hi:] = 0.0
             rows[..., lo:hi] = p
         output[:, start:stop] = output_rows(p, value[:, :, lo:hi])
+        if pattern is not None and block.blind is not None:  # eager: a blind row spreads over every key
+            blind = block.blind[:, None, :, None]
+            pattern[:, :, start:stop].masked_fill_(blind, 1.0 / k_len)
+            every_key = value.mean(dim=2).repeat_interleave(heads // key.shape[1], dim=1)  # [batch, head, d]
+            output[:, start:stop] = torch.where(blind.transpose(1, 2), every_key[:, None], output[:, start:stop])
         if core is None:
             continue
         # p's largest entry is exp(max s - lse), so lse = max s - log max p (no second exponential).
