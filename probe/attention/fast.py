@@ -209,6 +209,17 @@ def cached_plan(mask: LazyMask, chunk_size: int, from_zero: bool = False) -> Mas
     return plan
 
 
+def forget_plans() -> None:
+    """Drop every kept mask plan (they are rebuilt on the next call)."""
+    with _PLANS_LOCK:
+        _PLANS.clear()
+
+
+def kept_plans() -> int:
+    """How many mask plans are kept."""
+    return len(_PLANS)
+
+
 class Workspace:
     """Two reusable blocks (logits, probabilities) for one call: a block written into fresh
     memory costs page faults that can double a matrix product's time, so each call allocates

@@ -18,9 +18,8 @@ import torch
 from transformers.masking_utils import and_masks, bidirectional_mask_function, causal_mask_function, sliding_window_overlay
 
 from probe import CaptureConfig, capture
-from probe.attention import fast
 from probe.attention.backends import get_backend
-from probe.attention.fast import fast_attention
+from probe.attention.fast import fast_attention, forget_plans, kept_plans
 from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention
 from probe.attention.spec import Band, KeyScale, LayerEdit, SinkRule, StatRequest
@@ -166,10 +165,10 @@ def test_head_scale_is_applied_and_other_edits_go_to_the_reference():
 def test_a_mask_plan_is_reused_only_for_the_same_mask():
     """Layers of one forward share a plan; another padding of the same shape gets its own."""
     q, k, v, mask = make_inputs(CASES["left-padding"])
-    fast._PLANS.clear()
+    forget_plans()
     fast_attention(q, k, v, mask, want=CORE, chunk_size=5)
     fast_attention(q, k, v, mask, want=CORE, chunk_size=5)
-    assert len(fast._PLANS) == 1
+    assert kept_plans() == 1
     other = LazyMask(2, 37, 37, padding=torch.arange(37)[None, :] >= torch.tensor([[7], [1]]))
     got = fast_attention(q, k, v, other, want=CORE, chunk_size=5)
     _, expected = materialised(q, k, v, other)
