@@ -70,6 +70,7 @@ class ID:
     SCORES_MESSAGE = "scores-message"
     SCORES_REQUEST = "scores-request"
     SCORES = "scores"
+    ABLATION_MODE = "ablation-mode"
     # long-input window (views.window)
     WINDOW_RANGE = "window-range"
     WINDOW_RUN = "window-run"
@@ -83,6 +84,7 @@ class ID:
     DATASET_UPLOAD = "dataset-upload"
     DATASET_EXAMPLE = "dataset-example"
     DATASET_FILE = "dataset-file"
+    DATASET_CHOICE = "dataset-choice"
     DATASET_INFO = "dataset-info"
     DATASET_QUERY = "dataset-query"
     DATASET_KEY = "dataset-key"

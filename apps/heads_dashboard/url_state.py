@@ -3,7 +3,8 @@
 Context:
     :class:`PageState` is what a view depends on: the source (a typed prompt or a prompt of the
     saved record), the heatmap's metric, the selected head, the edits, the target/foil pair,
-    the query/key tokens of token-conditioned views and the display options. :func:`encode`
+    the query/key tokens of token-conditioned views, the display options, the strip's shading, the
+    long-input query window and the data set (a bundled example; uploads are not in links). :func:`encode`
     writes only the fields that differ from their defaults (short URLs; a default added later
     does not change old links), :func:`decode` reads them back with ``urllib.parse``.
 
@@ -17,7 +18,8 @@ Parameters (all optional):
     ``prompt``, ``record`` (index into the saved record), ``metric``, ``layer``, ``head``,
     ``act`` (``1``), ``act_heads`` (the heads ACT calibrates, ``2.1,3.0``), ``heads`` (``3.4,5.1``), ``factor``, ``target``, ``foil``, ``query``,
     ``key`` (token positions, negative from the end), ``view`` (``pattern``, ``layer``,
-    ``diff``), ``scale`` (``linear``, ``log``), ``hide_first`` (``1``).
+    ``diff``), ``scale`` (``linear``, ``log``), ``hide_first`` (``1``), ``shade`` (``received``,
+    ``from``, ``to``), ``window`` (the query range, ``START:STOP``), ``dataset`` (``ioi``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from dataclasses import dataclass, fields, replace
 from urllib.parse import parse_qs, urlencode
 
 from apps.heads_dashboard.settings import EditSettings, parse_heads
+from apps.heads_dashboard.views.dataset import EXAMPLES
+from apps.heads_dashboard.views.tokens import SHADINGS
+from apps.heads_dashboard.views.window import DEFAULT_RANGE, RANGE
 from probe.edits.spec import MAX_HEAD_FACTOR
 from probe.errors import InputError
 
@@ -55,6 +60,9 @@ class PageState:
     view: str = "pattern"
     scale: str = "linear"
     hide_first: bool = False
+    shade: str = "received"
+    window: str = DEFAULT_RANGE
+    dataset: str | None = None
 
     def edit_settings(self) -> EditSettings:
         """The edits as the edits panel holds them (``act_heads`` passed only when set, so links
@@ -116,11 +124,19 @@ def _choice(choices: tuple[str, ...]):
     return read
 
 
+def _range(name: str, value: str) -> str:
+    if not RANGE.match(value):
+        raise InputError(f"URL parameter {name!r} must be a query range START:STOP (e.g. -32: or 100:140), "
+                         f"got {value!r}")
+    return value
+
+
 READERS = {
     "prompt": _text, "record": _whole, "metric": _text, "layer": _whole, "head": _whole,
     "act": _flag, "act_heads": _heads, "heads": _heads, "factor": _factor, "target": _text, "foil": _text,
     "query": lambda n, v: _whole(n, v, signed=True), "key": lambda n, v: _whole(n, v, signed=True),
     "view": _choice(VIEWS), "scale": _choice(SCALES), "hide_first": _flag,
+    "shade": _choice(tuple(SHADINGS)), "window": _range, "dataset": _choice(tuple(EXAMPLES)),
 }
 """URL parameter -> ``reader(name, text)`` returning the field's value or raising InputError."""
 

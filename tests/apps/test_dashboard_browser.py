@@ -350,7 +350,7 @@ def test_researcher_features_end_to_end(page, server_url):
     _wait_title(page, ID.GRID, "direct logit attribution: logit(' Mary') − logit(' John') under ACT")
     assert _el(page, ID.SCORES_MESSAGE).text == ""
     _shoot(page, "11_target_foil_dla")
-    _pick(page, ID.METRIC, "ablation effect (zero, target − foil)")
+    _pick(page, ID.METRIC, "ablation effect (zero or mean, target − foil)")
     _wait_title(page, ID.GRID, "zero-ablation effect")
     _tick(page, ID.EDIT_ACT)  # edits off
     page.execute_script("window.scrollTo(0, 0)")
@@ -431,7 +431,10 @@ def test_researcher_features_end_to_end(page, server_url):
     _set_number(page, ID.EDIT_ACT_HEADS, "1.2")
     _tick(page, ID.EDIT_ACT)
     _wait_title(page, ID.EDIT_COMPARE, "ACT on L1.H2")
-    _wait(page, lambda d: "act_heads=1.2" in d.current_url and "metric=mean_entropy" in d.current_url, "state in the URL")
+    _radio(page, ID.SHADE, "attention to a token")
+    _set_number(page, ID.WINDOW_RANGE, "-5:")
+    _wait(page, lambda d: all(part in d.current_url for part in ("act_heads=1.2", "metric=mean_entropy", "shade=to",
+                                                                 "window=-5%3A", "dataset=ioi")), "state in the URL")
     link = page.current_url
     page.get(link)
     _wait_text(page, ID.PROMPT_INFO, "full patterns")
@@ -439,6 +442,10 @@ def test_researcher_features_end_to_end(page, server_url):
     assert _el(page, ID.PROMPT).get_attribute("value") == PROMPT
     assert _el(page, ID.TARGET).get_attribute("value") == " Mary" and _el(page, ID.FOIL).get_attribute("value") == " John"
     assert "mean entropy" in _graph_title(page, ID.GRID)
+    assert _el(page, ID.WINDOW_RANGE).get_attribute("value") == "-5:"
+    assert page.find_element(By.CSS_SELECTOR, f"#{ID.SHADE} input[value='to']").is_selected()
+    _wait_text(page, ID.DATASET_INFO, "48 prompts")  # the IOI example opened again
     _shoot(page, "17_url_restored")
     _tick(page, ID.EDIT_ACT)
+    _radio(page, ID.SHADE, "attention received")
     _set_number(page, ID.EDIT_ACT_HEADS, "")

@@ -98,6 +98,25 @@ def test_head_scores_job_feeds_the_heatmap_and_is_cached(bench, tiny):
     assert "for another prompt: press 'head scores' again" in fig.layout.annotations[0].text
 
 
+def test_mean_ablation_is_offered_and_cached_apart_from_zero(bench, tiny):
+    bench.view(Source(prompt=PROMPT))
+    stores = scores.ScoreStore(bench.store.folder.parent / "scores")
+    _, request, _ = scores.submit_scores(bench, stores, _source(), None, " Mary", " John", "mean")
+    assert request["ablation"] == "mean"
+    result, message = scores.scores_job(bench, stores, request)
+    assert message == "" and result["ablation_mode"] == "mean"
+    pair = target_foil(tiny.tokenizer, " Mary", " John")
+    expected = ablation_sweep(tiny, PROMPT, pair, mode="mean", heads_per_forward=7).effect
+    fig, _, _ = callbacks.grid_view(bench, _source(), "ablation", 0, 0, None, result)
+    assert torch.allclose(_z(fig), expected.float(), atol=1e-4)
+    assert not torch.allclose(expected, ablation_sweep(tiny, PROMPT, pair, heads_per_forward=7).effect)
+    assert "mean-ablation effect" in fig.data[0].colorbar.title.text or "mean-ablation effect" in fig.layout.title.text
+    assert scores.submit_scores(bench, stores, _source(), None, " Mary", " John", "mean")[0] == result  # cached
+    data, zero_request, _ = scores.submit_scores(bench, stores, _source(), None, " Mary", " John", "zero")
+    assert data is no_update and zero_request["ablation"] == "zero"  # another key: a new job
+    assert "not offered" in scores.submit_scores(bench, stores, _source(), None, " Mary", " John", "resample")[2]
+
+
 @pytest.mark.parametrize(("n_tokens", "expected"), [(14, 32), (256, 32), (512, 8), (1024, 2), (1500, 1), (8000, 1)])
 def test_ablation_batches_shrink_with_long_prompts(n_tokens, expected):
     assert scores.heads_per_forward(n_tokens) == expected
@@ -222,6 +241,7 @@ def test_a_prompt_file_is_averaged_over_its_prompts(bench, tiny, tmp_path):
 def test_the_ioi_example_names_roles(tmp_path):
     file, info, options, query, key, message = dataset.opened(dataset.SetFolder(tmp_path), None, None, example=True)
     assert "48 prompts" in info and (query, key) == ("END", "IO") and {"IO", "S1", "S2", "END"} <= set(options)
+    assert file["example"] == "ioi" and dataset.EXAMPLES["ioi"] == dataset.EXAMPLE  # the name a link carries
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), [
@@ -238,12 +258,14 @@ def test_bad_prompt_files_get_one_line(tmp_path, name, data, expected):
 
 def test_a_link_restores_the_widgets_and_submits_its_prompt(bench):
     state = PageState(prompt=PROMPT, metric="mean_entropy", layer=2, head=3, act=True, heads=((1, 2),), factor=0.5,
-                      target=" Mary", foil=" John", key=2, view="layer", scale="log", hide_first=True)
+                      target=" Mary", foil=" John", key=2, view="layer", scale="log", hide_first=True, shade="from",
+                      window="-8:", dataset="ioi")
     submitted = []
     submit = lambda *args: submitted.append(args) or ("session", "request", "")  # noqa: E731
     out = url.restore(submit, encode(state), restored=False)
     assert list(out[:len(url.RESTORED_FIELDS)]) == [PROMPT, "mean_entropy", 2, 3, ["act"], "", "1.2", "0.5", " Mary",
-                                                    " John", "layer", "log", ["hide"], {"query": -1, "key": 2}]
+                                                    " John", "layer", "log", ["hide"], {"query": -1, "key": 2}, "from",
+                                                    "-8:", {"example": "ioi"}]
     assert submitted == [(ID.RUN, PROMPT, None)] and out[-4:] == ("session", "request", "", True)
     written = url.page_search(True, _source(), *out[1:len(url.RESTORED_FIELDS)])
     assert written == encode(state)  # what the page writes back is the link it was opened with

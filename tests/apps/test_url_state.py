@@ -17,6 +17,7 @@ STATES = [
     PageState(prompt="def f(x):\n    return x  # ü & = ? + %20", act=True, heads=((3, 4), (5, 1)), factor=0.25,
               query=-1, key=2, view="diff", scale="log", hide_first=True),
     PageState(record=7, layer=0, head=0, view="layer", factor=-2.0, act=True, act_heads=((2, 1), (3, 0))),
+    PageState(prompt="a", shade="to", window="100:140", dataset="ioi"),
 ]
 
 
@@ -53,6 +54,9 @@ def test_edits_become_the_panels_settings():
     ("?layer=1&layer=2", "URL parameter 'layer' is given 2 times"),
     ("?layer", "the URL's query string 'layer' is malformed"),
     ("?prompt=a&record=1", "not both"),
+    ("?shade=all", "URL parameter 'shade' must be one of received, from, to"),
+    ("?window=5-9", "URL parameter 'window' must be a query range START:STOP"),
+    ("?dataset=squad", "URL parameter 'dataset' must be one of ioi"),
     ("?prompt=" + "a" * (MAX_URL_PROMPT + 1), f"over the {MAX_URL_PROMPT} a link can carry"),
 ])
 def test_bad_parameters(search, message):

@@ -37,6 +37,8 @@ from probe.capture import CaptureConfig, capture
 from probe.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "data" / "ioi.jsonl"
+EXAMPLES = {"ioi": EXAMPLE}
+"""Bundled prompt sets by the name a link uses (``?dataset=ioi``)."""
 FILE_ID = re.compile(r"^[0-9a-f]{32}\.(txt|jsonl)$")
 MAX_PROMPTS = 256
 ATTENTION = "attention"
@@ -96,7 +98,7 @@ def opened(sets: SetFolder, contents: str | None, filename: str | None, example:
     roles = ", ".join(prompt_set.role_names) or "none (positions count from each prompt's end)"
     info = f"{label}: {len(prompt_set.prompts)} prompts; roles: {roles}"
     query, key = ("END", "IO") if {"END", "IO"} <= set(prompt_set.role_names) else ("-1", "-2")
-    file = {"name": name, "label": label}
+    file = {"name": name, "label": label, "example": "ioi" if example else None}
     return file, info, positions(prompt_set), query, key, ""
 
 
@@ -180,6 +182,7 @@ def panel() -> html.Div:
     return html.Div(
         [
             dcc.Store(id=ID.DATASET_FILE),
+            dcc.Store(id=ID.DATASET_CHOICE),  # {"example": name}: set by a link (views.url), opens that set
             dcc.Store(id=ID.DATASET_REQUEST),
             dcc.Store(id=ID.DATASET),
             html.H4("Data set", style={"margin": "2px 0 8px"}),
@@ -221,10 +224,12 @@ def register_callbacks(app: Dash, workbench: Workbench, sets: SetFolder) -> None
                   Output(ID.DATASET_KEY, "options"), Output(ID.DATASET_KEY, "value"),
                   Output(ID.DATASET_MESSAGE, "children"),
                   Input(ID.DATASET_UPLOAD, "contents"), Input(ID.DATASET_EXAMPLE, "n_clicks"),
-                  State(ID.DATASET_UPLOAD, "filename"), prevent_initial_call=True)
-    def _open(contents, _example, filename):
-        file, info, options, query, key, message = opened(sets, contents, filename,
-                                                          ctx.triggered_id == ID.DATASET_EXAMPLE)
+                  Input(ID.DATASET_CHOICE, "data"), State(ID.DATASET_UPLOAD, "filename"), prevent_initial_call=True)
+    def _open(contents, _example, choice, filename):
+        if ctx.triggered_id == ID.DATASET_CHOICE and not (choice or {}).get("example"):
+            raise PreventUpdate
+        example = ctx.triggered_id in (ID.DATASET_EXAMPLE, ID.DATASET_CHOICE)
+        file, info, options, query, key, message = opened(sets, contents, filename, example)
         return file, info, options, query, options, key, message
 
     @app.callback(Output(ID.DATASET, "data"), Output(ID.DATASET_REQUEST, "data"),

@@ -51,7 +51,9 @@ def score_grid(field: str, what: str) -> Callable[[View, str | None, dict | None
         values = torch.tensor(scores[field], dtype=torch.float32)
         if values.shape[0] != len(view.record.layers):
             raise InputError("these head scores are for another model; press 'head scores' again")
-        return Grid(values, f"{what}: logit({scores['target']!r}) − logit({scores['foil']!r})"
+        # the ablation's mode is the job's (stores from before the mode was offered: zero)
+        shown = f"{scores.get('ablation_mode', 'zero')}-{what}" if field == "ablation" else what
+        return Grid(values, f"{shown}: logit({scores['target']!r}) − logit({scores['foil']!r})"
                             + (f" under {scores['edits_label']}" if scores.get("edits_label") else ""), signed=True)
 
     return grid
@@ -60,7 +62,7 @@ def score_grid(field: str, what: str) -> Callable[[View, str | None, dict | None
 GRID_METRICS: dict[str, tuple[str, Callable[[View, str | None, dict | None, dict | None], Grid]]] = {
     "attention_qk": ("attention query → key (click tokens)", attention_qk),
     "dla": ("direct logit attribution (target − foil)", score_grid("dla", "direct logit attribution")),
-    "ablation": ("ablation effect (zero, target − foil)", score_grid("ablation", "zero-ablation effect")),
+    "ablation": ("ablation effect (zero or mean, target − foil)", score_grid("ablation", "ablation effect")),
 }
 """Metric name -> (dropdown label, grid function)."""
 

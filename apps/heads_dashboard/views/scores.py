@@ -8,11 +8,12 @@ Context:
 
     "head scores" runs a background job (progress, cancel) that computes two per-head scores of
     the session's prompt under its committed edits: the direct logit attribution
-    (:func:`circuits.heads.direct_attribution.direct_logit_attribution`) and the zero-ablation
-    effect (:func:`circuits.heads.ablation_sweep.ablation_sweep`, many ablations per forward).
+    (:func:`circuits.heads.direct_attribution.direct_logit_attribution`) and the ablation effect
+    (:func:`circuits.heads.ablation_sweep.ablation_sweep`, many ablations per forward), zero or
+    mean ablation as the panel's radio says (:data:`ABLATIONS`).
     They land in the :data:`ID.SCORES` store, and the heatmap shows them as the metrics "direct
     logit attribution" and "ablation effect" (:mod:`.grid_metrics`). Results are kept per
-    (model, prompt, edits, pair) in a :class:`ScoreStore` (JSON files; no pickle), so asking
+    (model, prompt, edits, pair, ablation) in a :class:`ScoreStore` (JSON files; no pickle), so asking
     again is answered without a job.
 """
 
@@ -51,6 +52,8 @@ def heads_per_forward(n_tokens: int) -> int:
     ``32 * (256 / n)^2`` (8 at 512 tokens, 1 from about 1,450), so a forward's attention
     scores stay near those of 32 copies of 256 tokens."""
     return max(1, min(HEADS_PER_FORWARD, int(HEADS_PER_FORWARD * (FULL_BATCH_TOKENS / max(n_tokens, 1)) ** 2)))
+ABLATIONS = {"zero": "zero", "mean": "mean over the prompt's positions"}
+"""Ablation modes the panel offers (``ablation_sweep``'s ``mode``) -> radio label."""
 NO_PAIR = "type a target and a foil token (e.g. ' Mary' and ' John', with their leading spaces)"
 
 
@@ -75,8 +78,16 @@ class ScoreStore:
         partial.replace(path)  # atomic: a reader sees all of it or nothing
 
 
-def score_key(model: str, prompt: str, edits: EditSettings, target: str, foil: str) -> tuple:
-    return (model, prompt, json.dumps(edits.to_store(), sort_keys=True), target, foil)
+def score_key(model: str, prompt: str, edits: EditSettings, target: str, foil: str, ablation: str = "zero") -> tuple:
+    return (model, prompt, json.dumps(edits.to_store(), sort_keys=True), target, foil, ablation)
+
+
+def read_ablation(mode: str | None) -> str:
+    """The checked ablation mode (None: zero)."""
+    mode = mode or "zero"
+    if mode not in ABLATIONS:
+        raise InputError(f"ablation mode {mode!r} is not offered; choose {' or '.join(ABLATIONS)}")
+    return mode
 
 
 def read_pair(workbench: Workbench, target: str | None, foil: str | None) -> TargetFoil | None:
@@ -138,7 +149,7 @@ def _logit_diff_figure(workbench, source, edit_session, target, foil):
 # --- head scores (a background job) ------------------------------------------------------------
 
 
-def submit_scores(workbench: Workbench, stores: ScoreStore, source, edit_session, target, foil):
+def submit_scores(workbench: Workbench, stores: ScoreStore, source, edit_session, target, foil, ablation="zero"):
     """(scores or no_update, request or no_update, message) for the 'head scores' button."""
     try:
         src = Source.from_store(source)
@@ -148,13 +159,15 @@ def submit_scores(workbench: Workbench, stores: ScoreStore, source, edit_session
         if pair is None:
             raise InputError(NO_PAIR)
         edits = session_edits(edit_session, source)
+        mode = read_ablation(ablation)
         plan = workbench.plan(src, edits)
     except Exception as err:  # noqa: BLE001 - shown in the panel
         return no_update, no_update, user_message("submit_scores", err)
-    cached = stores.get(score_key(plan.model, plan.prompt, edits, pair.target, pair.foil))
+    cached = stores.get(score_key(plan.model, plan.prompt, edits, pair.target, pair.foil, mode))
     if cached is not None:
         return cached, no_update, ""
-    return no_update, new_request(prompt=plan.prompt, edits=edits.to_store(), target=pair.target, foil=pair.foil), ""
+    return no_update, new_request(prompt=plan.prompt, edits=edits.to_store(), target=pair.target, foil=pair.foil,
+                                  ablation=mode), ""
 
 
 def scores_job(workbench: Workbench, stores: ScoreStore, request: dict | None, progress=None):
@@ -165,15 +178,17 @@ def scores_job(workbench: Workbench, stores: ScoreStore, request: dict | None, p
         model = workbench.holder.get()
         edits = EditSettings.from_store(request["edits"])
         pair = target_foil(model.tokenizer, request["target"], request["foil"])
-        scores = compute_scores(model, request["prompt"], pair, edits, progress)
+        mode = read_ablation(request.get("ablation"))
+        scores = compute_scores(model, request["prompt"], pair, edits, progress, ablation=mode)
     except Exception as err:  # noqa: BLE001 - shown in the panel
         return no_update, user_message("scores_job", err)
-    stores.put(score_key(model.name, request["prompt"], edits, pair.target, pair.foil), scores)
+    stores.put(score_key(model.name, request["prompt"], edits, pair.target, pair.foil, mode), scores)
     return scores, ""
 
 
-def compute_scores(model, prompt: str, pair: TargetFoil, edits: EditSettings, progress=None) -> dict:
-    """DLA and zero-ablation effect per head, as the :data:`ID.SCORES` store holds them."""
+def compute_scores(model, prompt: str, pair: TargetFoil, edits: EditSettings, progress=None,
+                   ablation: str = "zero") -> dict:
+    """DLA and ``ablation``-ablation effect per head, as the :data:`ID.SCORES` store holds them."""
     report = progress or (lambda _: None)
     report("direct logit attribution…")
     listed = edits.to_edits(model.geometry.n_layers)
@@ -182,10 +197,10 @@ def compute_scores(model, prompt: str, pair: TargetFoil, edits: EditSettings, pr
     per_forward = heads_per_forward(len(model.tokenizer(prompt)["input_ids"]))
     total = sweep_forwards(geometry.n_layers * geometry.n_heads, per_forward)
     with _count_forwards(model, lambda i: report(f"ablation sweep: forward {i} of {total}")):
-        sweep = ablation_sweep(model, prompt, pair, listed, mode="zero", heads_per_forward=per_forward)
+        sweep = ablation_sweep(model, prompt, pair, listed, mode=ablation, heads_per_forward=per_forward)
     return {"prompt": prompt, "target": pair.target, "foil": pair.foil,
             "edits_label": "" if edits.is_empty else edits.describe(),
-            "dla": dla.heads.tolist(), "ablation": sweep.effect.tolist(), "base": sweep.base,
+            "dla": dla.heads.tolist(), "ablation": sweep.effect.tolist(), "ablation_mode": ablation, "base": sweep.base,
             "logit_diff": dla.logit_diff, "forwards": sweep.forwards}
 
 
@@ -223,12 +238,17 @@ def panel() -> html.Div:
                     html.Label("foil ", htmlFor=ID.FOIL), dcc.Input(id=ID.FOIL, placeholder="' John'", **text),
                     html.Button("head scores", id=ID.SCORES_RUN, n_clicks=0,
                                 style={"marginRight": "6px"}),
-                    html.Button("Cancel", id=ID.SCORES_CANCEL, n_clicks=0, disabled=True),
+                    html.Button("Cancel", id=ID.SCORES_CANCEL, n_clicks=0, disabled=True,
+                                style={"marginRight": "10px"}),
+                    html.Span("ablation: ", style={"color": "#555"}),
+                    dcc.RadioItems(id=ID.ABLATION_MODE, value="zero", inline=True,
+                                   options=[{"label": v, "value": k} for k, v in ABLATIONS.items()],
+                                   inputStyle={"marginRight": "3px"}, labelStyle={"marginRight": "10px"}),
                 ],
                 style={**ROW, "alignItems": "center"},
             ),
             html.Div("type the tokens with their leading space; 'head scores' computes each head's direct logit "
-                     "attribution and zero-ablation effect (a job), shown as the heatmap metrics of those names",
+                     "attribution and ablation effect (a job; zero or mean ablation), shown as the heatmap metrics of those names",
                      style={"color": "#555", "margin": "4px 0"}),
             html.Div(id=ID.SCORES_PROGRESS, style=PROGRESS),
             html.Div(id=ID.SCORES_MESSAGE, style=MESSAGE),
@@ -249,9 +269,10 @@ def register_callbacks(app: Dash, workbench: Workbench, stores: ScoreStore) -> N
 
     @app.callback(Output(ID.SCORES, "data"), Output(ID.SCORES_REQUEST, "data"), Output(ID.SCORES_MESSAGE, "children"),
                   Input(ID.SCORES_RUN, "n_clicks"), State(ID.SESSION, "data"), State(ID.EDIT_SESSION, "data"),
-                  State(ID.TARGET, "value"), State(ID.FOIL, "value"), prevent_initial_call=True)
-    def _submit(_, source, edit_session, target, foil):
-        return submit_scores(workbench, stores, source, edit_session, target, foil)
+                  State(ID.TARGET, "value"), State(ID.FOIL, "value"), State(ID.ABLATION_MODE, "value"),
+                  prevent_initial_call=True)
+    def _submit(_, source, edit_session, target, foil, ablation):
+        return submit_scores(workbench, stores, source, edit_session, target, foil, ablation)
 
     @app.callback(Output(ID.SCORES, "data", allow_duplicate=True),
                   Output(ID.SCORES_MESSAGE, "children", allow_duplicate=True), Input(ID.SCORES_REQUEST, "data"),

@@ -2,10 +2,12 @@
 
 Context:
     :class:`.url_state.PageState` (prompt or record prompt, metric, head, edits, target/foil,
-    query/key, view, scale, hide-first) travels in ``location.search`` (a ``dcc.Location``).
+    query/key, view, scale, hide-first, shading, query window, bundled data set) travels in
+    ``location.search`` (a ``dcc.Location``).
     On load, :func:`restore` sets every widget from it and submits its prompt (as Run does: a
     cached capture shows at once, a short one is captured in the server, a long one queues a
-    job); the edits panel then submits the restored edits by itself. After that,
+    job); the edits panel then submits the restored edits by itself, and the data-set panel opens
+    a restored example set (press "capture the set": a cached capture shows at once). After that,
     :func:`page_search` rewrites the query string whenever a part of the state changes
     (``history.pushState``: no reload). The :data:`ID.URL_RESTORED` flag keeps the two apart:
     nothing is written before the restore, and later URL changes are not restored again. A bad
@@ -22,12 +24,14 @@ from apps.heads_dashboard.ids import ID
 from apps.heads_dashboard.settings import EditSettings
 from apps.heads_dashboard.url_state import PageState, decode, encode
 from apps.heads_dashboard.views.tokens import DEFAULT_QK
+from apps.heads_dashboard.views.window import DEFAULT_RANGE, RANGE
 from apps.heads_dashboard.workbench import Source
 
 RESTORED_FIELDS = (
     (ID.PROMPT, "value"), (ID.METRIC, "value"), (ID.LAYER, "value"), (ID.HEAD, "value"), (ID.EDIT_ACT, "value"),
     (ID.EDIT_ACT_HEADS, "value"), (ID.EDIT_HEADS, "value"), (ID.EDIT_FACTOR, "value"), (ID.TARGET, "value"),
     (ID.FOIL, "value"), (ID.VIEW, "value"), (ID.SCALE, "value"), (ID.HIDE_FIRST, "value"), (ID.QK, "data"),
+    (ID.SHADE, "value"), (ID.WINDOW_RANGE, "value"), (ID.DATASET_CHOICE, "data"),
 )
 """The widgets :func:`restore` sets, in its output order (then session, request, message, flag)."""
 
@@ -42,7 +46,8 @@ def widget_values(state: PageState) -> list:
     return [state.prompt or "", state.metric, state.layer if state.layer is not None else 0,
             state.head if state.head is not None else 0, ["act"] if state.act else [], _heads(state.act_heads),
             _heads(state.heads), f"{state.factor:g}", state.target or "", state.foil or "", state.view, state.scale,
-            ["hide"] if state.hide_first else [], qk]
+            ["hide"] if state.hide_first else [], qk, state.shade, state.window,
+            {"example": state.dataset} if state.dataset else None]
 
 
 def restore(submit, search: str | None, restored: bool):
@@ -69,9 +74,10 @@ def restore(submit, search: str | None, restored: bool):
 
 
 def page_state(source, metric, layer, head, act, act_heads, heads, factor, target, foil, view, scale, hide_first,
-               qk) -> PageState:
+               qk, shade=None, window=None, dataset=None) -> PageState:
     """The :class:`PageState` of the widgets' values (unparseable edit boxes are left out: the
-    edits panel reports them)."""
+    edits panel reports them; so is a window range that does not parse, and an uploaded data set).
+    ``dataset`` is the data-set panel's opened file (or a restored choice): ``{"example": name}``."""
     src = Source.from_store(source)
     try:
         edits = EditSettings.from_ui(act, heads, factor, act_heads)
@@ -84,7 +90,9 @@ def page_state(source, metric, layer, head, act, act_heads, heads, factor, targe
         layer=_whole(layer), head=_whole(head), act=edits.act, act_heads=tuple(edits.act_heads) if edits.act else (),
         heads=tuple(edits.scaled_heads), factor=edits.factor if edits.scaled_heads else 0.0,
         target=target or None, foil=foil or None, query=None if query in (None, -1) else query, key=qk.get("key"),
-        view=view or "pattern", scale=scale or "linear", hide_first=bool(hide_first))
+        view=view or "pattern", scale=scale or "linear", hide_first=bool(hide_first), shade=shade or "received",
+        window=window if isinstance(window, str) and RANGE.match(window) else DEFAULT_RANGE,
+        dataset=(dataset or {}).get("example") or None)
 
 
 def _whole(value) -> int | None:
@@ -121,7 +129,8 @@ def register_callbacks(app: Dash, submit) -> None:
                   Input(ID.EDIT_ACT, "value"), Input(ID.EDIT_ACT_HEADS, "value"), Input(ID.EDIT_HEADS, "value"),
                   Input(ID.EDIT_FACTOR, "value"), Input(ID.TARGET, "value"), Input(ID.FOIL, "value"),
                   Input(ID.VIEW, "value"), Input(ID.SCALE, "value"), Input(ID.HIDE_FIRST, "value"),
-                  Input(ID.QK, "data"), prevent_initial_call=True)
+                  Input(ID.QK, "data"), Input(ID.SHADE, "value"), Input(ID.WINDOW_RANGE, "value"),
+                  Input(ID.DATASET_FILE, "data"), prevent_initial_call=True)
     def _write(restored, *values):
         return page_search(bool(restored), *values)
 
