@@ -9,7 +9,7 @@
 #
 #   bash benchmarks/vision_acceptance.sh OUT_DIR            # DEVICE=cuda, 100 scenes a set
 #   DEVICE=cuda SCENES=60 DEADLINE=400 bash benchmarks/vision_acceptance.sh OUT   # what one call allows
-#   DEVICE=cpu SCENES=10 CARVE_LIMIT=8 bash benchmarks/vision_acceptance.sh /tmp/va   # a small CPU trial
+#   DEVICE=cpu SCENES=10 CARVE_LIMIT=8 bash benchmarks/vision_acceptance.sh OUT   # a small CPU trial
 set -euo pipefail
 out=${1:?usage: vision_acceptance.sh OUT_DIR}
 device=${DEVICE:-cuda}
