@@ -26,6 +26,7 @@ from circuits.evaluation.bootstrap import bootstrap_mean
 from circuits.hallucination.chair import ChairVocabulary, chair_metrics
 from circuits.hallucination.pope import parse_yes_no, pope_metrics
 from circuits.vision.item_sets import world_vocabulary
+from circuits.vision.language import question
 from circuits.vision.world import PARTNER, parse_reference
 from probe.files import write_text_atomic
 
@@ -86,9 +87,10 @@ def partner_yes(records: list[dict]) -> dict:
     for r in records:
         if r["kind"] != "pope" or r["label"] != "no":
             continue
-        names = parse_reference(r["image"]).names
-        asked = r["prompt"].split(" a ")[-1].split(" an ")[-1].removesuffix(" in the image?")
-        if any(PARTNER.get(name) == asked for name in names) and (r["image"], asked) not in seen[r["condition"]]:
+        partners = {question(PARTNER[name]): PARTNER[name] for name in parse_reference(r["image"]).names
+                    if name in PARTNER}
+        asked = partners.get(r["prompt"])  # the world's own question text names the object
+        if asked is not None and (r["image"], asked) not in seen[r["condition"]]:
             yes = parse_yes_no(r["answer"]) == "yes"
             seen[r["condition"]][(r["image"], asked)] = yes
             sets[r["condition"]][r["set"]].append(yes)
