@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from benchmarks.kernels.common import bench, flops, rand, record
+from benchmarks.kernels.common import DEV, bench, flops, rand, record
 from probe.kernels import backend, launch
 from probe.kernels.blocks import dense_table
 from probe.kernels.launch import column_stats, flash_forward
