@@ -189,6 +189,11 @@ def _e2e(results: list[dict]) -> list[str]:
 
 
 def _tuning(results: list[dict]) -> list[str]:
+    failed = [r for r in _rows(results, "error") if r.get("part") == "tune"]
+    if failed and not any(r["section"].startswith("tune-") for r in results):
+        return ["## Tuning sweep", "", "The `tune` section failed in this run (its error is among the raw records "
+                "below), so the other sections ran with the kernels' stored tiles; the last sweep is in this file's git "
+                "history.", ""]
     if not any(r["section"].startswith("tune") for r in results):
         return ["## Tuning sweep", "", "Not rerun in this run (the `tune` section was not asked for); the last sweep is in "
                 "this file's git history. The Gluon K2's variants are under \"Dead ends\" below "
