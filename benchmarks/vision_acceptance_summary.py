@@ -80,12 +80,14 @@ def pope_table(records: list[dict]) -> dict:
 
 
 def partner_yes(records: list[dict]) -> dict:
-    """Per condition, the share of "yes" to a question about the absent partner of a drawn pair member
-    (distinct scene-object questions), per seed set and pooled with a bootstrap interval."""
+    """Per condition, the share of "yes" to a POPE adversarial question about the absent partner of a
+    drawn pair member (distinct scene-object questions), per seed set and pooled with a bootstrap
+    interval. Only the adversarial split counts: it is the one that asks for partners by design, and
+    the table shows the rate on its row (popular and random ask for a partner now and then too)."""
     seen: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
     sets: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r["kind"] != "pope" or r["label"] != "no":
+        if r["kind"] != "pope" or r["label"] != "no" or not r["split"].endswith("adversarial"):
             continue
         partners = {question(PARTNER[name]): PARTNER[name] for name in parse_reference(r["image"]).names
                     if name in PARTNER}
