@@ -15,8 +15,10 @@ Context:
       worked out once per mask and reused by every layer of the forward (:class:`MaskPlan`);
     * one fused softmax gives ``p``; everything is read from it: the output ``p @ v``, the
       pattern when asked, each row's log-sum-exp ``max(s) - log(max(p))`` (the largest ``p`` is
-      ``exp(max s - lse)``), the entropy ``-sum p (s - lse)`` (no logarithm per element), the
-      distance as a matrix-vector product with the key positions, received sums and maxima.
+      ``exp(max s - lse)``), the entropy ``lse - sum p s`` (no logarithm per element), the
+      distance as a matrix-vector product with the key positions, received sums and maxima;
+    * the products go one matrix per key head (``mm``) for a prompt or a few: a batched product
+      over SmolLM2's three key heads splits them 2:1 over two threads.
 
     Statistics other than those (``block_sum``, ``lookback``, the band, ``span_mass``) are folded
     from the same probabilities by the reference's :class:`~probe.attention.stats.StatAccumulator`.
@@ -62,6 +64,9 @@ FAST_DTYPES = (torch.float32, torch.float64)
 # at 2k and 4k, and tied at 8k. Pattern mode, quadratic in memory anyway, uses chunk_size rows.
 BLOCK_ELEMENTS = 9 * 128 * 2048
 MIN_ROWS = 32
+# Products per block done one matrix at a time (``mm``) up to this many (prompts x key heads); beyond,
+# one batched product (whose split over the threads is even enough, and Python's overhead small).
+LOOP_PRODUCTS = 8
 PLAN_CACHE_SIZE = 4  # masks whose plans are kept (a forward uses one or two: full and sliding)
 PLAN_BYTES_LIMIT = 64 * 2**20  # plans whose partial-column masks exceed this are not kept
 
@@ -388,6 +393,9 @@ def grouped_scores_into(
     kv_heads, width = key_t.shape[1], key_t.shape[3]
     grouped = q_block.reshape(batch, kv_heads, heads // kv_heads * rows, d)
     target = out.view(batch, kv_heads, heads // kv_heads * rows, width)
+    if batch * kv_heads > LOOP_PRODUCTS:  # many prompts: one batched product spreads evenly
+        torch.matmul(grouped, key_t, out=target)
+        return
     for b in range(batch):
         for g in range(kv_heads):
             torch.mm(grouped[b, g], key_t[b, g], out=target[b, g])
@@ -401,6 +409,8 @@ def output_rows(
     batch, heads, rows, width = p.shape
     kv_heads = value.shape[1]
     grouped = p.to(value.dtype).reshape(batch, kv_heads, heads // kv_heads * rows, width)
+    if batch * kv_heads > LOOP_PRODUCTS:
+        return torch.matmul(grouped, value).reshape(batch, heads, rows, -1).transpose(1, 2)
     out = grouped.new_empty(batch, kv_heads, heads // kv_heads * rows, value.shape[-1])
     for b in range(batch):
         for g in range(kv_heads):

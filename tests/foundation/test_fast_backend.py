@@ -19,7 +19,7 @@ from transformers.masking_utils import and_masks, bidirectional_mask_function, c
 
 from probe import CaptureConfig, capture
 from probe.attention.backends import get_backend
-from probe.attention.fast import fast_attention, forget_plans, kept_plans
+from probe.attention.fast import LOOP_PRODUCTS, fast_attention, forget_plans, kept_plans
 from probe.attention.mask import LazyMask
 from probe.attention.reference import reference_attention
 from probe.attention.spec import Band, KeyScale, LayerEdit, SinkRule, StatRequest
@@ -50,7 +50,14 @@ CASES = {
     "bidirectional": Case(n_q=23, n_kv=23, pad=(0, 4), causal=False),
     "decode-offset": Case(n_q=3, n_kv=29, pad=(2, 0)),
     "float64-window": Case(heads=4, kv_heads=4, n_q=29, n_kv=29, d=16, pad=(0, 7), window=4, dtype=torch.float64),
+    # more prompts x key heads than fast.LOOP_PRODUCTS: the batched products instead of one mm each
+    "batched-products": Case(batch=5, heads=6, kv_heads=2, n_q=19, n_kv=19, d=8, pad=(0, 6, 0, 11, 2)),
 }
+
+
+def test_the_cases_cover_both_ways_of_the_products():
+    sizes = [case.batch * case.kv_heads for case in CASES.values()]
+    assert min(sizes) <= LOOP_PRODUCTS < max(sizes)
 
 
 def make_inputs(case: Case, seed: int = 0):
