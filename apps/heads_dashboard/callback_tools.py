@@ -66,3 +66,13 @@ def job_options(workbench, run: str, cancel: str, progress: str) -> dict:
                 progress=[Output(progress, "children")], progress_default=[""],
                 cancel=[Input(cancel, "n_clicks")],
                 running=[(Output(run, "disabled"), True, False), (Output(cancel, "disabled"), False, True)])
+
+
+def show_cancelled(app, cancel: str, message: str) -> None:
+    """Register the callback that writes :data:`CANCELLED` into ``message`` when ``cancel`` is pressed
+    (Dash stops the job itself; this only tells the page)."""
+
+    @app.callback(Output(message, "children", allow_duplicate=True), Input(cancel, "n_clicks"),
+                  prevent_initial_call=True)
+    def _cancelled(_):
+        return CANCELLED

@@ -41,8 +41,9 @@ from apps.heads_dashboard.views.grid_metrics import GRID_METRICS, session_grid
 from apps.heads_dashboard.views.scores import session_edits
 from apps.heads_dashboard.workbench import NotCaptured, Source, Workbench, check_head
 
-from apps.heads_dashboard.callback_tools import (  # noqa: F401 - re-exported for the panels
-    BIG_MOVE, BIG_RATIO, CANCELLED, USER_ERRORS, internal_error, job_options, new_request, shown_errors, user_message)
+from apps.heads_dashboard.callback_tools import (
+    BIG_MOVE, BIG_RATIO, CANCELLED, USER_ERRORS, internal_error, job_options, new_request, show_cancelled,
+    user_message)
 
 _job_options = job_options
 
@@ -388,10 +389,7 @@ def register_callbacks(app: Dash, workbench: Workbench) -> None:
             raise PreventUpdate  # no edit: the placeholder stays, nothing to redraw
         return edit_view(workbench, session, layer, head)
 
-    @app.callback(Output(ID.PROMPT_MESSAGE, "children", allow_duplicate=True), Input(ID.CANCEL, "n_clicks"),
-                  prevent_initial_call=True)
-    def _cancelled(_):
-        return CANCELLED
+    show_cancelled(app, ID.CANCEL, ID.PROMPT_MESSAGE)
 
     @app.callback(Output(ID.EDIT_SESSION, "data", allow_duplicate=True),
                   Output(ID.EDIT_MESSAGE, "children", allow_duplicate=True), Input(ID.EDIT_CANCEL, "n_clicks"),

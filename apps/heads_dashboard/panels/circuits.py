@@ -45,7 +45,7 @@ from circuits.discovery.tasks import task_names
 from probe.errors import InputError
 from probe.models import LoadedModel
 
-from apps.heads_dashboard.callbacks import shown_errors
+from apps.heads_dashboard.callback_tools import shown_errors
 from apps.heads_dashboard.figures import head_grid_figure, message_figure
 from apps.heads_dashboard.layout import MESSAGE, PANEL, ROW
 from apps.heads_dashboard.panels.rhythm import Box, whole_number

@@ -40,7 +40,7 @@ from circuits.rhythm.traces import Trace, TraceConfig, build_prompt, encode_prom
 from probe.capture.inputs import InputError
 from probe.models import LoadedModel
 
-from apps.heads_dashboard.callbacks import shown_errors
+from apps.heads_dashboard.callback_tools import shown_errors
 from apps.heads_dashboard.figures import message_figure
 from apps.heads_dashboard.layout import MESSAGE, PANEL, ROW
 from apps.heads_dashboard.state import LRUCache, ModelNotReady

@@ -38,7 +38,8 @@ from circuits.vision.world import SPLITS
 from probe.errors import InputError
 from probe.models import LoadedModel
 
-from apps.heads_dashboard.callbacks import USER_ERRORS, head_from_click
+from apps.heads_dashboard.callback_tools import USER_ERRORS
+from apps.heads_dashboard.callbacks import head_from_click
 from apps.heads_dashboard.figures import message_figure
 from apps.heads_dashboard.layout import MESSAGE, PANEL, ROW
 from apps.heads_dashboard.panels.rhythm import Box, whole_number

@@ -27,7 +27,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from apps.heads_dashboard import figures
-from apps.heads_dashboard.callback_tools import CANCELLED, internal_error, job_options, new_request, user_message
+from apps.heads_dashboard.callback_tools import internal_error, job_options, new_request, show_cancelled, user_message
 from apps.heads_dashboard.dataset_view import (PromptSet, averaged_attention, averaged_metric, read_prompt_set,
                                                role_positions)
 from apps.heads_dashboard.ids import ID, MESSAGE, PANEL, PROGRESS, ROW
@@ -251,7 +251,4 @@ def register_callbacks(app: Dash, workbench: Workbench, sets: SetFolder) -> None
     def _view(dataset, metric, query, key):
         return set_view(workbench, sets, dataset, metric, query, key)
 
-    @app.callback(Output(ID.DATASET_MESSAGE, "children", allow_duplicate=True), Input(ID.DATASET_CANCEL, "n_clicks"),
-                  prevent_initial_call=True)
-    def _cancelled(_):
-        return CANCELLED
+    show_cancelled(app, ID.DATASET_CANCEL, ID.DATASET_MESSAGE)

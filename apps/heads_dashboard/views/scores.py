@@ -31,7 +31,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from apps.heads_dashboard import figures
-from apps.heads_dashboard.callback_tools import CANCELLED, internal_error, job_options, new_request, user_message
+from apps.heads_dashboard.callback_tools import internal_error, job_options, new_request, show_cancelled, user_message
 from apps.heads_dashboard.figures_grid import logit_diff_figure
 from apps.heads_dashboard.ids import ID, MESSAGE, PANEL, PROGRESS, ROW
 from apps.heads_dashboard.settings import EditSettings
@@ -281,7 +281,4 @@ def register_callbacks(app: Dash, workbench: Workbench, stores: ScoreStore) -> N
         workbench.enter_job()
         return scores_job(workbench, stores, request, set_progress)
 
-    @app.callback(Output(ID.SCORES_MESSAGE, "children", allow_duplicate=True), Input(ID.SCORES_CANCEL, "n_clicks"),
-                  prevent_initial_call=True)
-    def _cancelled(_):
-        return CANCELLED
+    show_cancelled(app, ID.SCORES_CANCEL, ID.SCORES_MESSAGE)

@@ -23,7 +23,7 @@ from dash.exceptions import PreventUpdate
 from safetensors.torch import load_file, save_file
 
 from apps.heads_dashboard import figures
-from apps.heads_dashboard.callback_tools import CANCELLED, internal_error, job_options, new_request, user_message
+from apps.heads_dashboard.callback_tools import internal_error, job_options, new_request, show_cancelled, user_message
 from apps.heads_dashboard.ids import ID, MESSAGE, PROGRESS, ROW
 from apps.heads_dashboard.settings import EditSettings
 from apps.heads_dashboard.token_views import window_figure
@@ -186,7 +186,4 @@ def register_callbacks(app: Dash, workbench: Workbench, windows: WindowStore) ->
             raise PreventUpdate  # no window yet: the placeholder stays, nothing to redraw
         return window_view(workbench, windows, window, source, head, scale, hide_first)
 
-    @app.callback(Output(ID.WINDOW_MESSAGE, "children", allow_duplicate=True), Input(ID.WINDOW_CANCEL, "n_clicks"),
-                  prevent_initial_call=True)
-    def _cancelled(_):
-        return CANCELLED
+    show_cancelled(app, ID.WINDOW_CANCEL, ID.WINDOW_MESSAGE)
