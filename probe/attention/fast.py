@@ -64,9 +64,7 @@ FAST_DTYPES = (torch.float32, torch.float64)
 # at 2k and 4k, and tied at 8k. Pattern mode, quadratic in memory anyway, uses chunk_size rows.
 BLOCK_ELEMENTS = 9 * 128 * 2048
 MIN_ROWS = 32
-# Products per block done one matrix at a time (``mm``) up to this many (prompts x key heads); beyond,
-# one batched product (whose split over the threads is even enough, and Python's overhead small).
-LOOP_PRODUCTS = 8
+LOOP_PRODUCTS = 8  # prompts x key heads up to which grouped_matmul loops over mm (see there)
 PLAN_CACHE_SIZE = 4  # masks whose plans are kept (a forward uses one or two: full and sliding)
 PLAN_BYTES_LIMIT = 64 * 2**20  # plans whose partial-column masks exceed this are not kept
 
@@ -384,35 +382,34 @@ def grouped_scores_into(
     key_t: Float[Tensor, "batch kv_head d k"],
 ) -> None:
     """``q @ k^T`` into ``out`` (contiguous), each group of query heads sharing one key head:
-    its group's rows stacked (no repeated keys), one matrix product per prompt and key head.
-
-    One ``mm`` per key head rather than one batched product: on two threads a ``bmm`` over
-    SmolLM2's 3 key heads splits them 2:1 between the threads, and the loop was 25% faster at 8k
-    keys (notes/capture_cpu.md)."""
+    its group's rows stacked (no repeated keys)."""
     batch, heads, rows, d = q_block.shape
     kv_heads, width = key_t.shape[1], key_t.shape[3]
     grouped = q_block.reshape(batch, kv_heads, heads // kv_heads * rows, d)
-    target = out.view(batch, kv_heads, heads // kv_heads * rows, width)
-    if batch * kv_heads > LOOP_PRODUCTS:  # many prompts: one batched product spreads evenly
-        torch.matmul(grouped, key_t, out=target)
-        return
-    for b in range(batch):
-        for g in range(kv_heads):
-            torch.mm(grouped[b, g], key_t[b, g], out=target[b, g])
+    grouped_matmul(grouped, key_t, out.view(batch, kv_heads, heads // kv_heads * rows, width))
 
 
 def output_rows(
     p: Float[Tensor, "batch head rows w"], value: Float[Tensor, "batch kv_head w d"]
 ) -> Float[Tensor, "batch rows head d"]:
-    """``p @ v`` with each group of query heads sharing one value head, in HF's layout (one ``mm``
-    per prompt and value head, as in :func:`grouped_scores_into`)."""
+    """``p @ v`` with each group of query heads sharing one value head, in HF's layout."""
     batch, heads, rows, width = p.shape
     kv_heads = value.shape[1]
     grouped = p.to(value.dtype).reshape(batch, kv_heads, heads // kv_heads * rows, width)
-    if batch * kv_heads > LOOP_PRODUCTS:
-        return torch.matmul(grouped, value).reshape(batch, heads, rows, -1).transpose(1, 2)
-    out = grouped.new_empty(batch, kv_heads, heads // kv_heads * rows, value.shape[-1])
-    for b in range(batch):
-        for g in range(kv_heads):
-            torch.mm(grouped[b, g], value[b, g], out=out[b, g])
+    out = grouped_matmul(grouped, value, grouped.new_empty(*grouped.shape[:3], value.shape[-1]))
     return out.reshape(batch, heads, rows, -1).transpose(1, 2)
+
+
+def grouped_matmul(
+    a: Float[Tensor, "batch kv_head m n"], b: Float[Tensor, "batch kv_head n p"], out: Float[Tensor, "batch kv_head m p"]
+) -> Float[Tensor, "batch kv_head m p"]:
+    """``a @ b`` into ``out``: one ``mm`` per prompt and key head for up to ``LOOP_PRODUCTS`` of them
+    (a batched product over SmolLM2's 3 key heads splits them 2:1 over two threads; the loop was
+    25% faster at 8k keys, notes/capture_cpu.md), one batched product beyond (even enough, and
+    Python's overhead small)."""
+    if a.shape[0] * a.shape[1] > LOOP_PRODUCTS:
+        return torch.matmul(a, b, out=out)
+    for i in range(a.shape[0]):
+        for g in range(a.shape[1]):
+            torch.mm(a[i, g], b[i, g], out=out[i, g])
+    return out
