@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--child", nargs=5, metavar=("MODE", "LENGTH", "CHUNK", "BACKEND", "KEEP"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    problem = bad_arguments(args)
+    if problem:
+        parser.error(problem)
     if args.child:
         mode, length, chunk, backend, keep = args.child
         if args.threads:
@@ -283,6 +286,25 @@ def main() -> None:
     after = machine_info()
     write_notes(rows, args.out, section=args.section, machine={**before, "load_after": after["load"]},
                 command=command)
+
+
+def bad_arguments(args) -> str | None:
+    """What is wrong with the command line (one line naming the fix), or None; checked before any
+    child runs, so a 30-minute table does not fail in every child."""
+    from probe.attention.backends import available_backends
+
+    positive = {"--lengths": args.lengths, "--chunk-sizes": args.chunk_sizes,
+                "--rounds": [args.rounds] if args.rounds is not None else [],
+                "--threads": [args.threads] if args.threads is not None else [],
+                "--max-pattern-tokens": [args.max_pattern_tokens]}
+    for flag, values in positive.items():
+        if any(value < 1 for value in values):
+            return f"{flag} takes positive integers, got {' '.join(map(str, values))}"
+    if args.backend not in available_backends():
+        return f"unknown --backend {args.backend!r}; choose one of {', '.join(available_backends())}"
+    if args.out.is_dir():
+        return f"--out {args.out} is a folder; give the notes file to write (e.g. notes/capture_cpu.md)"
+    return None
 
 
 QUADRATIC = ("eager", "lens", "nnsight", "pattern")  # hold every layer's full pattern

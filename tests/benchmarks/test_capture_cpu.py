@@ -115,3 +115,29 @@ def test_peer_table_takes_ratios_to_the_same_rounds_plain_forward_and_medians():
     assert stats["seconds"] == pytest.approx(2.4) and stats["extra_mib"] == pytest.approx(20.0)
     assert table[(511, "plain")]["ratio"] == pytest.approx(1.0)
     assert "seconds" not in table[(4096, "eager")] and "not run" in table[(4096, "eager")]["note"]
+
+
+BAD_INPUTS = [
+    pytest.param(["--rounds", "0"], "--rounds takes positive integers", id="zero-rounds"),
+    pytest.param(["--threads", "-2"], "--threads takes positive integers", id="negative-threads"),
+    pytest.param(["--lengths", "512", "0"], "--lengths takes positive integers", id="zero-length"),
+    pytest.param(["--chunk-sizes", "0"], "--chunk-sizes takes positive integers", id="zero-chunk"),
+    pytest.param(["--max-pattern-tokens", "0"], "--max-pattern-tokens takes positive integers", id="zero-pattern-cap"),
+    pytest.param(["--backend", "fastest"], "unknown --backend 'fastest'", id="unknown-backend"),
+    pytest.param(["--out", "{folder}"], "is a folder", id="out-is-a-folder"),
+    pytest.param(["--modes", "flash"], "invalid choice: 'flash'", id="unknown-mode"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_INPUTS)
+def test_bad_input_stops_before_any_child_with_one_line(args, words, tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes.md"
+    monkeypatch.setattr(bench, "run_child", lambda *a, **k: pytest.fail("a child ran"))
+    monkeypatch.setattr(sys, "argv", ["capture_cpu.py", "--out", str(notes), *[a.format(folder=tmp_path) for a in args]])
+    with pytest.raises(SystemExit) as stopped:
+        bench.main()
+    assert stopped.value.code == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error:" in line]  # argparse's usage, then one error line
+    assert out == "" and len(errors) == 1 and words in errors[0] and err.rstrip().endswith(errors[0]), err
+    assert not notes.exists()  # nothing written
