@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from circuits.evaluation.bootstrap import bootstrap_mean
 from circuits.hallucination.chair import ChairVocabulary, chair_metrics
@@ -29,9 +30,6 @@ from circuits.vision.item_sets import world_vocabulary
 from circuits.vision.language import question
 from circuits.vision.world import PARTNER, parse_reference
 from probe.files import write_text_atomic
-
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
-"""Student's t quantile 0.975 by degrees of freedom (k seeds give k - 1)."""
 
 RUN = re.compile(r"^(eval|carve)-(heldout|broken)(\d+)$")
 
@@ -57,7 +55,7 @@ def over_seeds(values: list[float]) -> dict:
     mean = float(np.mean(values)) if values else None
     if len(values) < 2:
         return {"seeds": len(values), "mean": mean, "low": None, "high": None, "values": values}
-    half = T_975[len(values) - 1] * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    half = float(student_t.ppf(0.975, len(values) - 1)) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
     return {"seeds": len(values), "mean": mean, "low": max(0.0, mean - half), "high": min(1.0, mean + half),
             "values": values}
 
